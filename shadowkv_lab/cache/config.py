@@ -1,0 +1,128 @@
+"""OffloadConfig: one validated dataclass describes one KV-cache method (ShadowKV, YAKV and every ablation)."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+
+KINDS = ("full", "offload")
+SCORINGS = ("softmax_max", "mean_dot")
+SELECTIONS = ("landmarks", "oracle")
+SCORE_PRECISIONS = ("fp32", "bf16")
+NATIVE = "native"  # keep the model's own dtype: no rounding at all
+
+
+def _check_format(field_name: str, spec: str) -> None:
+    if spec == NATIVE:
+        return
+    from shadowkv_lab.quant import parse_format
+
+    try:
+        parse_format(spec)
+    except ValueError as e:
+        raise ValueError(f"OffloadConfig.{field_name}={spec!r} is not a valid format: {e}") from None
+
+
+def _check_group(field_name: str, group) -> None:
+    if group is None:
+        return
+    if not isinstance(group, int) or isinstance(group, bool) or group < 1 or group & (group - 1):
+        raise ValueError(f"OffloadConfig.{field_name}={group!r}: must be None (automatic) or a power of two >= 1")
+
+
+@dataclass(frozen=True)
+class OffloadConfig:
+    """A KV-cache offloading method in the family of ShadowKV (arXiv 2410.21465) and YAKV (arXiv 2604.08426).
+
+    kind="full" is exact attention with nothing compressed; kind="offload" is the sparse method of
+    algorithms.md: exact prefill, then per decode step each KV head attends to outliers + local window +
+    the `sparse_budget` tokens chosen by landmarks (or by the exact-attention oracle) + generated tokens.
+    """
+
+    name: str = "custom"
+    kind: str = "offload"
+    # keys: rank > 0 keeps U[:, :rank] and S V^T of the joint pre-RoPE key SVD; -1 keeps exact keys.
+    rank: int = 160
+    chunk_size: int = 8
+    local_budget: int = 32  # local window W in tokens, multiple of chunk_size
+    outlier_chunks: int = 48
+    sparse_budget: int | float = 2048  # int: tokens; float in (0, 1]: fraction of the prompt
+    scoring: str = "softmax_max"  # reference accuracy rule; "mean_dot" is the GPU serving rule
+    score_precision: str = "bf16"  # the reference casts chunk probabilities to bf16 (ties!)
+    selection: str = "landmarks"  # "oracle": top tokens by the exact attention of the current query
+    landmark_format: str = NATIVE
+    landmark_group: int | None = None  # None: head_dim (one Hadamard group per head)
+    key_format: str = NATIVE  # storage of exact pre-RoPE keys (rank = -1)
+    key_group: int | None = None  # None: all KV channels of a token (H*d) when a power of two
+    value_format: str = NATIVE
+    value_group: int | None = None
+    keys_on_device: bool = False  # rank = -1: keep the (possibly quantized) keys on the GPU instead of offloading
+    offload: bool = True  # on CUDA, put values (and keys) in pinned host memory; False keeps all on device
+    description: str = field(default="", compare=False)
+
+    def __post_init__(self):
+        if not isinstance(self.name, str) or not self.name:
+            raise ValueError(f"OffloadConfig.name={self.name!r}: must be a non-empty string")
+        if self.kind not in KINDS:
+            raise ValueError(f"OffloadConfig.kind={self.kind!r}: allowed {KINDS}")
+        if not isinstance(self.rank, int) or isinstance(self.rank, bool) or not (self.rank == -1 or self.rank > 0):
+            raise ValueError(f"OffloadConfig.rank={self.rank!r}: must be -1 (exact keys) or a positive int")
+        if not isinstance(self.chunk_size, int) or isinstance(self.chunk_size, bool) or self.chunk_size < 1:
+            raise ValueError(f"OffloadConfig.chunk_size={self.chunk_size!r}: must be an int >= 1")
+        if not isinstance(self.local_budget, int) or self.local_budget < 0 or self.local_budget % self.chunk_size:
+            raise ValueError(
+                f"OffloadConfig.local_budget={self.local_budget!r}: must be an int >= 0 and a multiple of chunk_size={self.chunk_size}"
+            )
+        if not isinstance(self.outlier_chunks, int) or isinstance(self.outlier_chunks, bool) or self.outlier_chunks < 0:
+            raise ValueError(f"OffloadConfig.outlier_chunks={self.outlier_chunks!r}: must be an int >= 0")
+        b = self.sparse_budget
+        if isinstance(b, bool) or not isinstance(b, (int, float)):
+            raise ValueError(f"OffloadConfig.sparse_budget={b!r}: int tokens >= 1 or float fraction in (0, 1]")
+        if isinstance(b, int) and b < 1 or isinstance(b, float) and not (0.0 < b <= 1.0):
+            raise ValueError(f"OffloadConfig.sparse_budget={b!r}: int tokens >= 1 or float fraction in (0, 1]")
+        if self.scoring not in SCORINGS:
+            raise ValueError(f"OffloadConfig.scoring={self.scoring!r}: allowed {SCORINGS}")
+        if self.score_precision not in SCORE_PRECISIONS:
+            raise ValueError(f"OffloadConfig.score_precision={self.score_precision!r}: allowed {SCORE_PRECISIONS}")
+        if self.selection not in SELECTIONS:
+            raise ValueError(f"OffloadConfig.selection={self.selection!r}: allowed {SELECTIONS}")
+        for f in ("landmark_format", "key_format", "value_format"):
+            _check_format(f, getattr(self, f))
+        for f in ("landmark_group", "key_group", "value_group"):
+            _check_group(f, getattr(self, f))
+        if self.key_format != NATIVE and self.rank != -1:
+            raise ValueError(
+                f"OffloadConfig.key_format={self.key_format!r} needs rank=-1 (stored exact keys); got rank={self.rank}"
+            )
+
+    # ------------------------------------------------------------------ helpers
+    def budget_tokens(self, prompt_len: int) -> int:
+        """Sparse budget in tokens for a prompt of `prompt_len`, rounded down to whole chunks (algorithms.md)."""
+        c = self.chunk_size
+        if isinstance(self.sparse_budget, float):
+            return int(self.sparse_budget * prompt_len) // c * c
+        return self.sparse_budget // c * c
+
+    def replace(self, **changes) -> "OffloadConfig":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d.pop("description")
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "OffloadConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown OffloadConfig fields {sorted(unknown)}; allowed {sorted(known)}")
+        return cls(**d)
+
+    def config_hash(self) -> str:
+        """Stable hash of everything that changes results (the name is excluded: renaming does not rerun)."""
+        d = self.to_dict()
+        d.pop("name")
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]

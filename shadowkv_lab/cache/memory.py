@@ -1,0 +1,114 @@
+"""Memory report: bytes per category, device-resident vs offloaded, measured from the cache's actual tensors."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+
+@dataclass
+class MemoryReport:
+    """Rows of (layer, category, role, storage_bytes, packed_bytes); role in {device, offloaded, analysis}.
+
+    storage_bytes is what the tensors occupy; packed_bytes counts quantized codes bit-packed (what a serving
+    kernel would store). "analysis" tensors exist only for the oracle/recording and are excluded from totals.
+    """
+
+    prompt_len: int
+    n_layers: int
+    rows: list[tuple[int, str, str, int, int]] = field(default_factory=list)
+
+    def total(self, role: str, packed: bool = True) -> int:
+        i = 4 if packed else 3
+        return sum(r[i] for r in self.rows if r[2] == role)
+
+    @property
+    def device_bytes(self) -> int:
+        return self.total("device")
+
+    @property
+    def offloaded_bytes(self) -> int:
+        return self.total("offloaded")
+
+    def per_token_per_layer(self, role: str = "device", packed: bool = True, exclude=("generated", "step_buffer")) -> float:
+        """Prompt-proportional bytes per prompt token per layer (generated tokens and step buffers excluded)."""
+        i = 4 if packed else 3
+        tot = sum(r[i] for r in self.rows if r[2] == role and r[1] not in exclude)
+        return tot / max(self.prompt_len * self.n_layers, 1)
+
+    def by_category(self) -> dict[tuple[str, str], dict[str, int]]:
+        out: dict[tuple[str, str], dict[str, int]] = {}
+        for _, cat, role, st, pk in self.rows:
+            d = out.setdefault((cat, role), {"storage_bytes": 0, "packed_bytes": 0})
+            d["storage_bytes"] += st
+            d["packed_bytes"] += pk
+        return out
+
+    def to_dict(self) -> dict:
+        """Flat dict for a results row."""
+        d = {
+            "prompt_len": self.prompt_len,
+            "device_bytes": self.device_bytes,
+            "offloaded_bytes": self.offloaded_bytes,
+            "device_bytes_storage": self.total("device", packed=False),
+            "analysis_bytes": self.total("analysis"),
+            "device_bytes_per_token_layer": self.per_token_per_layer("device"),
+            "offloaded_bytes_per_token_layer": self.per_token_per_layer("offloaded"),
+        }
+        for (cat, role), v in sorted(self.by_category().items()):
+            d[f"{role}:{cat}"] = v["packed_bytes"]
+        return d
+
+    def frame(self):
+        import pandas as pd
+
+        return pd.DataFrame([{"category": c, "role": r, **v} for (c, r), v in sorted(self.by_category().items())])
+
+    def __str__(self) -> str:
+        lines = [f"{'category':<16}{'role':<11}{'packed MiB':>12}{'storage MiB':>13}"]
+        for (cat, role), v in sorted(self.by_category().items(), key=lambda kv: (kv[0][1], kv[0][0])):
+            lines.append(f"{cat:<16}{role:<11}{v['packed_bytes'] / 2**20:>12.3f}{v['storage_bytes'] / 2**20:>13.3f}")
+        lines.append(
+            f"device {self.device_bytes / 2**20:.3f} MiB ({self.per_token_per_layer('device'):.1f} B/token/layer), "
+            f"offloaded {self.offloaded_bytes / 2**20:.3f} MiB ({self.per_token_per_layer('offloaded'):.1f} B/token/layer)"
+        )
+        return "\n".join(lines)
+
+
+def analytic_bytes_per_token(config, n_kv_heads: int, head_dim: int, prompt_len: int, dtype_bytes: int = 2) -> dict[str, float]:
+    """Closed-form GPU and offloaded bytes per prompt token per layer of a method (paper.md's table).
+
+    Counts the per-token terms (landmarks, U rows, resident local/outlier tokens amortised over the prompt, SV
+    amortised) with quantized formats at their exact bits including scales.
+    """
+    from .config import NATIVE
+
+    HD = n_kv_heads * head_dim
+    if config.kind == "full":
+        return {"device": 2 * HD * dtype_bytes, "offloaded": 0.0}
+
+    def bits(fmt: str, group: int | None, width: int) -> float:
+        if fmt == NATIVE:
+            return 8 * dtype_bytes
+        from shadowkv_lab.quant import make_quantizer
+
+        return make_quantizer(fmt, group=group or width).bits_per_element(width)
+
+    c = config.chunk_size
+    resident = config.local_budget + config.outlier_chunks * c
+    device = bits(config.landmark_format, config.landmark_group or head_dim, head_dim) * HD / 8 / c
+    device += 2 * HD * dtype_bytes * min(resident, prompt_len) / prompt_len
+    offloaded = bits(config.value_format, config.value_group or HD, HD) * HD / 8
+    if config.rank > 0:
+        device += config.rank * dtype_bytes + n_kv_heads * config.rank * head_dim * dtype_bytes / prompt_len
+    else:
+        kb = bits(config.key_format, config.key_group or HD, HD) * HD / 8
+        if config.keys_on_device:
+            device += kb
+        else:
+            offloaded += kb
+    return {"device": device, "offloaded": offloaded}
+
+
+def gib(nbytes: float) -> float:
+    return nbytes / 2**30 if math.isfinite(nbytes) else nbytes

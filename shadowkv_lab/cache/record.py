@@ -1,0 +1,82 @@
+"""Attention-level recording: per decode step, layer and KV head, how the method's selection compares with exact attention.
+
+Our own error-attribution design (the paper publishes none). For query q at step t, layer l, KV head h:
+- oracle set: the top-B candidate tokens by exact attention probability (max over the GQA group);
+- recall: |selected ∩ oracle| / |oracle|;
+- mass: share of the exact attention probability (mean over the group's query heads) that falls on the
+  tokens the method attends to (outliers + local + selected + generated);
+- err_selection: ||o_sel_exact - o_exact|| / ||o_exact||, where o_sel_exact attends to the method's token set
+  with exact keys and values (the error due only to which tokens were chosen);
+- err_approx: ||o_method - o_sel_exact|| / ||o_exact|| (the error due only to approximate keys: low rank or
+  quantized, plus quantized values).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .layer import SparseLayer, attend
+
+
+class AttentionRecorder:
+    """Collects one row per (step, layer, KV head); optionally keeps the selected positions themselves."""
+
+    def __init__(self, keep_positions: bool = False):
+        self.keep_positions = keep_positions
+        self.rows: list[dict] = []
+        self.positions: list[dict] = []
+        self.step = 0
+        self.layer = 0
+        self.row = 0  # batch row / sequence id
+
+    def on_step(self, layer: SparseLayer, qg: torch.Tensor, positions: torch.Tensor, out: torch.Tensor) -> None:
+        """qg: (H, G, d) query; positions: (H, k) selected prompt positions; out: (H, G, d) the method's output."""
+        if layer.exact_k is None or layer.exact_v is None:
+            raise RuntimeError("recording needs the exact prompt keys/values: build the cache with record=True")
+        H, d, P = layer.H, layer.d, layer.prefix
+        gk, gv = layer.gen.view()
+        K = torch.cat([layer.exact_k, layer.local_k, gk], 1)  # all tokens in position order: prefix, local, generated
+        V = torch.cat([layer.exact_v, layer.local_v, gv], 1)
+        N = K.shape[1]
+        p = torch.softmax(torch.matmul(qg.float(), K.float().transpose(1, 2)) * layer.ctx.scaling, -1)  # (H, G, N)
+        o_exact = torch.matmul(p, V.float())
+        attended = torch.zeros(H, N, dtype=torch.bool, device=K.device)
+        attended[:, P:] = True  # local window and generated tokens are always attended
+        attended.scatter_(1, layer.out_pos, True)
+        attended.scatter_(1, positions, True)
+        cand = layer._chunk_positions(layer.cand_ids)  # (H, M*c)
+        k_b = min(positions.shape[1], cand.shape[1])
+        cand_score = torch.gather(p.max(dim=1).values, 1, cand)
+        oracle = torch.gather(cand, 1, torch.topk(cand_score, k_b, dim=-1).indices) if k_b else cand[:, :0]
+        is_sel = torch.zeros(H, N, dtype=torch.bool, device=K.device)
+        is_sel.scatter_(1, positions, True)
+        recall = torch.gather(is_sel, 1, oracle).float().mean(dim=1) if k_b else torch.ones(H, device=K.device)
+        mass = (p * attended.unsqueeze(1)).sum(-1).mean(-1)  # (H,)
+        masked = torch.where(attended.unsqueeze(1), p, torch.zeros((), device=p.device))
+        o_sel = torch.matmul(masked / masked.sum(-1, keepdim=True), V.float())
+        norm = o_exact.flatten(1).norm(dim=1).clamp_min(1e-12)
+        err_sel = (o_sel - o_exact).flatten(1).norm(dim=1) / norm
+        err_approx = (out.float() - o_sel).flatten(1).norm(dim=1) / norm
+        mean_pos = positions.float().mean(dim=1) / max(layer.L, 1)
+        for h in range(H):
+            self.rows.append({
+                "row": self.row, "step": self.step, "layer": self.layer, "head": h, "budget": int(positions.shape[1]),
+                "recall": float(recall[h]), "mass": float(mass[h]), "err_selection": float(err_sel[h]),
+                "err_approx": float(err_approx[h]), "mean_selected_position": float(mean_pos[h]),
+            })
+            if self.keep_positions:
+                self.positions.append({"row": self.row, "step": self.step, "layer": self.layer, "head": h,
+                                       "positions": positions[h].tolist(), "oracle": oracle[h].tolist()})
+
+    def frame(self):
+        import pandas as pd
+
+        return pd.DataFrame(self.rows)
+
+    def positions_frame(self):
+        import pandas as pd
+
+        return pd.DataFrame(self.positions)
+
+
+__all__ = ["AttentionRecorder", "attend"]

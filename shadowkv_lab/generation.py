@@ -1,0 +1,182 @@
+"""Greedy generation with an offloading cache: one exact prefill, then batched decode steps.
+
+`generate` is the one-call API; `prefill`, `build_cache` and `decode` are the pieces the experiment runner
+uses to share one prefill between many methods and to decode many sequences per forward pass.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from .attention import DecodeBatch, PrefillCapture, layer_contexts, patch_model, session
+from .cache.config import OffloadConfig
+from .cache.memory import MemoryReport
+from .cache.presets import get_preset
+from .cache.sequence import PrefillState, SequenceCache
+
+END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|end_of_text|>", "<|endoftext|>", "</s>", "<|end|>")
+
+
+def encode_prompt(tokenizer, prompt) -> torch.Tensor:
+    """A user-message string goes through the chat template (Qwen3 thinking off, no system prompt); a list or
+    tensor of token ids is used as is. Returns (L,) long."""
+    if isinstance(prompt, str):
+        msgs = [{"role": "user", "content": prompt}]
+        kw = dict(add_generation_prompt=True, tokenize=False)
+        try:
+            text = tokenizer.apply_chat_template(msgs, enable_thinking=False, **kw)
+        except TypeError:
+            text = tokenizer.apply_chat_template(msgs, **kw)
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        return torch.tensor(ids, dtype=torch.long)
+    if torch.is_tensor(prompt):
+        ids = prompt.reshape(-1).long()
+    elif isinstance(prompt, (list, tuple)) and all(isinstance(i, int) for i in prompt):
+        ids = torch.tensor(prompt, dtype=torch.long)
+    else:
+        raise TypeError(f"prompt must be a user-message string or token ids, got {type(prompt).__name__}")
+    if ids.numel() == 0:
+        raise ValueError("prompt is empty")
+    return ids
+
+
+def stop_token_ids(model, tokenizer) -> set[int]:
+    """The model's end-of-turn tokens: generation config eos ids, the tokenizer's eos and known end-of-turn markers."""
+    ids: set[int] = set()
+    eos = getattr(model.generation_config, "eos_token_id", None)
+    for e in eos if isinstance(eos, (list, tuple)) else [eos]:
+        if e is not None:
+            ids.add(int(e))
+    if tokenizer is not None:
+        if tokenizer.eos_token_id is not None:
+            ids.add(int(tokenizer.eos_token_id))
+        vocab = tokenizer.get_vocab()
+        ids.update(vocab[t] for t in END_OF_TURN_TOKENS if t in vocab)
+    return ids
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@torch.inference_mode()
+def prefill(model, input_ids: torch.Tensor) -> PrefillState:
+    """Exact prefill of one prompt (L,); captures every layer's pre-/post-RoPE keys and values."""
+    patch_model(model)
+    device = next(model.parameters()).device
+    ctxs = layer_contexts(model)
+    cap = PrefillCapture(len(ctxs))
+    t0 = time.perf_counter()
+    with session(cap):
+        out = model(input_ids=input_ids.view(1, -1).to(device), use_cache=False, logits_to_keep=1)
+    _sync(device)
+    return PrefillState(input_ids=input_ids.cpu(), k_pre=cap.k_pre, k_post=cap.k_post, v=cap.v,
+                        first_logits=out.logits[0, -1].float(), prefill_s=time.perf_counter() - t0)
+
+
+def build_cache(model, state: PrefillState, config: OffloadConfig, record: bool = False, keep_positions: bool = False) -> SequenceCache:
+    """Compress one prefilled prompt under `config` (SVD, landmarks, outliers, quantization, offload)."""
+    return SequenceCache(config, state, layer_contexts(model), record=record, keep_positions=keep_positions)
+
+
+@dataclass
+class DecodeOutput:
+    token_ids: list[int]
+    finish_reason: str  # "stop" (end-of-turn token) or "length" (hit max_new_tokens: flagged, never silent)
+    decode_s: float = 0.0
+
+
+@torch.inference_mode()
+def decode(model, caches: list[SequenceCache], first_tokens: list[int], max_new_tokens: list[int] | int,
+           stop_ids: set[int], progress=None) -> list[DecodeOutput]:
+    """Greedy batched decode: each row has its own cache; finished rows drop out of the batch.
+
+    first_tokens: the token chosen from each row's prefill logits (counted as the first new token).
+    """
+    n = len(caches)
+    if isinstance(max_new_tokens, int):
+        max_new_tokens = [max_new_tokens] * n
+    for m in max_new_tokens:
+        if not isinstance(m, int) or m < 1:
+            raise ValueError(f"max_new_tokens={m!r}: must be an int >= 1")
+    device = next(model.parameters()).device
+    tokens = [[t] for t in first_tokens]
+    reason = [None] * n
+    for i in range(n):
+        if first_tokens[i] in stop_ids:
+            reason[i] = "stop"
+        elif max_new_tokens[i] <= 1:
+            reason[i] = "length"
+    t0 = time.perf_counter()
+    while True:
+        active = [i for i in range(n) if reason[i] is None]
+        if not active:
+            break
+        ids = torch.tensor([[tokens[i][-1]] for i in active], device=device)
+        pos = torch.tensor([[caches[i].position] for i in active], device=device)
+        with session(DecodeBatch([caches[i] for i in active])):
+            logits = model(input_ids=ids, position_ids=pos, use_cache=False).logits[:, -1]
+        nxt = logits.argmax(dim=-1).tolist()
+        for j, i in enumerate(active):
+            caches[i].advance()
+            tokens[i].append(nxt[j])
+            if nxt[j] in stop_ids:
+                reason[i] = "stop"
+            elif len(tokens[i]) >= max_new_tokens[i]:
+                reason[i] = "length"
+        if progress is not None:
+            progress(len(active))
+    _sync(device)
+    dt = time.perf_counter() - t0
+    return [DecodeOutput(token_ids=tokens[i], finish_reason=reason[i], decode_s=dt) for i in range(n)]
+
+
+@dataclass
+class GenerationResult:
+    text: str
+    token_ids: list[int]
+    prompt_tokens: int
+    finish_reason: str
+    memory: MemoryReport
+    config: OffloadConfig
+    prefill_s: float
+    decode_s: float
+    records: object = None  # pandas DataFrame of attention-level records when record=True
+    fallback: list = field(default_factory=list)
+
+    @property
+    def new_tokens(self) -> int:
+        return len(self.token_ids)
+
+    @property
+    def truncated(self) -> bool:
+        return self.finish_reason == "length"
+
+
+def resolve_config(config) -> OffloadConfig:
+    if isinstance(config, OffloadConfig):
+        return config
+    if isinstance(config, str):
+        return get_preset(config)
+    raise TypeError(f"config must be an OffloadConfig or a preset name, got {type(config).__name__}")
+
+
+def generate(model, tokenizer, prompt, config: OffloadConfig | str = "shadowkv", max_new_tokens: int = 256,
+             record: bool = False, keep_positions: bool = False, state: PrefillState | None = None) -> GenerationResult:
+    """Greedy generation of one prompt under one method. Stops on the model's end-of-turn tokens; if
+    `max_new_tokens` is reached first, finish_reason is "length" (result.truncated is True)."""
+    config = resolve_config(config)
+    if state is None:
+        state = prefill(model, encode_prompt(tokenizer, prompt))
+    cache = build_cache(model, state, config, record=record, keep_positions=keep_positions)
+    first = int(state.first_logits.argmax())
+    out = decode(model, [cache], [first], max_new_tokens, stop_token_ids(model, tokenizer))[0]
+    text = tokenizer.decode(out.token_ids, skip_special_tokens=True) if tokenizer is not None else ""
+    records = cache.recorder.frame() if cache.recorder is not None else None
+    return GenerationResult(text=text, token_ids=out.token_ids, prompt_tokens=state.prompt_len, finish_reason=out.finish_reason,
+                            memory=cache.memory_report(), config=config, prefill_s=state.prefill_s, decode_s=out.decode_s,
+                            records=records, fallback=cache.fallback)
