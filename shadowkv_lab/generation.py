@@ -92,10 +92,11 @@ class DecodeOutput:
 
 @torch.inference_mode()
 def decode(model, caches: list[SequenceCache], first_tokens: list[int], max_new_tokens: list[int] | int,
-           stop_ids: set[int], progress=None) -> list[DecodeOutput]:
+           stop_ids: set[int], progress=None, on_logits=None) -> list[DecodeOutput]:
     """Greedy batched decode: each row has its own cache; finished rows drop out of the batch.
 
     first_tokens: the token chosen from each row's prefill logits (counted as the first new token).
+    on_logits(active_rows, logits (B_active, vocab)): optional hook, e.g. for exactness tests.
     """
     n = len(caches)
     if isinstance(max_new_tokens, int):
@@ -120,6 +121,8 @@ def decode(model, caches: list[SequenceCache], first_tokens: list[int], max_new_
         pos = torch.tensor([[caches[i].position] for i in active], device=device)
         with session(DecodeBatch([caches[i] for i in active])):
             logits = model(input_ids=ids, position_ids=pos, use_cache=False).logits[:, -1]
+        if on_logits is not None:
+            on_logits(active, logits)
         nxt = logits.argmax(dim=-1).tolist()
         for j, i in enumerate(active):
             caches[i].advance()

@@ -43,8 +43,9 @@ class OffloadConfig:
 
     name: str = "custom"
     kind: str = "offload"
-    # keys: rank > 0 keeps U[:, :rank] and S V^T of the joint pre-RoPE key SVD; -1 keeps exact keys.
-    rank: int = 160
+    # keys: rank > 0 keeps U[:, :rank] and S V^T of the joint pre-RoPE key SVD; -1 keeps exact keys; a float in
+    # (0, 1) is a share of H*d (160/1024 = 0.15625 is ShadowKV's share on Llama-3-8B), for comparing across models.
+    rank: int | float = 160
     chunk_size: int = 8
     local_budget: int = 32  # local window W in tokens, multiple of chunk_size
     outlier_chunks: int = 48
@@ -67,8 +68,10 @@ class OffloadConfig:
             raise ValueError(f"OffloadConfig.name={self.name!r}: must be a non-empty string")
         if self.kind not in KINDS:
             raise ValueError(f"OffloadConfig.kind={self.kind!r}: allowed {KINDS}")
-        if not isinstance(self.rank, int) or isinstance(self.rank, bool) or not (self.rank == -1 or self.rank > 0):
-            raise ValueError(f"OffloadConfig.rank={self.rank!r}: must be -1 (exact keys) or a positive int")
+        r = self.rank
+        ok = (isinstance(r, int) and not isinstance(r, bool) and (r == -1 or r > 0)) or (isinstance(r, float) and 0.0 < r < 1.0)
+        if not ok:
+            raise ValueError(f"OffloadConfig.rank={r!r}: must be -1 (exact keys), a positive int, or a float share of H*d in (0, 1)")
         if not isinstance(self.chunk_size, int) or isinstance(self.chunk_size, bool) or self.chunk_size < 1:
             raise ValueError(f"OffloadConfig.chunk_size={self.chunk_size!r}: must be an int >= 1")
         if not isinstance(self.local_budget, int) or self.local_budget < 0 or self.local_budget % self.chunk_size:
@@ -104,6 +107,12 @@ class OffloadConfig:
         if isinstance(self.sparse_budget, float):
             return int(self.sparse_budget * prompt_len) // c * c
         return self.sparse_budget // c * c
+
+    def rank_for(self, n_kv_heads: int, head_dim: int) -> int:
+        """Resolved SVD rank for a model (-1 for exact keys; a share becomes round(share * H*d), at least 1)."""
+        if isinstance(self.rank, float):
+            return max(1, round(self.rank * n_kv_heads * head_dim))
+        return self.rank
 
     def replace(self, **changes) -> "OffloadConfig":
         return dataclasses.replace(self, **changes)

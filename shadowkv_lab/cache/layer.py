@@ -139,11 +139,12 @@ class SparseLayer:
     def _init_keys(self, k_pre: torch.Tensor) -> None:
         cfg, dev = self.cfg, self.ctx.compute_device
         H, L, d = k_pre.shape
-        if cfg.rank > 0:
+        rank = cfg.rank_for(H, d)
+        if rank > 0:
             # One SVD per layer, jointly across heads, not mean-centred, fp32, exact (not randomized).
             flat = k_pre.transpose(0, 1).reshape(L, H * d).float()
             U, S, Vh = torch.linalg.svd(flat, full_matrices=False)
-            r = min(cfg.rank, U.shape[1])
+            r = min(rank, U.shape[1])
             self.rank = r
             self.U = U[: self.prefix, :r].to(k_pre.dtype).to(dev)  # (prefix, r)
             self.SV = (S[:r, None] * Vh[:r]).view(r, H, d).transpose(0, 1).contiguous().to(k_pre.dtype).to(dev)  # (H, r, d)

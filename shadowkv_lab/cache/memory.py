@@ -99,8 +99,9 @@ def analytic_bytes_per_token(config, n_kv_heads: int, head_dim: int, prompt_len:
     device = bits(config.landmark_format, config.landmark_group or head_dim, head_dim) * HD / 8 / c
     device += 2 * HD * dtype_bytes * min(resident, prompt_len) / prompt_len
     offloaded = bits(config.value_format, config.value_group or HD, HD) * HD / 8
-    if config.rank > 0:
-        device += config.rank * dtype_bytes + n_kv_heads * config.rank * head_dim * dtype_bytes / prompt_len
+    rank = min(config.rank_for(n_kv_heads, head_dim), HD)
+    if rank > 0:
+        device += rank * dtype_bytes + n_kv_heads * rank * head_dim * dtype_bytes / prompt_len
     else:
         kb = bits(config.key_format, config.key_group or HD, HD) * HD / 8
         if config.keys_on_device:

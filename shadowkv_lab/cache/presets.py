@@ -89,6 +89,8 @@ def with_budget(config: OffloadConfig, sparse_budget: int | float) -> OffloadCon
 PRESETS: dict[str, OffloadConfig] = {
     "full": OffloadConfig(name="full", kind="full", description="exact attention, nothing compressed (accuracy ceiling)"),
     "shadowkv": _shadowkv(name="shadowkv", description="ShadowKV: rank-160 keys, chunk-8 bf16 landmarks, 48 outlier chunks"),
+    "shadowkv_scaled": _shadowkv(name="shadowkv_scaled", rank=160 / 1024,
+                                 description="ShadowKV with the rank scaled to 15.6% of H*d (160 of Llama-3-8B's 1024)"),
     "shadowkv_fullkeys": _shadowkv(name="shadowkv_fullkeys", rank=-1, description="ShadowKV with exact keys (isolates low rank)"),
     "shadowkv_oracle": _shadowkv(name="shadowkv_oracle", selection="oracle", description="rank-160 keys, oracle token selection"),
     "oracle": _shadowkv(name="oracle", rank=-1, selection="oracle", description="exact keys, oracle token selection (budget bound)"),

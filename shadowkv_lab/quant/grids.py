@@ -51,6 +51,15 @@ def available_grids() -> list[tuple[int, int]]:
     return sorted(out)
 
 
+def known_grids() -> list[tuple[int, int]]:
+    """(p, n) of every grid a spec may name: the project's set plus any extra committed file.
+
+    Spec parsing validates against this list, not the files, so configs can be parsed before
+    scripts/make_grids.py has run; a missing file fails when the quantizer is built.
+    """
+    return sorted(set(TARGET_MSE) | set(available_grids()))
+
+
 def load_manifest() -> dict:
     path = GRID_DIR / "manifest.json"
     return json.loads(path.read_text()) if path.exists() else {}

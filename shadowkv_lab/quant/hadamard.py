@@ -19,10 +19,11 @@ def fwht(x: torch.Tensor) -> torch.Tensor:
     if not is_power_of_two(g):
         raise ValueError(f"fwht needs a power-of-two last dim, got {g}")
     shape = x.shape
-    y = x.reshape(-1, g)
+    rows = x.numel() // g if g else 0  # explicit: view(-1, ...) is ambiguous for empty tensors
+    y = x.reshape(rows, g)
     h = 1
     while h < g:
-        y = y.view(-1, g // (2 * h), 2, h)
+        y = y.view(rows, g // (2 * h), 2, h)
         a, b = y[:, :, 0], y[:, :, 1]
         y = torch.stack((a + b, a - b), dim=2)
         h *= 2

@@ -11,6 +11,7 @@ RULER's classic "noise" haystack (the same five sentences repeated) is `noise_se
 from __future__ import annotations
 
 import random
+import re
 from typing import Iterator
 
 NOISE = ("The grass is green.", "The sky is blue.", "The sun is yellow.", "Here we go.", "There and back again.")
@@ -35,7 +36,9 @@ _GENERAL = {
         "the habits of small workshops", "the record of public meetings", "the patterns of seasonal trade",
         "the history of the river crossings", "the slow growth of the suburbs", "the customs of the market towns",
         "the notes left by earlier surveys", "the ways people shared news", "the architecture of the harbour",
-        "the rhythm of daily routines", "the state of the country roads",
+        "the rhythm of daily routines", "the state of the country roads", "the songs of the fishing villages",
+        "the accounts of early travellers", "the old ferry timetables", "the gardens behind the terraces",
+        "the letters between rival families", "the slow decline of the canal trade",
     ],
     "claim": [
         "small changes often matter more than grand plans", "most lasting ideas begin as modest experiments",
@@ -45,7 +48,12 @@ _GENERAL = {
         "people trust what they can see for themselves", "every map leaves something out",
         "a clear question is half of an answer", "progress is uneven from one place to the next",
         "quiet work rarely makes the headlines", "the details only make sense in context",
-        "tradition and novelty are often closer than they seem",
+        "tradition and novelty are often closer than they seem", "the easy answers rarely survive a second look",
+        "most plans change once they meet the weather", "old buildings tell stories that archives forget",
+        "a good walk settles most arguments", "the best advice usually arrives too late",
+        "cities grow in ways no planner predicts", "the loudest voices are not always the best informed",
+        "shared meals do more for a community than speeches", "a well-kept notebook outlasts a good memory",
+        "new tools rarely replace old habits overnight",
     ],
     "qualifier": [
         "the evidence remains incomplete", "not everyone agrees", "the picture keeps changing",
@@ -116,6 +124,9 @@ _TEMPLATES = [
 ]
 
 
+_AN = re.compile(r"\b([Aa]) (?=[aeiouAEIOU])")
+
+
 def _cap(s: str) -> str:
     return s[:1].upper() + s[1:]
 
@@ -139,7 +150,7 @@ class Filler:
             tpl = r.choice(_TEMPLATES)
             slots = {k: r.choice(v) for k, v in self.vocab.items()}
             slots.update({k.capitalize(): _cap(v) for k, v in slots.items()})
-            s = tpl.format(**slots)
+            s = _AN.sub(r"\1n ", tpl.format(**slots))  # "a uneven" -> "an uneven"
             if s != self._last:  # never the same sentence twice in a row
                 self._last = s
                 return s

@@ -181,10 +181,15 @@ def fit_to_length(
         return tried[k]
 
     k = pool.k_for_chars((target - base) / max(ratio, 1e-9))
-    for _ in range(max_exact):
+    best: int | None = None
+    for it in range(max_exact):
         n = measure(k)
         if lo <= n <= hi:
-            return Fit(texts[k], n, k)
+            if best is None or abs(n - target) < abs(tried[best] - target):
+                best = k
+            # Inside the window: stop when close (a quarter of the tolerance) or after a few refinements.
+            if abs(n - target) <= tol * target / 4 or it >= 3:
+                break
         if n < lo and pool.exhausted and k >= len(pool.units):
             raise LengthError(f"ran out of units at {n} {counter.unit} (target {target})")
         added = pool.chars(k)
@@ -196,6 +201,8 @@ def fit_to_length(
             if k_new in tried:
                 break
         k = k_new
+    if best is not None:
+        return Fit(texts[best], tried[best], best)
     # Bisection fallback on the smallest k whose count reaches lo.
     lo_k, hi_k = 0, max(k, 1)
     while measure(hi_k) < lo:

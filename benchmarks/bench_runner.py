@@ -1,0 +1,162 @@
+"""Runner vs naive loop on the same grid: wall time, prefills, decode tokens/s, and an identical-results check.
+
+    python benchmarks/bench_runner.py                                   # 8 methods x 16 Text2JSON samples at 16k, 0.5B, CUDA
+    python benchmarks/bench_runner.py --model tiny-qwen2 --n 2 --tokens 1500 --methods full,yakv --max-new-tokens 8   # CPU smoke
+
+The naive loop is what one writes first: `generate` once per method per sample (a prefill each time, batch 1).
+The runner prefills each sample once and decodes up to --batch-size (sample x method) rows per forward pass.
+Writes benchmarks/results/runner_<device>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from shadowkv_lab import generation, runner  # noqa: E402
+from shadowkv_lab.provenance import provenance  # noqa: E402
+from shadowkv_lab.runner_cli import check_methods, load  # noqa: E402
+from shadowkv_lab.tasks import get_task  # noqa: E402
+
+DEFAULT_METHODS = "full,shadowkv,shadowkv_fullkeys,shadowkv_oracle,oracle,yakv,yakv_residual,yakv_exactkv"
+
+
+class Meter:
+    """Wraps prefill/decode to count prefills and decode-step tokens and time them (both paths use the same functions)."""
+
+    def __init__(self):
+        self.prefills = self.prefill_tokens = self.decode_tokens = 0
+        self.prefill_s = self.decode_s = 0.0
+
+    def prefill(self, real):
+        def f(model, ids):
+            st = real(model, ids)
+            self.prefills += 1
+            self.prefill_tokens += int(ids.shape[0])
+            self.prefill_s += st.prefill_s
+            return st
+        return f
+
+    def decode(self, real):
+        def f(model, caches, firsts, caps, stop_ids, progress=None):
+            t0 = time.perf_counter()
+            outs = real(model, caches, firsts, caps, stop_ids, progress=progress)
+            self.decode_s += time.perf_counter() - t0
+            self.decode_tokens += sum(len(o.token_ids) - 1 for o in outs)  # the first token comes from the prefill
+            return outs
+        return f
+
+    def report(self, wall: float, cells: int) -> dict:
+        return {"wall_s": wall, "cells": cells, "prefills": self.prefills, "prefill_tokens": self.prefill_tokens,
+                "prefill_s": self.prefill_s, "decode_tokens": self.decode_tokens, "decode_s": self.decode_s,
+                "decode_tok_s": self.decode_tokens / self.decode_s if self.decode_s else float("nan"),
+                "cells_per_s": cells / wall if wall else float("nan")}
+
+
+def patched(meter: Meter, module):
+    """Route `module.prefill` / `module.decode` through the meter for the duration of a with-block."""
+    class _Ctx:
+        def __enter__(self):
+            self.saved = module.prefill, module.decode
+            module.prefill, module.decode = meter.prefill(module.prefill), meter.decode(module.decode)
+
+        def __exit__(self, *exc):
+            module.prefill, module.decode = self.saved
+    return _Ctx()
+
+
+def bench_runner(model, tok, task, samples, methods, args):
+    meter = Meter()
+    with tempfile.TemporaryDirectory() as out, patched(meter, runner):
+        t0 = time.perf_counter()
+        df = runner.run(model, tok, [(task, samples)], methods, out, model_name=args.model, batch_size=args.batch_size,
+                        max_new_tokens=args.max_new_tokens, progress=not args.quiet)
+        wall = time.perf_counter() - t0
+    cells = {(r.sample_id, r.method): (json.loads(r.token_ids), r.score) for r in df.itertuples()}
+    return meter.report(wall, len(df)), cells
+
+
+def bench_naive(model, tok, task, samples, methods, args):
+    meter = Meter()
+    cells = {}
+    with patched(meter, generation):
+        t0 = time.perf_counter()
+        for s in samples:
+            cap = args.max_new_tokens or task.max_new_tokens_for(s)
+            for m in methods:
+                res = generation.generate(model, tok, s.prompt, m, max_new_tokens=cap)
+                cells[(str(s.id), m)] = (res.token_ids, task.score(res.text, s.gold).get(task.primary_metric))
+        wall = time.perf_counter() - t0
+    return meter.report(wall, len(cells)), cells
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="qwen2.5-coder-0.5b", help="offline name, hub id, folder, or tiny-<arch>")
+    p.add_argument("--task", default="text2json")
+    p.add_argument("--n", type=int, default=16)
+    p.add_argument("--tokens", type=int, default=16384)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--methods", default=DEFAULT_METHODS)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--max-new-tokens", type=int, default=256, help="cap per cell (0: the task's own cap, 1024 for Text2JSON)")
+    p.add_argument("--device", default=None)
+    p.add_argument("--dtype", default=None, choices=["bf16", "fp16", "fp32"])
+    p.add_argument("--skip-naive", action="store_true", help="time the runner only")
+    p.add_argument("--out-json", default=None, help="default: benchmarks/results/runner_<device>.json")
+    p.add_argument("-q", "--quiet", action="store_true")
+    args = p.parse_args(argv)
+    args.max_new_tokens = args.max_new_tokens or None
+    methods = check_methods([m for m in args.methods.split(",") if m])
+
+    model, tok = load(args.model, args.device, args.dtype)
+    task = get_task(args.task)
+    samples = task.load(n=args.n, tokens=args.tokens, seed=args.seed, tokenizer=tok)
+    # Warm-up outside the timings (CUDA context, kernels, allocator, quantizer grids), every method once.
+    short = min(samples, key=lambda s: len(s.prompt))
+    for m in methods:
+        generation.generate(model, tok, short.prompt, m, max_new_tokens=2)
+
+    res_runner, cells_runner = bench_runner(model, tok, task, samples, methods, args)
+    res_naive, cells_naive = (None, {}) if args.skip_naive else bench_naive(model, tok, task, samples, methods, args)
+
+    prov = provenance(model)
+    result = {"args": vars(args), "provenance": prov, "prompt_tokens_mean": res_runner["prefill_tokens"] / max(res_runner["prefills"], 1),
+              "runner": res_runner, "naive": res_naive}
+    rows = [("runner", res_runner)] + ([("naive", res_naive)] if res_naive else [])
+    print(f"\n{args.model} on {prov['device_name']} ({prov['dtype']}): {len(samples)} {task.name} samples x {len(methods)} methods, "
+          f"~{result['prompt_tokens_mean']:.0f} prompt tokens, <= {args.max_new_tokens or 'task cap'} new tokens, batch {args.batch_size}")
+    print(f"{'mode':<8}{'wall s':>10}{'prefills':>10}{'prefill s':>11}{'dec tokens':>12}{'decode s':>10}{'dec tok/s':>11}{'cells/s':>9}")
+    for name, r in rows:
+        print(f"{name:<8}{r['wall_s']:>10.2f}{r['prefills']:>10}{r['prefill_s']:>11.2f}{r['decode_tokens']:>12}"
+              f"{r['decode_s']:>10.2f}{r['decode_tok_s']:>11.1f}{r['cells_per_s']:>9.3f}")
+    if res_naive:
+        same_tok = [k for k in cells_naive if cells_runner.get(k, (None,))[0] == cells_naive[k][0]]
+        same_score = [k for k in cells_naive if k in cells_runner and cells_runner[k][1] == cells_naive[k][1]]
+        result.update(speedup=res_naive["wall_s"] / res_runner["wall_s"], identical_tokens=len(same_tok) == len(cells_naive),
+                      identical_scores=len(same_score) == len(cells_naive),
+                      mismatched_cells=sorted(f"{s}/{m}" for s, m in set(cells_naive) - set(same_tok)))
+        print(f"speedup {result['speedup']:.2f}x; identical token ids {len(same_tok)}/{len(cells_naive)} cells, "
+              f"identical scores {len(same_score)}/{len(cells_naive)}")
+        if result["mismatched_cells"]:
+            print("token mismatches (batched GEMMs may round differently from batch 1 on GPU):", ", ".join(result["mismatched_cells"][:20]))
+    dev = "cpu" if prov["device_name"] == "cpu" else re.sub(r"[^a-z0-9]+", "-", prov["device_name"].lower()).strip("-")
+    out = Path(args.out_json) if args.out_json else Path(__file__).parent / "results" / f"runner_{dev}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2, default=str))
+    print(f"wrote {out}")
+    return 0 if not res_naive or result["identical_scores"] else 1
+
+
+if __name__ == "__main__":
+    torch.set_grad_enabled(False)
+    sys.exit(main())

@@ -1,0 +1,129 @@
+#!/usr/bin/env bash
+# Run every workbook notebook with papermill, write figures (PDF + PNG) and a summary table.
+#
+#   ./run_all.sh                       # quick profile: 0.5B model on CPU, 2k-token prompts, 2 samples (< 30 min on 2 cores)
+#   ./run_all.sh --profile full        # GPU scale: 1.5B model, 16k-token prompts, 24 samples, full sweeps, task caps
+#   ./run_all.sh --only 02             # one notebook (number, full name or part of it; comma-separated list allowed)
+#   ./run_all.sh --out DIR             # everything (executed notebooks, results store, figures, summary) under DIR
+#
+# Default layout: executed notebooks in outputs/notebooks/, the results store in outputs/results/<profile>/ (shared by
+# all notebooks; a second run reuses every stored cell and is fast), figures in figures/, summary in
+# outputs/summary.{csv,md}.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+NOTEBOOKS=(00_quickstart 01_context_intensive_vs_easy 02_key_compression 03_landmark_precision 04_chunk_size
+           05_residual_landmarks 06_memory_budget 07_error_attribution 08_decode_speed)
+PROFILES="quick, full"
+
+usage() { sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; }
+die() { echo "run_all.sh: error: $*" >&2; echo "run ./run_all.sh --help for usage" >&2; exit 2; }
+
+PROFILE=quick
+ONLY=""
+OUT=""
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --profile|--only|--out)
+            [ $# -ge 2 ] && [ -n "$2" ] && [ "${2#--}" = "$2" ] || die "$1 needs a value"
+            case "$1" in --profile) PROFILE="$2" ;; --only) ONLY="$2" ;; --out) OUT="$2" ;; esac
+            shift 2 ;;
+        --profile=*) PROFILE="${1#*=}"; shift ;;
+        --only=*) ONLY="${1#*=}"; shift ;;
+        --out=*) OUT="${1#*=}"; shift ;;
+        -h|--help) usage; exit 0 ;;
+        *) die "unknown argument '$1'; allowed: --profile {${PROFILES}}, --only NAME, --out DIR, --help" ;;
+    esac
+done
+case "$PROFILE" in
+    quick|full) ;;
+    *) die "--profile '$PROFILE' is not allowed; allowed profiles: ${PROFILES}" ;;
+esac
+
+# --only: each comma-separated item must match exactly one notebook (exact name, number prefix, or substring).
+SELECTED=()
+if [ -z "$ONLY" ]; then
+    SELECTED=("${NOTEBOOKS[@]}")
+else
+    IFS=',' read -r -a ITEMS <<< "$ONLY"
+    for item in "${ITEMS[@]}"; do
+        matches=()
+        for nb in "${NOTEBOOKS[@]}"; do
+            if [ "$nb" = "$item" ] || [ "$nb" = "${item%.ipynb}" ]; then matches=("$nb"); break; fi
+            case "$nb" in "$item"_*|*"$item"*) matches+=("$nb") ;; esac
+        done
+        if [ "${#matches[@]}" -ne 1 ]; then
+            what="matches no notebook"
+            [ "${#matches[@]}" -gt 1 ] && what="is ambiguous (${matches[*]})"
+            die "--only '$item' $what; allowed: ${NOTEBOOKS[*]}"
+        fi
+        SELECTED+=("${matches[0]}")
+    done
+fi
+
+if [ -n "$OUT" ]; then
+    FIGURES="$OUT/figures"
+else
+    OUT=outputs
+    FIGURES=figures
+fi
+mkdir -p "$OUT"
+OUT="$(cd "$OUT" && pwd)"
+mkdir -p "$FIGURES"
+FIGURES="$(cd "$FIGURES" && pwd)"
+RESULTS="$OUT/results/$PROFILE"
+NB_OUT="$OUT/notebooks"
+PARAMS="$OUT/params/$PROFILE"
+mkdir -p "$RESULTS" "$NB_OUT" "$PARAMS"
+
+# shellcheck disable=SC1091
+source scripts/ensure_env.sh
+
+if [ "$PROFILE" = quick ]; then
+    MODEL=qwen2.5-coder-0.5b; N=2; TOKENS=2048; MAX_NEW=160
+else
+    MODEL=qwen2.5-coder-1.5b; N=24; TOKENS=16384; MAX_NEW=null  # null: each task's own cap (Text2JSON 1024)
+fi
+
+# Profile-specific parameters per notebook (YAML, on top of the notebook's own defaults).
+extra_params() {
+    [ "$PROFILE" = full ] || return 0
+    case "$1" in
+        01_*) echo 'tasks: [text2json, multineedle, ruler_niah_single, ruler_niah_multikey, ruler_vt]' ;;
+        02_*) echo 'rank_factors: [0.25, 0.5, 1, 2, 4]'; echo 'key_formats: [exact, fp8, nvfp4, higgs4, higgs2]' ;;
+        03_*) echo 'precisions: [bf16, fp8, nvfp4, higgs4, higgs3, higgs2, higgs1]' ;;
+        04_*) echo 'chunk_sizes: [1, 2, 4, 8, 16]' ;;
+        05_*) echo 'precisions: [higgs3, higgs2, residual, higgs1]' ;;
+        06_*) echo 'shadowkv_budgets: [1, 2, 4, 10]'; echo 'yakv_budgets: [0.25, 0.5, 1, 2]' ;;
+    esac
+}
+
+T0=$(date +%s)
+echo "[run_all] profile=$PROFILE model=$MODEL n=$N tokens=$TOKENS notebooks: ${SELECTED[*]}"
+echo "[run_all] results store: $RESULTS"
+if [ "${SELECTED[*]}" != "08_decode_speed" ]; then
+    python -m shadowkv_lab model prepare "$MODEL" >/dev/null
+fi
+
+for nb in "${SELECTED[@]}"; do
+    p="$PARAMS/$nb.yaml"
+    {
+        echo "model: $MODEL"
+        echo "results_dir: '$RESULTS'"
+        echo "figures_dir: '$FIGURES'"
+        echo "n: $N"
+        echo "tokens: $TOKENS"
+        echo "max_new_tokens: $MAX_NEW"
+        extra_params "$nb"
+    } > "$p"
+    t=$(date +%s)
+    echo "[run_all] $nb ..."
+    python -m papermill "notebooks/$nb.ipynb" "$NB_OUT/$nb.ipynb" -f "$p" -k python3 --cwd "$PWD" --no-progress-bar \
+        || { echo "[run_all] $nb FAILED: see $NB_OUT/$nb.ipynb" >&2; exit 1; }
+    echo "[run_all] $nb done in $(( $(date +%s) - t ))s"
+done
+
+python -m shadowkv_lab.analysis "$RESULTS" "$OUT" --name summary > /dev/null
+echo "[run_all] summary: $OUT/summary.csv, $OUT/summary.md"
+echo "[run_all] figures: $FIGURES"
+echo "[run_all] wall time: $(( $(date +%s) - T0 ))s (profile $PROFILE)"

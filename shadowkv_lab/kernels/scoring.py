@@ -1,0 +1,185 @@
+"""Landmark scoring fused with dequantization (bf16 / fp16, FP8, HIGGS), both selection rules, then top-k.
+
+Rules (algorithms.md, Decode step 2), per KV head h with G query heads q_j and M candidate landmarks l_c:
+  softmax_max: score_c = max_j softmax_c(q_j . l_c * scaling)   (optionally rounded to bf16 like the reference)
+  mean_dot:    score_c = mean_j(q_j) . l_c                       (unscaled, no softmax: the serving rule)
+
+HIGGS landmarks (group = head_dim = D, one scale per landmark) are scored in the rotated domain: the landmark is
+l = H (grid[code] * s) / D (optionally times the sign diagonal S), H symmetric, so q . l = s * ((H S q) / D) . grid[code]:
+the query is transformed once per step and no landmark is ever inverse-transformed.
+
+softmax_max runs two passes over the landmarks (per-block max / sum-exp, then the scores): for 2-bit or fp8 landmarks
+re-reading them costs less than writing and re-reading the G fp32 logits. Batched: BH = batch * KV heads rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import triton
+import triton.language as tl
+
+from .common import e4m3_to_f32, hadamard, interpreting, mma, next_pow2
+
+FMT_NATIVE, FMT_FP8, FMT_HIGGS = 0, 1, 2
+
+
+@dataclass
+class Landmarks:
+    """Kernel layout of one layer's candidate landmarks for BH rows (batch * KV heads).
+
+    native: data (BH, M, D) bf16/fp16/fp32; fp8: data (BH, M, D) uint8 (e4m3 bits); higgs: data = codes
+    (BH, M, D // p) uint8, scales (BH, M) fp32, grid (n, p) fp32, signs (D,) fp32 or None."""
+
+    fmt: int
+    data: torch.Tensor
+    scales: torch.Tensor | None = None
+    grid: torch.Tensor | None = None
+    p: int = 1
+    signs: torch.Tensor | None = None
+
+    @property
+    def BH(self) -> int:
+        return self.data.shape[0]
+
+    @property
+    def M(self) -> int:
+        return self.data.shape[1]
+
+    @property
+    def D(self) -> int:
+        return self.data.shape[2] * (self.p if self.fmt == FMT_HIGGS else 1)
+
+    @property
+    def nbytes(self) -> int:
+        return self.data.nbytes + (self.scales.nbytes if self.scales is not None else 0)
+
+    def dequantize(self) -> torch.Tensor:
+        """(BH, M, D) fp32 landmarks (the torch reference)."""
+        if self.fmt == FMT_NATIVE:
+            return self.data.float()
+        if self.fmt == FMT_FP8:
+            return self.data.view(torch.float8_e4m3fn).float()
+        BH, M, _ = self.data.shape
+        y = self.grid[self.data.long()].reshape(BH, M, self.D) * self.scales[..., None]
+        x = y @ hadamard(self.D, y.device) / self.D
+        return x * self.signs if self.signs is not None else x
+
+
+@triton.jit
+def _load_landmarks(lm_ptr, grid_ptr, row, m, mmask, dd, stride_lm, FMT: tl.constexpr, P: tl.constexpr):
+    """(BM, D) bf16 tile of landmarks m of row `row`: native, fp8, or HIGGS grid points (rotated domain, unscaled)."""
+    if FMT == 0:
+        x = tl.load(lm_ptr + row + m[:, None] * stride_lm + dd[None, :], mask=mmask[:, None], other=0.0)
+    elif FMT == 1:
+        x = e4m3_to_f32(tl.load(lm_ptr + row + m[:, None] * stride_lm + dd[None, :], mask=mmask[:, None], other=0))
+    else:
+        code = tl.load(lm_ptr + row + m[:, None] * stride_lm + (dd // P)[None, :], mask=mmask[:, None], other=0)
+        x = tl.load(grid_ptr + code.to(tl.int32) * P + (dd % P)[None, :])
+    return x.to(tl.bfloat16)
+
+
+@triton.jit
+def _score_pass(q_ptr, lm_ptr, sc_ptr, grid_ptr, stat_ptr, out_ptr, M, NB, scaling,
+                stride_lb, stride_lm, stride_sb,
+                G: tl.constexpr, GP: tl.constexpr, D: tl.constexpr, FMT: tl.constexpr, P: tl.constexpr,
+                MODE: tl.constexpr, BF16_PROBS: tl.constexpr, BM: tl.constexpr, F32_DOT: tl.constexpr):
+    """MODE 0: per-block (max, sum-exp) of the scaled logits per query head -> stat (BH, 2, GP, NB).
+    MODE 1: softmax_max scores from the reduced (max, log-sum-exp) in stat (BH, 2, GP) -> out (BH, M).
+    MODE 2: mean_dot scores (q holds the group-mean query in row 0) -> out (BH, M)."""
+    bh = tl.program_id(0).to(tl.int64)
+    blk = tl.program_id(1)
+    m = blk * BM + tl.arange(0, BM)
+    mmask = m < M
+    dd = tl.arange(0, D)
+    gg = tl.arange(0, GP)
+    x = _load_landmarks(lm_ptr, grid_ptr, bh * stride_lb, m, mmask, dd, stride_lm, FMT, P)
+    qt = tl.load(q_ptr + bh * GP * D + gg[None, :] * D + dd[:, None])  # (D, GP) bf16, zero rows past G
+    s = mma(x, qt, F32_DOT)  # (BM, GP) fp32
+    if FMT == 2:
+        s = s * tl.load(sc_ptr + bh * stride_sb + m, mask=mmask, other=0.0)[:, None]
+    if MODE == 2:
+        tl.store(out_ptr + bh * M + m, tl.sum(tl.where(gg[None, :] == 0, s, 0.0), 1), mask=mmask)
+        return
+    s = tl.where(mmask[:, None], s * scaling, float("-inf"))
+    if MODE == 0:
+        mx = tl.max(s, 0)  # (GP,)
+        se = tl.sum(tl.exp(s - mx[None, :]), 0)
+        base = stat_ptr + bh * 2 * GP * NB + gg * NB + blk
+        tl.store(base, mx)
+        tl.store(base + GP * NB, se)
+    else:
+        lse = tl.load(stat_ptr + bh * GP + gg)
+        p = tl.exp(s - lse[None, :])
+        if BF16_PROBS:
+            p = p.to(tl.bfloat16).to(tl.float32)
+        p = tl.where(gg[None, :] < G, p, -1.0)
+        tl.store(out_ptr + bh * M + m, tl.max(p, 1), mask=mmask)
+
+
+def prepare_query(lm: Landmarks, q: torch.Tensor, rule: str) -> torch.Tensor:
+    """q (BH, G, D) post-RoPE queries -> (BH, GP, D) bf16 kernel operand: group mean for mean_dot, H S q / D for
+    HIGGS, zero-padded to GP >= 16 rows (the tensor-core tile)."""
+    BH, G, D = q.shape
+    qf = q.float()
+    if rule == "mean_dot":
+        qf = qf.mean(1, keepdim=True)
+    if lm.fmt == FMT_HIGGS:
+        if lm.signs is not None:
+            qf = qf * lm.signs
+        qf = qf @ hadamard(D, q.device) / D
+    GP = max(16, next_pow2(qf.shape[1]))
+    out = torch.zeros(BH, GP, D, dtype=torch.bfloat16, device=q.device)
+    out[:, : qf.shape[1]] = qf
+    return out
+
+
+def landmark_scores(lm: Landmarks, q: torch.Tensor, scaling: float, rule: str = "softmax_max",
+                    bf16_probs: bool = False, block_m: int = 128) -> torch.Tensor:
+    """Triton scores (BH, M) fp32 of every candidate landmark; q (BH, G, D)."""
+    BH, G, D = q.shape
+    M = lm.M
+    qk = prepare_query(lm, q, rule)
+    GP = qk.shape[1]
+    NB = triton.cdiv(M, block_m)
+    out = torch.empty(BH, M, dtype=torch.float32, device=q.device)
+    data = lm.data
+    sc = lm.scales if lm.scales is not None else out
+    grid = lm.grid if lm.grid is not None else out
+    args = (data, sc, grid)
+    strides = (data.stride(0), data.stride(1), sc.stride(0) if lm.scales is not None else 0)
+    kw = dict(GP=GP, D=D, FMT=lm.fmt, P=lm.p, BF16_PROBS=bf16_probs, BM=block_m, F32_DOT=interpreting(),
+              num_warps=4)
+    if rule == "mean_dot":
+        _score_pass[(BH, NB)](qk, *args, out, out, M, NB, 1.0, *strides, G=1, MODE=2, **kw)
+        return out
+    stat = torch.empty(BH, 2, GP, NB, dtype=torch.float32, device=q.device)
+    _score_pass[(BH, NB)](qk, *args, stat, out, M, NB, scaling, *strides, G=G, MODE=0, **kw)
+    mx, se = stat[:, 0], stat[:, 1]
+    gm = mx.amax(-1, keepdim=True)
+    lse = (gm.squeeze(-1) + torch.log((se * torch.exp(mx - gm)).sum(-1))).contiguous()  # (BH, GP)
+    _score_pass[(BH, NB)](qk, *args, lse, out, M, NB, scaling, *strides, G=G, MODE=1, **kw)
+    return out
+
+
+def landmark_scores_ref(lm: Landmarks, q: torch.Tensor, scaling: float, rule: str = "softmax_max",
+                        bf16_probs: bool = False) -> torch.Tensor:
+    """The torch reference (SparseLayer.select): dequantize, then the rule in fp32."""
+    land = lm.dequantize()
+    if rule == "mean_dot":
+        return torch.matmul(q.float().mean(1, keepdim=True), land.transpose(1, 2)).squeeze(1)
+    p = torch.softmax(torch.matmul(q.float(), land.transpose(1, 2)) * scaling, -1)
+    if bf16_probs:
+        p = p.to(torch.bfloat16).float()
+    return p.max(1).values
+
+
+def select_topk(score: torch.Tensor, n_sel: int, cand_ids: torch.Tensor | None, chunk: int) -> torch.Tensor:
+    """Top n_sel chunks per row -> token positions (BH, n_sel * chunk) int64. cand_ids None: candidate i is chunk i."""
+    top = torch.topk(score, n_sel, dim=-1, sorted=False).indices
+    ids = top if cand_ids is None else torch.gather(cand_ids, 1, top).long()
+    if chunk == 1:
+        return ids
+    offs = torch.arange(chunk, device=ids.device)
+    return (ids.unsqueeze(-1) * chunk + offs).reshape(ids.shape[0], -1)

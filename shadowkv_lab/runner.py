@@ -1,0 +1,376 @@
+"""Experiment runner: model x tasks x samples x methods -> one tidy row per cell in a results store.
+
+    df = run(model, tok, ["text2json"], ["full", "shadowkv", "yakv"], "results/qwen05", model_name="qwen2.5-coder-0.5b",
+             n=16, tokens=16384)
+
+Why it is shaped this way:
+- One prefill per sample. Every method starts from the same exact prefill (algorithms.md), so the runner prefills a
+  sample once, builds each pending method's cache from that PrefillState and decodes all of them in one batched
+  `decode` call. Rows of a wave are (sample, method) pairs, several samples per wave when batch_size allows; the
+  tokens are identical to running `generate` per method (greedy, each row its own cache).
+- Loss-free resume. Each wave's rows become one atomic shard (results.py) as soon as the wave ends; a rerun skips
+  every (model, task, sample_id, config_hash) already stored. A killed run loses at most the wave in flight.
+- Scale-out by sample. Under torchrun each rank takes every WORLD_SIZE-th (task, sample) of the full grid (a fixed
+  assignment, independent of what is already done, so ranks never disagree), keeps all methods of its samples
+  (prefill sharing survives), writes its own shards; torch.distributed is used only for the final barrier.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
+
+import torch
+
+from .cache.config import NATIVE, OffloadConfig
+from .cache.presets import PRESETS
+from .generation import build_cache, decode, encode_prompt, prefill, stop_token_ids
+from .provenance import provenance
+from .results import RECORDS, ResultsWriter, done_keys, load
+
+
+# ---------------------------------------------------------------------------------------------- inputs
+def resolve_methods(methods) -> list[OffloadConfig]:
+    """Preset names or OffloadConfigs -> configs; unknown names raise listing the presets; duplicate cells dropped."""
+    if isinstance(methods, (str, OffloadConfig)):
+        methods = [methods]
+    out, seen = [], {}
+    for m in methods:
+        if isinstance(m, str):
+            if m not in PRESETS:
+                raise ValueError(f"unknown method {m!r}; allowed: {', '.join(PRESETS)}")
+            m = PRESETS[m]
+        elif not isinstance(m, OffloadConfig):
+            raise TypeError(f"a method is a preset name or an OffloadConfig, got {type(m).__name__}")
+        h = m.config_hash()
+        if h in seen:  # same hash = same cell in the store: running it twice would duplicate rows
+            warnings.warn(f"method {m.name!r} has the same config as {seen[h]!r} (hash {h}); running it once")
+            continue
+        seen[h] = m.name
+        out.append(m)
+    if not out:
+        raise ValueError("no methods given")
+    return out
+
+
+def _get_task(name: str):
+    from .tasks import get_task  # the tasks package is only needed when tasks are given by name
+
+    return get_task(name)
+
+
+def resolve_tasks(tasks, *, n=None, tokens=None, seed=0, data=None, tokenizer=None) -> list[tuple[object, list]]:
+    """tasks: a name, a Task, or a list of names / Tasks / (name or Task, samples) pairs -> [(Task, samples)].
+
+    Named tasks are loaded with Task.load(path, n=, tokens=, seed=, tokenizer=); `data` is one path used for every
+    task or a {task name: path} dict (None: the task's offline generator)."""
+    if isinstance(tasks, str) or hasattr(tasks, "score"):
+        tasks = [tasks]
+    out = []
+    for t in tasks:
+        samples = None
+        if isinstance(t, tuple):
+            t, samples = t
+        task = _get_task(t) if isinstance(t, str) else t
+        if samples is None:
+            path = data.get(task.name) if isinstance(data, dict) else data
+            samples = task.load(path, n=n, tokens=tokens, seed=seed, tokenizer=tokenizer)
+        ids = [str(s.id) for s in samples]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"task {task.name!r} has duplicate sample ids: a results cell would be ambiguous")
+        out.append((task, list(samples)))
+    return out
+
+
+def dist_env() -> tuple[int, int, int]:
+    """(rank, world_size, local_rank) from the torchrun environment; (0, 1, 0) when not under torchrun."""
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
+
+
+# ---------------------------------------------------------------------------------------------- row columns
+@functools.lru_cache(maxsize=None)
+def _quant_bits(fmt: str, group: int, width: int) -> float:
+    from .quant import make_quantizer
+
+    return float(make_quantizer(fmt, group=group).bits_per_element(width))
+
+
+def format_bits(cfg: OffloadConfig, n_kv_heads: int, head_dim: int, dtype_bits: int) -> dict[str, float]:
+    """Bits per stored element, scales included, of the landmarks, keys and values as the cache stores them
+    (native = the model dtype). Landmarks are quantized per head row (width d); keys/values per token row of H*d
+    channels when their group spans more than one head, else per head row. No landmarks -> NaN (kind "full")."""
+    HD = n_kv_heads * head_dim
+
+    def bits(fmt, group, default_group):
+        if fmt == NATIVE:
+            return float(dtype_bits)
+        g = group or default_group
+        return _quant_bits(fmt, g, HD if g > head_dim else head_dim)
+
+    return {
+        "landmark_bits": math.nan if cfg.kind == "full" else bits(cfg.landmark_format, cfg.landmark_group, head_dim),
+        "key_bits": bits(cfg.key_format, cfg.key_group, HD),
+        "value_bits": bits(cfg.value_format, cfg.value_group, HD),
+    }
+
+
+def _is_scalar(v) -> bool:
+    return v is None or isinstance(v, (str, int, float, bool))
+
+
+def _score(task, prediction: str, gold) -> dict[str, float]:
+    """Task.score never raises by contract; if one does anyway, the cell scores 0 (warned) instead of killing a run."""
+    try:
+        metrics = dict(task.score(prediction, gold))
+    except Exception as e:  # noqa: BLE001
+        warnings.warn(f"{task.name}.score raised {type(e).__name__}: {e}; scoring the sample 0")
+        return {task.primary_metric: 0.0}
+    return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+# ---------------------------------------------------------------------------------------------- plan
+@dataclass
+class _Item:
+    """One (task, sample) of this process with the methods still to run on it."""
+
+    task: object
+    sample: object
+    cap: int  # max new tokens
+    pending: list[OffloadConfig]
+    done: int = 0  # methods already in the store
+    _state: object = field(default=None, repr=False)  # PrefillState while some of its rows are not built yet
+
+
+def _plan(task_samples, cfgs, done: set, model_name: str, max_new_tokens, rank: int, world: int) -> list[_Item]:
+    items, i = [], 0
+    for task, samples in task_samples:
+        for s in samples:
+            mine = i % world == rank  # fixed round-robin over the full grid: ranks never depend on the store's state
+            i += 1
+            if not mine:
+                continue
+            pending = [c for c in cfgs if (model_name, task.name, str(s.id), c.config_hash()) not in done]
+            cap = int(max_new_tokens) if max_new_tokens is not None else int(task.max_new_tokens_for(s))
+            items.append(_Item(task, s, cap, pending, done=len(cfgs) - len(pending)))
+    return items
+
+
+def _print_dry_run(items: list[_Item], cfgs, tokenizer, out):
+    """Print the grid per task and the estimated cost; return the plan, one row per sample."""
+    import pandas as pd
+
+    rows = []
+    for it in items:
+        L = len(encode_prompt(tokenizer, it.sample.prompt))
+        rows.append({"task": it.task.name, "sample_id": str(it.sample.id), "prompt_tokens": L, "done": it.done,
+                     "to_run": len(it.pending), "prefill_tokens": L if it.pending else 0,
+                     "decode_tokens_max": it.cap * len(it.pending)})
+    plan = pd.DataFrame(rows, columns=["task", "sample_id", "prompt_tokens", "done", "to_run", "prefill_tokens", "decode_tokens_max"])
+    print(f"dry run: {out}\nmethods ({len(cfgs)}): {', '.join(c.name for c in cfgs)}")
+    if len(plan):
+        g = plan.groupby("task", sort=False).agg(
+            samples=("sample_id", "size"), prompt_tokens_mean=("prompt_tokens", "mean"), cells_done=("done", "sum"),
+            cells_to_run=("to_run", "sum"), prefills=("to_run", lambda x: int((x > 0).sum())),
+            prefill_tokens=("prefill_tokens", "sum"), decode_tokens_max=("decode_tokens_max", "sum"))
+        print(g.to_string())
+    tot = plan[["done", "to_run", "prefill_tokens", "decode_tokens_max"]].sum()
+    print(f"cells: {len(plan) * len(cfgs)} total, {int(tot['done'])} done, {int(tot['to_run'])} to run; estimated cost: "
+          f"{int(tot['prefill_tokens']):,} prefill tokens ({int((plan.to_run > 0).sum())} prefills), "
+          f"<= {int(tot['decode_tokens_max']):,} decode tokens")
+    return plan
+
+
+# ---------------------------------------------------------------------------------------------- the run
+def _row(item: _Item, cfg: OffloadConfig, cache, out, model_name: str, prediction: str, state, build_s: float,
+         decode_s: float, batch_rows: int, prov: dict) -> dict:
+    task, s = item.task, item.sample
+    n = len(out.token_ids)
+    metrics = _score(task, prediction, s.gold)
+    H, L, d = state.k_pre[0].shape
+    row = {
+        "model": model_name, "task": task.name, "sample_id": str(s.id), "method": cfg.name, "config_hash": cfg.config_hash(),
+        "config": json.dumps(cfg.to_dict(), sort_keys=True), "prompt_tokens": L, "new_tokens": n,
+        "finish_reason": out.finish_reason, "prediction": prediction, "token_ids": json.dumps(out.token_ids),
+        "score": metrics.get(task.primary_metric, math.nan), "metrics": json.dumps(metrics, sort_keys=True),
+        "prefill_s": state.prefill_s, "build_s": build_s, "decode_s": decode_s,
+        # tokens made by decode steps (the first comes from the prefill logits) per second of this row's decode
+        "decode_tok_s": (n - 1) / decode_s if n > 1 and decode_s > 0 else math.nan, "batch_rows": batch_rows,
+        "kind": cfg.kind, "rank": cfg.rank, "chunk_size": cfg.chunk_size, "sparse_budget": float(cfg.sparse_budget),
+        "budget_tokens": None if cfg.kind == "full" else cfg.budget_tokens(L),
+        "landmark_format": cfg.landmark_format, "key_format": cfg.key_format, "value_format": cfg.value_format,
+        **format_bits(cfg, H, d, torch.finfo(state.v[0].dtype).bits),
+        **{f"mem_{k}": v for k, v in cache.memory_report().to_dict().items()},
+        "fallback": "; ".join(cache.fallback),
+        **{f"metric_{k}": v for k, v in metrics.items()},
+        **{f"meta_{k}": v for k, v in (s.meta or {}).items() if _is_scalar(v)},
+        **prov,
+    }
+    return row
+
+
+class _Progress:
+    """tqdm bar over cells with decode tokens/s and the count of rows that hit max_new_tokens (never silent)."""
+
+    def __init__(self, total: int, enabled: bool):
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=total, unit="cell", desc="cells", disable=not enabled, dynamic_ncols=True)
+        self.tokens, self.length, self.prefills, self.n = 0, 0, 0, 0
+        self._t0, self._last = time.perf_counter(), 0.0
+
+    def step(self, n_active: int) -> None:  # called by decode after every batched step
+        self.tokens += n_active
+        now = time.perf_counter()
+        if now - self._last > 1.0:
+            self._last = now
+            self.bar.set_postfix(self._postfix())
+
+    def _postfix(self) -> dict:
+        dt = time.perf_counter() - self._t0
+        return {"tok/s": f"{self.tokens / dt:.1f}" if dt > 0 else "-", "length": self.length, "prefills": self.prefills}
+
+    def cells(self, n: int, n_length: int) -> None:
+        self.n += n
+        self.length += n_length
+        self.bar.set_postfix(self._postfix(), refresh=False)
+        self.bar.update(n)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _run_waves(model, tokenizer, items: list[_Item], out, *, model_name, batch_size, record, rank, prog: _Progress) -> None:
+    """Rows = (item, method) in order, cut into waves of <= batch_size rows; a sample's prefill is kept until its last
+    row has been built (a sample may straddle two waves), so each sample is prefilled exactly once."""
+    stop_ids = stop_token_ids(model, tokenizer)
+    writer = ResultsWriter(out, rank=rank)
+    rec_writer = ResultsWriter(out, rank=rank, table=RECORDS)
+    queue = [(it, c) for it in items for c in it.pending]
+    remaining = {id(it): len(it.pending) for it in items}
+    for w in range(0, len(queue), batch_size):
+        wave = queue[w : w + batch_size]
+        caches, build_s, states = [], [], []
+        for it, cfg in wave:
+            if it._state is None:
+                it._state = prefill(model, encode_prompt(tokenizer, it.sample.prompt))
+                prog.prefills += 1
+            t0 = time.perf_counter()
+            caches.append(build_cache(model, it._state, cfg, record=record))
+            build_s.append(time.perf_counter() - t0)
+            states.append(it._state)
+            remaining[id(it)] -= 1
+            if remaining[id(it)] == 0:
+                it._state = None  # the wave keeps its own reference; drop ours so memory is freed after the wave
+        firsts = [int(st.first_logits.argmax()) for st in states]
+        step_times: list[float] = []
+
+        def on_step(n_active):
+            step_times.append(time.perf_counter())
+            prog.step(n_active)
+
+        t0 = time.perf_counter()
+        outs = decode(model, caches, firsts, [it.cap for it, _ in wave], stop_ids, progress=on_step)
+        prov = provenance(model, rank)
+        rows, records = [], []
+        for (it, cfg), cache, o, st, bs in zip(wave, caches, outs, states, build_s):
+            n = len(o.token_ids)  # a row of n tokens finished after n - 1 batched steps
+            dec_s = step_times[n - 2] - t0 if n > 1 else 0.0
+            text = tokenizer.decode(o.token_ids, skip_special_tokens=True) if tokenizer is not None else ""
+            rows.append(_row(it, cfg, cache, o, model_name, text, st, bs, dec_s, len(wave), prov))
+            if cache.recorder is not None:
+                rec = cache.recorder.frame()
+                keys = {"model": model_name, "task": it.task.name, "sample_id": str(it.sample.id), "method": cfg.name,
+                        "config_hash": cfg.config_hash()}
+                records.extend({**keys, **r} for r in rec.to_dict("records"))
+        name = writer.new_name()  # records first, under the rows shard's name: load_records pairs them
+        rec_writer.write(records, name=name)
+        writer.write(rows, name=name)
+        prog.cells(len(rows), sum(r["finish_reason"] == "length" for r in rows))
+        del caches, states, outs
+
+
+def _summary(df, stats: _Progress, wall: float, world: int) -> None:
+    who = f"rank 0 of {world}: " if world > 1 else ""
+    print(f"{who}ran {stats.n} cells in {wall:.1f}s: {stats.prefills} prefills, {stats.tokens} decode tokens "
+          f"({stats.tokens / wall if wall > 0 else 0:.1f} tok/s), {stats.length} hit max_new_tokens this run")
+    if len(df):
+        g = df.groupby(["task", "method"], sort=False).agg(
+            n=("score", "size"), score=("score", "mean"), length=("finish_reason", lambda x: int((x == "length").sum())),
+            new_tokens=("new_tokens", "mean"), device_B_tok_layer=("mem_device_bytes_per_token_layer", "mean"))
+        print(g.to_string(float_format=lambda v: f"{v:.2f}"))
+
+
+def run(model, tokenizer, tasks, methods, out, *, model_name: str, n=None, tokens=None, seed=0, data=None, batch_size=8,
+        record=False, max_new_tokens=None, progress=True, dry_run=False):
+    """Run every pending (task, sample, method) cell; return the grid's rows from the store (a pandas DataFrame).
+
+    tasks: names, Task objects or (name or Task, samples) pairs; methods: preset names or OffloadConfigs.
+    n, tokens, seed, data: passed to Task.load for tasks given by name. batch_size: rows (sample x method) per
+    batched decode. max_new_tokens: override every sample's cap (note: not part of the cell key). record: also
+    store attention-level records under out/records/. dry_run: print the grid, what is done, what would run and an
+    estimated cost; return the plan (one row per sample) without running anything.
+    """
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size={batch_size!r}: must be an int >= 1")
+    cfgs = resolve_methods(methods)
+    task_samples = resolve_tasks(tasks, n=n, tokens=tokens, seed=seed, data=data, tokenizer=tokenizer)
+    rank, world, local_rank = dist_env()
+    done = done_keys(out)
+    if dry_run:  # the whole grid, printed once
+        items = _plan(task_samples, cfgs, done, model_name, max_new_tokens, 0, 1)
+        return _print_dry_run(items, cfgs, tokenizer, out) if rank == 0 else None
+
+    import torch.distributed as dist
+
+    own_group = False
+    if world > 1:
+        if torch.cuda.is_available():
+            torch.cuda.set_device(local_rank)
+            dev = torch.device("cuda", local_rank)
+            if next(model.parameters()).device != dev:
+                model.to(dev)
+                model.__dict__.pop("_skv_contexts", None)  # cached per-layer contexts name the old device
+        if not dist.is_initialized():
+            import datetime
+
+            # Ranks finish unevenly (prompt lengths, early stops): the only collective is the final barrier, so give
+            # it a long timeout rather than the default 30 minutes.
+            dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo", timeout=datetime.timedelta(days=7))
+            own_group = True
+
+    items = _plan(task_samples, cfgs, done, model_name, max_new_tokens, rank, world)
+    items = [it for it in items if it.pending]
+    prog = _Progress(sum(len(it.pending) for it in items), enabled=progress and rank == 0)
+    t0 = time.perf_counter()
+    try:
+        _run_waves(model, tokenizer, items, out, model_name=model_name, batch_size=batch_size, record=record, rank=rank, prog=prog)
+    finally:
+        prog.close()
+    wall = time.perf_counter() - t0
+    if world > 1:
+        if dist.get_backend() == "nccl":
+            dist.barrier(device_ids=[local_rank])
+        else:
+            dist.barrier()
+        if own_group:
+            dist.destroy_process_group()
+    df = _select(load(out), task_samples, cfgs, model_name)
+    if progress and rank == 0:
+        _summary(df, prog, wall, world)
+        sys.stdout.flush()
+    return df
+
+
+def _select(df, task_samples, cfgs, model_name: str):
+    """Rows of this grid only (a store may hold other models, tasks or methods)."""
+    if not len(df):
+        return df
+    cells = {(t.name, str(s.id), c.config_hash()) for t, ss in task_samples for s in ss for c in cfgs}
+    keep = [(m == model_name and (t, s, h) in cells) for m, t, s, h in zip(df.model, df.task, df.sample_id, df.config_hash)]
+    return df[keep].reset_index(drop=True)

@@ -1,0 +1,106 @@
+"""`python -m shadowkv_lab run`: the experiment grid from the command line (wired in by cli.py).
+
+    python -m shadowkv_lab run --model qwen2.5-coder-0.5b --task text2json --n 16 --tokens 16384 \
+        --methods full,shadowkv,yakv --out results/qwen05 [--dry-run]
+    torchrun --nproc-per-node 8 -m shadowkv_lab run ...        # each rank takes every 8th sample
+    python -m shadowkv_lab run --model tiny-qwen2 ...           # a tiny random model (tests, smoke runs)
+"""
+
+from __future__ import annotations
+
+import argparse
+
+TINY_PREFIX = "tiny-"
+
+
+def _split(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def check_methods(names: list[str]) -> list[str]:
+    from .cache.presets import PRESETS
+
+    bad = [m for m in names if m not in PRESETS]
+    if bad or not names:
+        raise ValueError(f"unknown method(s) {', '.join(bad) or '(none given)'}; allowed: {', '.join(PRESETS)}")
+    return names
+
+
+def check_tasks(names: list[str]) -> list[str]:
+    """Fail before loading a model: every task name must resolve."""
+    if not names:
+        raise ValueError("no task given (--task T[,T2])")
+    try:
+        from .tasks import get_task
+    except ImportError as e:
+        raise ValueError(f"the tasks package is not available ({e})") from None
+    for t in names:
+        try:
+            get_task(t)
+        except KeyError as e:  # a registry that raises KeyError still gets a readable message
+            raise ValueError(str(e.args[0]) if e.args else f"unknown task {t!r}") from None
+    return names
+
+
+def load(model: str, device: str | None, dtype: str | None):
+    """(model, tokenizer): "tiny-<arch>" builds testing.tiny_model(arch); anything else goes to models.load_model.
+    Under torchrun the default device is cuda:LOCAL_RANK (when CUDA is available)."""
+    import torch
+
+    from .runner import dist_env
+
+    if device is None and torch.cuda.is_available():
+        device = f"cuda:{dist_env()[2]}"
+    if model.startswith(TINY_PREFIX):
+        from .testing import TINY_ARCHS, tiny_model
+
+        arch = model[len(TINY_PREFIX):]
+        if arch not in TINY_ARCHS:
+            raise ValueError(f"unknown tiny model {model!r}; allowed: {', '.join(TINY_PREFIX + a for a in TINY_ARCHS)}")
+        dt = {None: torch.float32, "fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
+        return tiny_model(arch, dtype=dt, device=device or "cpu")
+    from .models import load_model
+
+    return load_model(model, device=device, dtype=dtype)
+
+
+def _cmd_run(args) -> int:
+    from .runner import run
+
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size {args.batch_size}: must be >= 1")
+    if args.max_new_tokens is not None and args.max_new_tokens < 1:
+        raise ValueError(f"--max-new-tokens {args.max_new_tokens}: must be >= 1")
+    methods = check_methods(_split(args.methods))
+    tasks = check_tasks(_split(args.task))
+    if args.dry_run and not args.model.startswith(TINY_PREFIX):  # the plan needs the tokenizer only
+        from .models import load_tokenizer
+
+        model, tok = None, load_tokenizer(args.model)
+    else:
+        model, tok = load(args.model, args.device, args.dtype)
+    run(model, tok, tasks, methods, args.out, model_name=args.model, n=args.n, tokens=args.tokens, seed=args.seed,
+        data=args.data, batch_size=args.batch_size, record=args.record, max_new_tokens=args.max_new_tokens,
+        progress=not args.quiet, dry_run=args.dry_run)
+    return 0
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("run", help="run a model x tasks x methods grid into a results store (resumable)",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True, help="offline name, hub id, local folder, or tiny-<arch> (random tiny model)")
+    p.add_argument("--task", required=True, help="task name(s), comma-separated")
+    p.add_argument("--methods", required=True, help="preset names, comma-separated (see `presets`)")
+    p.add_argument("--out", required=True, help="results folder (created; reruns skip cells already in it)")
+    p.add_argument("--n", type=int, default=None, help="samples per task")
+    p.add_argument("--tokens", type=int, default=None, help="target prompt length for generated tasks")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data", default=None, help="dataset file/folder passed to the task loader (default: generate offline)")
+    p.add_argument("--batch-size", type=int, default=8, help="rows (sample x method) decoded together")
+    p.add_argument("--max-new-tokens", type=int, default=None, help="override every task's cap")
+    p.add_argument("--record", action="store_true", help="also store attention-level records (out/records/)")
+    p.add_argument("--dry-run", action="store_true", help="print the grid, what is done and the cost; run nothing")
+    p.add_argument("--device", default=None, help="default: cuda:LOCAL_RANK if CUDA is available, else cpu")
+    p.add_argument("--dtype", default=None, choices=["bf16", "fp16", "fp32"], help="default: bf16 (tiny models: fp32)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
+    p.set_defaults(func=_cmd_run)

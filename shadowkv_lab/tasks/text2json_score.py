@@ -1,0 +1,149 @@
+"""Text2JSON scorer: the reference rules, made robust, plus a lenient variant.
+
+Reference semantics (tasks.md), implemented exactly:
+1. U+2019 (curly apostrophe) is folded to ' in names and values.
+2. A gold sample with duplicate names is invalid: its score is NaN and `aggregate` leaves it out.
+3. The prediction must contain exactly one '[' and one ']', '[' first; the span between them
+   (inclusive) must json.loads to a list. Otherwise the sample scores 0 (and counts).
+4. union = len(gold). Each predicted element: no string "name", or a name not among the remaining
+   gold names -> union += 1. Else 1 - 0.5 per gold key missing/null - 0.25 per gold key whose value
+   differs; extra keys are ignored; the gold entry is consumed (a duplicate prediction is an extra).
+5. Sample score = 100 * sum / union.
+
+Robustness (where the reference crashes): values that are not strings are compared through a
+canonical string (numbers via str(), so 2019 == "2019"; booleans, lists and objects via JSON);
+list elements that are not objects count as extras; any malformed input scores 0, never raises.
+Per-object scores are clamped at 0 so a gold with more than two attribute keys cannot go negative.
+
+`score_lenient` scores the first parseable JSON list anywhere in the output (two lists, or brackets
+inside strings, get 0 from the strict rule but are visible here).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from typing import Any
+
+APOS = "\u2019"
+NAN = float("nan")
+
+
+def _norm(s: str) -> str:
+    return s.replace(APOS, "'")
+
+
+def canonical(value: Any) -> str | None:
+    """String form used for comparison; None stays None (a null value)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return _norm(value)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return _norm(str(value))  # the reference compares numbers through str()
+    try:
+        return _norm(json.dumps(value, ensure_ascii=False, sort_keys=True))
+    except (TypeError, ValueError):
+        return _norm(str(value))
+
+
+def parse_gold(gold) -> list[dict] | None:
+    """Gold as a list of objects with unique string names, or None when the sample is invalid."""
+    if isinstance(gold, (str, bytes)):
+        try:
+            gold = json.loads(gold)
+        except (ValueError, RecursionError):
+            return None
+    if not isinstance(gold, list):
+        return None
+    seen = set()
+    for g in gold:
+        if not isinstance(g, dict) or not isinstance(g.get("name"), str):
+            return None
+        key = _norm(g["name"])
+        if key in seen:
+            return None  # duplicate names: the reference skips such samples
+        seen.add(key)
+    return gold
+
+
+def match_objects(predicted: list, gold: list[dict]) -> float:
+    """Steps 4-5 of the reference: greedy name matching with per-key penalties, 0..100."""
+    remaining = {_norm(g["name"]): g for g in gold}
+    union = len(gold)
+    total = 0.0
+    for obj in predicted:
+        if not isinstance(obj, dict) or not isinstance(obj.get("name"), str):
+            union += 1
+            continue
+        g = remaining.pop(_norm(obj["name"]), None)
+        if g is None:
+            union += 1
+            continue
+        s = 1.0
+        for key, gv in g.items():
+            if key not in obj or obj[key] is None:
+                s -= 0.5
+            elif canonical(obj[key]) != canonical(gv):
+                s -= 0.25
+        total += max(s, 0.0)
+    if union == 0:  # empty gold and empty prediction: nothing to find, nothing wrong
+        return 100.0
+    return 100.0 * total / union
+
+
+def extract_strict(prediction: str) -> list | None:
+    """The reference bracket rule: exactly one '[' and one ']', in that order, parsing to a list."""
+    if prediction.count("[") != 1 or prediction.count("]") != 1:
+        return None
+    i, j = prediction.index("["), prediction.index("]")
+    if i > j:
+        return None
+    try:
+        parsed = json.loads(prediction[i:j + 1])
+    except (ValueError, RecursionError):
+        return None
+    return parsed if isinstance(parsed, list) else None
+
+
+_OPEN = re.compile(r"\[")
+
+
+def extract_lenient(prediction: str) -> list | None:
+    """First '[' (left to right) at which a complete JSON list can be decoded."""
+    dec = json.JSONDecoder()
+    for m in _OPEN.finditer(prediction):
+        try:
+            obj, _ = dec.raw_decode(prediction, m.start())
+        except (ValueError, RecursionError):
+            continue
+        if isinstance(obj, list):
+            return obj
+    return None
+
+
+def _score(prediction, gold, extract) -> float:
+    try:
+        g = parse_gold(gold)
+        if g is None:
+            return NAN
+        if not isinstance(prediction, str):
+            return 0.0
+        predicted = extract(prediction)
+        if predicted is None:
+            return 0.0
+        v = match_objects(predicted, g)
+        return v if math.isfinite(v) else 0.0
+    except Exception:  # noqa: BLE001 - a scorer must never take an evaluation run down
+        return 0.0
+
+
+def score(prediction: str, gold) -> float:
+    """Strict Text2JSON score (reference rule), 0..100, NaN for an invalid gold sample."""
+    return _score(prediction, gold, extract_strict)
+
+
+def score_lenient(prediction: str, gold) -> float:
+    """Same matching on the first parseable JSON list anywhere in the output, 0..100 (NaN: invalid gold)."""
+    return _score(prediction, gold, extract_lenient)

@@ -1,0 +1,328 @@
+"""Small helpers the notebooks share, so that a notebook cell is one call (no algorithm lives in a notebook).
+
+    model, tok = workbook.load("qwen2.5-coder-0.5b")     # or "tiny-qwen2" (random tiny model for smoke tests)
+    df = workbook.run(model, tok, ["text2json"], methods, results_dir, model_name=..., n=2, tokens=2048)
+    workbook.show(plots.accuracy_by_task(df), "01_accuracy", figures_dir)
+
+Why a wrapper around shadowkv_lab.run: the results store is shared by every notebook and keyed by config hash,
+so the same configuration may already be stored under another notebook's name (e.g. `lm_bf16_c1` and `chunk1`
+are one config). `run` renames the returned rows to the names *this* notebook asked for.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from .cache.config import OffloadConfig
+from .cache.presets import PRESETS, matched_rank
+
+TINY_PREFIX = "tiny-"
+
+
+def load(model: str, device: str | None = None, dtype=None, seed: int = 0):
+    """(model, tokenizer). 'tiny-<arch>' (tiny-qwen2, tiny-llama, ...) is a random tiny model built in code for
+    smoke tests; anything else goes to shadowkv_lab.load_model (offline names, hub ids, local folders)."""
+    t0 = time.perf_counter()
+    if model.startswith(TINY_PREFIX):
+        from .testing import tiny_model
+
+        m, tok = tiny_model(model[len(TINY_PREFIX):], seed=seed)
+    else:
+        from .models import load_model
+
+        m, tok = load_model(model, device=device, dtype=dtype)
+    dev = next(m.parameters()).device
+    print(f"loaded {model} on {dev} ({next(m.parameters()).dtype}) in {time.perf_counter() - t0:.1f}s; "
+          f"{kv_shape(m)[0]} KV heads x head_dim {kv_shape(m)[1]}, {m.config.num_hidden_layers} layers")
+    return m, tok
+
+
+def kv_shape(model) -> tuple[int, int]:
+    """(KV heads, head dim) of a loaded model."""
+    cfg = model.config
+    heads = cfg.num_attention_heads
+    hd = getattr(cfg, "head_dim", None) or cfg.hidden_size // heads
+    return int(getattr(cfg, "num_key_value_heads", None) or heads), int(hd)
+
+
+def project_root(start=None) -> Path:
+    """The checkout holding pyproject.toml above `start` (default: the working directory), else the working
+    directory: notebooks opened from notebooks/ and papermill runs from the root then share one results store."""
+    here = Path(start or os.getcwd()).resolve()
+    for d in (here, *here.parents):
+        if (d / "pyproject.toml").is_file() and (d / "shadowkv_lab").is_dir():
+            return d
+    return here
+
+
+def resolve(path) -> Path:
+    """A relative path is relative to the project root (not to wherever the notebook runs)."""
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else project_root() / p
+
+
+def dirs(*paths) -> list[Path]:
+    """Resolve (see `resolve`), create and return the given folders (results, figures, ...)."""
+    out = [resolve(p) for p in paths]
+    for p in out:
+        p.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+# ------------------------------------------------------------------------------------------ methods
+def shadowkv_rank(model, rank: int | None = None) -> int:
+    """ShadowKV's SVD rank for this model: `rank` if given, else the rank with the same share of H*d as the
+    paper's 160 of Llama-3-8B's 1024 (algorithms.md: 160 is full rank for a model with H*d <= 160)."""
+    return int(rank) if rank else matched_rank(*kv_shape(model))
+
+
+def shadowkv_methods(model, rank: int | None = None, sparse_budget=None) -> dict[str, OffloadConfig]:
+    """The 2x2 attribution grid plus full attention, with ShadowKV's rank scaled to the model.
+
+    Keys are roles ('full', 'shadowkv', 'shadowkv_fullkeys', 'shadowkv_oracle', 'oracle'); config names say the
+    rank when it is not the preset's 160 ('shadowkv_r20'), so a store never holds two configs under one name.
+    """
+    r = shadowkv_rank(model, rank)
+    out = {}
+    for role in ("full", "shadowkv", "shadowkv_fullkeys", "shadowkv_oracle", "oracle"):
+        c = PRESETS[role]
+        if role in ("shadowkv", "shadowkv_oracle") and r != c.rank:
+            c = c.replace(name=f"{role}_r{r}", rank=r, description=f"{c.description} (rank {r})")
+        if sparse_budget is not None and c.kind != "full":
+            from .cache.presets import with_budget
+
+            c = with_budget(c, sparse_budget)
+        out[role] = c
+    return out
+
+
+def methods(model, names, rank: int | None = None) -> list[OffloadConfig]:
+    """Preset names -> configs, with 'shadowkv' and 'shadowkv_oracle' at the model-scaled rank (shadowkv_methods)."""
+    scaled = shadowkv_methods(model, rank)
+    out = []
+    for n in names:
+        if isinstance(n, OffloadConfig):
+            out.append(n)
+        elif n in scaled:
+            out.append(scaled[n])
+        else:
+            out.append(PRESETS[n])
+    return out
+
+
+def attribution_cells(methods: dict[str, OffloadConfig]) -> dict[str, str]:
+    """analysis.factorial_attribution's `cells` argument for shadowkv_methods(...)."""
+    return {"full": methods["full"].name, "lowrank_landmark": methods["shadowkv"].name, "exact_landmark": methods["shadowkv_fullkeys"].name,
+            "lowrank_oracle": methods["shadowkv_oracle"].name, "exact_oracle": methods["oracle"].name}
+
+
+def as_configs(methods) -> list[OffloadConfig]:
+    """Preset names / configs -> configs (dict values accepted)."""
+    if isinstance(methods, dict):
+        methods = list(methods.values())
+    return [PRESETS[m] if isinstance(m, str) else m for m in methods]
+
+
+# ------------------------------------------------------------------------------------------- tasks
+def load_task_samples(task_name: str, tokenizer, *, n: int, tokens: int, seed: int = 0, **kw):
+    """(Task, samples) for shadowkv_lab.run. Extra generator knobs (e.g. n_gold for Text2JSON) are folded into
+    the sample ids, so a store never mixes samples generated with different knobs under one id."""
+    from .tasks import get_task
+
+    task = get_task(task_name)
+    samples = task.load(None, n=n, tokens=tokens, seed=seed, tokenizer=tokenizer, **kw)
+    if kw:
+        tag = "-".join(f"{k}{v}" for k, v in sorted(kw.items()))
+        samples = [dataclasses.replace(s, id=f"{s.id}-{tag}") for s in samples]
+    return task, samples
+
+
+def gold_and_prompts(task_samples) -> tuple[dict, dict]:
+    """sample_id -> gold and sample_id -> prompt over (Task, samples) pairs (for analysis.text2json_field_errors)."""
+    gold, prompts = {}, {}
+    for _, samples in task_samples:
+        for s in samples:
+            gold[str(s.id)] = s.gold
+            prompts[str(s.id)] = s.prompt
+    return gold, prompts
+
+
+# --------------------------------------------------------------------------------------------- run
+def run(model, tokenizer, tasks, methods, results_dir, *, model_name: str, n: int, tokens: int, seed: int = 0,
+        max_new_tokens: int | None = None, record: bool = False, batch_size: int | None = None, **kw) -> pd.DataFrame:
+    """shadowkv_lab.run over the shared results store, rows renamed to this call's method names.
+
+    tasks: names, Task objects or (Task, samples) pairs. batch_size: rows decoded together (default: all methods
+    of one sample, at most 16; SHADOWKV_LAB_BATCH overrides).
+    """
+    from .runner import run as _run
+
+    cfgs = as_configs(methods)
+    if batch_size is None:
+        batch_size = int(os.environ.get("SHADOWKV_LAB_BATCH", 0)) or min(max(len(cfgs), 1), 16)
+    t0 = time.perf_counter()
+    df = _run(model, tokenizer, tasks, cfgs, str(results_dir), model_name=model_name, n=n, tokens=tokens, seed=seed,
+              max_new_tokens=max_new_tokens, record=record, batch_size=batch_size, **kw)
+    print(f"[workbook.run] {len(df)} rows ({len(cfgs)} methods) in {time.perf_counter() - t0:.1f}s")
+    return rename(df, cfgs)
+
+
+def rename(df: pd.DataFrame, configs) -> pd.DataFrame:
+    """Method names from this notebook's configs, matched by config_hash (the store's identity of a method)."""
+    names = {c.config_hash(): c.name for c in as_configs(configs)}
+    if len(df) == 0 or "config_hash" not in df:
+        return df
+    df = df.copy()
+    df["method"] = df["config_hash"].map(names).fillna(df["method"])
+    return df
+
+
+def records(results_dir, df: pd.DataFrame) -> pd.DataFrame:
+    """Attention records of exactly the rows in df (same model, task, sample, config), with df's method names."""
+    from .results import load_records
+
+    r = load_records(results_dir)
+    if len(r) == 0 or len(df) == 0:
+        return r
+    key = ["model", "task", "sample_id", "config_hash"]
+    cells = df[key + ["method"]].drop_duplicates(key)
+    return r.drop(columns=["method"]).merge(cells, on=key, how="inner")
+
+
+def report(df: pd.DataFrame) -> pd.DataFrame:
+    """Print what could bias the numbers: generations cut by max_new_tokens and cells that fell back to exact
+    attention (prompt too short for the method). Returns those rows."""
+    cut = df["finish_reason"].eq("length") if "finish_reason" in df else pd.Series(False, index=df.index)
+    fb = df["fallback"].fillna("").ne("") if "fallback" in df else pd.Series(False, index=df.index)
+    print(f"{len(df)} rows: {int(cut.sum())} hit max_new_tokens (answer cut: its score is a lower bound), "
+          f"{int(fb.sum())} fell back to exact attention")
+    if fb.any():
+        print(df.loc[fb, ["task", "sample_id", "method", "fallback"]].drop_duplicates("method").to_string(index=False))
+    return df[cut | fb]
+
+
+def generation_row(model_name: str, task, sample, result, **extra) -> dict:
+    """A results-schema row from one generation.generate() call (for notebooks that call generate directly)."""
+    metrics = task.score(result.text, sample.gold)
+    mem = result.memory.to_dict()
+    return {"model": model_name, "task": task.name, "sample_id": str(sample.id), "method": result.config.name,
+            "config_hash": result.config.config_hash(), "prompt_tokens": result.prompt_tokens, "new_tokens": result.new_tokens,
+            "finish_reason": result.finish_reason, "prediction": result.text, "score": metrics.get(task.primary_metric),
+            **{f"metric_{k}": v for k, v in metrics.items()}, "prefill_s": result.prefill_s, "decode_s": result.decode_s,
+            "decode_tok_s": (result.new_tokens - 1) / result.decode_s if result.decode_s > 0 and result.new_tokens > 1 else float("nan"),
+            **{f"mem_{k}": v for k, v in mem.items()}, "fallback": "; ".join(result.fallback), **extra}
+
+
+# ---------------------------------------------------------------------------------------- display
+def show(fig, name: str, figures_dir="figures"):
+    """Save a figure as PDF + PNG under figures_dir and display it inline (when in a notebook)."""
+    from . import plots
+
+    paths = plots.save(fig, name, figures_dir)
+    try:
+        from IPython.display import display
+
+        display(fig)
+    except ImportError:
+        pass
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)  # displayed once; without close the inline backend would show it again at cell end
+    print("saved " + ", ".join(map(str, paths)))
+
+
+def md(text: str) -> None:
+    """Markdown output from a code cell (falls back to print outside Jupyter)."""
+    try:
+        from IPython.display import Markdown, display
+
+        display(Markdown(text))
+    except ImportError:
+        print(text)
+
+
+# ------------------------------------------------------------------------------------------ demo data
+def demo_results(n: int = 4, seed: int = 0, model: str = "demo-model") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(rows, records): a small synthetic results table and attention records in the runner's schema, with
+    plausible effects (ShadowKV loses on context-intensive tasks, YAKV does not). For tests and for trying the
+    figures without a model; never mix it with real results.
+    """
+    import json
+
+    import numpy as np
+
+    from .cache.presets import SHADOWKV_BUDGET, chunk_size_ablation, key_compression, landmark_precision, with_budget
+
+    rng = np.random.default_rng(seed)
+    H, d, layers, L = 2, 64, 4, 2048
+    bits = {"native": 16.0, "bf16": 16.0, "fp8": 8.0, "nvfp4": 4.5, "higgs-2-256": 4.25, "higgs-2-64": 3.25, "higgs-4-256": 2.25,
+            "higgs-8-256": 1.25}
+
+    def fbits(f):
+        return 1.69 if str(f).startswith("residual") else bits.get(f, 16.0)
+
+    cfgs = [PRESETS[m] for m in ("full", "shadowkv", "shadowkv_fullkeys", "shadowkv_oracle", "oracle", "yakv", "yakv_residual")]
+    cfgs += [landmark_precision(p) for p in ("bf16", "fp8", "higgs4", "higgs2", "higgs1", "residual")]
+    cfgs += [chunk_size_ablation(c) for c in (2, 4, 8, 16)]
+    cfgs += [key_compression(r) for r in (10, 40)] + [key_compression("higgs4")]
+    cfgs += [with_budget(PRESETS["shadowkv"], SHADOWKV_BUDGET * 10), with_budget(PRESETS["yakv"], 0.0625)]
+    loss = {"shadowkv": 30, "shadowkv_fullkeys": 18, "shadowkv_oracle": 14, "oracle": 4, "yakv": 3, "yakv_residual": 4}
+    rows, recs = [], []
+    for task in ("text2json", "multineedle", "ruler_niah_single"):
+        easy = task.startswith("ruler")
+        for i in range(n):
+            base = float(np.clip(rng.normal(95 if easy else 70, 8), 0, 100))
+            for c in cfgs:
+                if c.kind == "full":
+                    drop = 0.0
+                elif c.name in loss:
+                    drop = loss[c.name]
+                else:
+                    lb = fbits(c.landmark_format)
+                    drop = 2 + 3 * (c.chunk_size - 1) + (20 if lb < 2 else 0) + (25 if 0 < c.rank < 64 else 0) + 5 * rng.random()
+                drop = drop * (0.15 if easy else 1.0) * (0.5 if "@" in c.name else 1.0)
+                sc = float(np.clip(base - drop + rng.normal(0, 3), 0, 100))
+                lm = 0.0 if c.kind == "full" else fbits(c.landmark_format) * H * d / 8 / c.chunk_size
+                dev = 2 * H * d * 2 if c.kind == "full" else lm + (c.rank * 2 if c.rank > 0 else 0) + 40
+                off = 0.0 if c.kind == "full" else H * d * (fbits(c.value_format) + (fbits(c.key_format) if c.rank < 0 else 0)) / 8
+                cats = {"prompt_kv": dev} if c.kind == "full" else {"landmarks": lm, "lowrank_U": c.rank * 2.0 if c.rank > 0 else 0.0,
+                                                                      "local": 40.0}
+                metrics = {"score": sc}
+                if task == "multineedle":
+                    metrics.update({f"depth_{k}": float(100.0 * (rng.random() < sc / 100)) for k in range(0, 101, 10)})
+                row = {
+                    "model": model, "task": task, "sample_id": f"{task}-{i}", "method": c.name, "config_hash": c.config_hash(),
+                    "config": json.dumps(c.to_dict(), sort_keys=True), "prompt_tokens": L, "new_tokens": 100,
+                    "finish_reason": "stop" if rng.random() > 0.1 else "length", "prediction": "[]", "score": sc,
+                    "metrics": json.dumps(metrics), "prefill_s": 4.0, "decode_s": 20.0, "decode_tok_s": 5.0 + rng.random(),
+                    "kind": c.kind, "rank": c.rank, "chunk_size": c.chunk_size, "sparse_budget": float(c.sparse_budget),
+                    "budget_tokens": None if c.kind == "full" else c.budget_tokens(L), "landmark_format": c.landmark_format,
+                    "key_format": c.key_format, "value_format": c.value_format,
+                    "landmark_bits": float("nan") if c.kind == "full" else fbits(c.landmark_format),
+                    "key_bits": fbits(c.key_format), "value_bits": fbits(c.value_format),
+                    "mem_device_bytes": dev * L * layers, "mem_offloaded_bytes": off * L * layers,
+                    "mem_device_bytes_per_token_layer": dev, "mem_offloaded_bytes_per_token_layer": off, "fallback": "",
+                    **{f"metric_{k}": v for k, v in metrics.items()},
+                    **{f"mem_device:{k}": v * L * layers for k, v in cats.items()},
+                    "mem_device:generated": 1000.0,
+                    **({} if c.kind == "full" else {"mem_offloaded:values": H * d * fbits(c.value_format) / 8 * L * layers,
+                                                     "mem_offloaded:keys": (off - H * d * fbits(c.value_format) / 8) * L * layers}),
+                }
+                rows.append(row)
+                if c.kind == "full" or task != "text2json" or i > 1:
+                    continue
+                q = 1 - drop / 100
+                for step in range(6):
+                    for layer in range(layers):
+                        for h in range(H):
+                            recs.append({"model": model, "task": task, "sample_id": row["sample_id"], "method": c.name,
+                                         "config_hash": row["config_hash"], "row": 0, "step": step, "layer": layer, "head": h,
+                                         "budget": c.budget_tokens(L), "recall": float(np.clip(q - 0.05 * rng.random(), 0, 1)),
+                                         "mass": float(np.clip(q + 0.1 * rng.random(), 0, 1)), "err_selection": float(0.3 * (1 - q) * rng.random()),
+                                         "err_approx": float(0.1 * (c.rank > 0) * rng.random()), "mean_selected_position": float(rng.random())})
+    return pd.DataFrame(rows), pd.DataFrame(recs)

@@ -1,0 +1,165 @@
+"""Analysis formulas on hand-made tables: CIs, the 2x2 attribution arithmetic, frontier, memory, Text2JSON fields."""
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from shadowkv_lab import analysis as A
+from shadowkv_lab.workbook import demo_results
+
+
+def test_mean_ci_matches_t_interval_and_drops_nan():
+    m, h, n = A.mean_ci([1.0, 2.0, 3.0, float("nan")])
+    assert (m, n) == (2.0, 3)
+    assert h == pytest.approx(4.303 * 1.0 / math.sqrt(3), rel=1e-4)  # t(2) = 4.303, sd = 1
+    assert math.isnan(A.mean_ci([5.0])[1]) and A.mean_ci([])[2] == 0
+    assert A.t95(1000) == pytest.approx(1.96, abs=0.01) and A.t95(31) == pytest.approx(2.04, abs=0.005)
+
+
+def test_summary_and_score_table():
+    df = pd.DataFrame({"model": "m", "task": ["t"] * 4 + ["u"] * 2, "sample_id": ["a", "b", "a", "b", "a", "b"],
+                       "method": ["shadowkv", "shadowkv", "full", "full", "full", "full"], "score": [10, 30, 50, np.nan, 80, 100]})
+    s = A.summary(df)
+    assert list(s["method"][s["task"] == "t"]) == ["full", "shadowkv"]  # presets' order: full first
+    full_t = s[(s.task == "t") & (s.method == "full")].iloc[0]
+    assert full_t["mean"] == 50 and full_t["n"] == 1 and full_t["n_nan"] == 1
+    t = A.score_table(df)
+    assert t.loc["shadowkv", "t"] == f"20.0 ± {12.706 * math.sqrt(200) / math.sqrt(2):.1f}"
+    d = A.paired_delta(df)
+    assert d.loc[d.task == "t", "delta"].item() == -40  # only sample a has both
+
+
+def _cells(F, LM, EM, LO, EO, sample="s0", task="text2json"):
+    names = ["full", "shadowkv", "shadowkv_fullkeys", "shadowkv_oracle", "oracle"]
+    return [{"model": "m", "task": task, "sample_id": sample, "method": n, "score": v} for n, v in zip(names, (F, LM, EM, LO, EO))]
+
+
+def test_factorial_attribution_arithmetic():
+    rows = _cells(80, 40, 60, 50, 75, "s0") + _cells(90, 90, 90, 90, 90, "s1")
+    rows += _cells(100, 0, 0, 0, 0, "s2")[:-1]  # s2 lacks the oracle cell: not paired, excluded
+    rows += _cells(float("nan"), 0, 0, 0, 0, "s3")  # invalid gold: excluded
+    per, means = A.factorial_attribution(pd.DataFrame(rows))
+    assert sorted(per["sample_id"]) == ["s0", "s1"]
+    r = per.set_index("sample_id").loc["s0"]
+    assert r["total_loss"] == 40 and r["budget_loss"] == 5 and r["key_loss"] == 25 and r["landmark_loss"] == 15
+    assert r["interaction"] == -5  # LO + EM - EO - LM = 50 + 60 - 75 - 40
+    assert r["budget_loss"] + r["key_loss"] + r["landmark_loss"] + r["interaction"] == r["total_loss"]
+    assert r["key_main"] == 22.5 and r["landmark_main"] == 12.5 and r["key_main"] + r["landmark_main"] == 75 - 40
+    m = means.iloc[0]
+    assert m["n"] == 2 and m["total_loss"] == 20 and m["interaction"] == -2.5
+    assert m["total_loss_ci95"] == pytest.approx(12.706 * math.sqrt(800) / math.sqrt(2))
+
+
+def test_factorial_attribution_custom_cells_and_missing():
+    df = pd.DataFrame(_cells(80, 40, 60, 50, 75))
+    df["method"] = df["method"].replace({"shadowkv": "shadowkv_r20", "shadowkv_oracle": "shadowkv_oracle_r20"})
+    _, means = A.factorial_attribution(df, cells={"lowrank_landmark": "shadowkv_r20", "lowrank_oracle": "shadowkv_oracle_r20"})
+    assert means["key_loss"].item() == 25
+    with pytest.raises(ValueError, match="missing"):
+        A.factorial_attribution(df)
+
+
+def test_pareto_front():
+    x = [100, 200, 300, 50, 400, np.nan]
+    y = [50, 60, 55, 50, 90, 99]
+    assert A.pareto_front(x, y).tolist() == [False, True, False, True, True, False]
+
+
+def test_memory_table_and_breakdown_scale_categories_to_per_token():
+    df = pd.DataFrame([
+        {"model": "m", "task": "t", "sample_id": "a", "method": "full", "prompt_tokens": 100, "mem_device_bytes_per_token_layer": 512.0,
+         "mem_offloaded_bytes_per_token_layer": 0.0, "mem_device:prompt_kv": 512.0 * 100 * 2, "mem_device:generated": 999.0},
+        {"model": "m", "task": "t", "sample_id": "a", "method": "yakv", "prompt_tokens": 100, "mem_device_bytes_per_token_layer": 40.0,
+         "mem_offloaded_bytes_per_token_layer": 136.0, "mem_device:landmarks": 30.0 * 200, "mem_device:local": 10.0 * 200,
+         "mem_device:generated": 5.0, "mem_offloaded:keys": 68.0 * 200, "mem_offloaded:values": 68.0 * 200},
+    ])
+    t = A.memory_table(df).set_index("method")
+    assert t.loc["yakv", "device_pct_full"] == pytest.approx(100 * 40 / 512)
+    b = A.memory_breakdown(df).set_index(["method", "role", "category"])["B_per_token_layer"]
+    assert b[("yakv", "device", "landmarks")] == pytest.approx(30.0)
+    assert b[("yakv", "offloaded", "values")] == pytest.approx(68.0)
+    assert ("yakv", "device", "generated") not in b.index  # not prompt-proportional
+
+
+def test_accuracy_vs_memory_flags_frontier_on_demo():
+    df, _ = demo_results(n=3)
+    s = A.accuracy_vs_memory(df)
+    assert s["on_front"].any() and set(s["task"]) == {"text2json", "multineedle", "ruler_niah_single"}
+    g = s[s.task == "text2json"]
+    best = g.loc[g["mean"].idxmax()]
+    assert best["on_front"]  # the most accurate point is always on the frontier
+
+
+def test_attention_by_axes():
+    _, rec = demo_results(n=2)
+    for by, col in (("layer", "layer"), ("position", "position"), ("step", "step")):
+        t = A.attention_by(rec, by=by, bins=4)
+        assert col in t.columns and {"recall", "mass", "err_selection", "err_approx"} <= set(t.columns)
+        assert t["n"].sum() == len(rec)
+    assert A.attention_by(rec, by="position", bins=4)["position"].between(0, 1).all()
+    with pytest.raises(ValueError, match="allowed"):
+        A.attention_by(rec, by="head")
+
+
+def test_entity_errors_field_statuses():
+    gold = [{"name": "Ann Lee", "city": "Oslo", "year": "1990"}, {"name": "Bo\u2019s Inc", "city": "Rome", "year": "2001"},
+            {"name": "Cy", "city": "Lima", "year": "1970"}]
+    pred = '```json\n[{"name": "Ann Lee", "city": "Oslo", "year": 1991}, {"name": "Bo\'s Inc", "city": null, "year": 2001},' \
+           ' {"name": "Zed", "city": "X", "year": "1"}, {"name": "Ann Lee", "city": "Oslo", "year": "1990"}]\n```'
+    prompt = "Ann Lee lives in Oslo. ... Bo's Inc is in Rome. " + "x" * 100 + " Cy is in Lima."
+    rows = pd.DataFrame(A.entity_errors(pred, gold, prompt))
+    st = rows.set_index(["entity", "field"])["status"]
+    assert st[("Ann Lee", "city")] == "correct" and st[("Ann Lee", "year")] == "wrong_value"
+    assert st[("Bo's Inc", "city")] == "missing_value" and st[("Bo's Inc", "year")] == "correct"  # 2001 == "2001"
+    assert st[("Cy", "city")] == "missing_entity"
+    assert (rows["status"] == "extra_entity").sum() == 2  # Zed and the duplicate Ann Lee
+    assert (rows.loc[rows.entity == "Ann Lee", "position"] == 0.0).all() and rows.loc[rows.entity == "Cy", "position"].iloc[0] > 0.5
+    assert A.entity_errors("no json here", gold)[0]["status"] == "unparseable"
+    assert A.entity_errors("[1] and [2]", gold)[0]["status"] == "unparseable"  # reference rule: one [ and one ]
+
+
+def test_text2json_field_errors_and_counts():
+    gold = {"s0": [{"name": "A", "k": "1"}], "s1": json.dumps([{"name": "B", "k": "2"}])}
+    df = pd.DataFrame({"model": "m", "task": "text2json", "sample_id": ["s0", "s1", "s0"], "method": ["full", "full", "yakv"],
+                       "prediction": ['[{"name": "A", "k": "1"}]', '[{"name": "B", "k": "3"}]', "oops"]})
+    e = A.text2json_field_errors(df, gold)
+    c = A.error_counts(e)
+    assert c.loc["full", "correct"] == 1 and c.loc["full", "wrong_value"] == 1 and c.loc["yakv", "unparseable"] == 1
+
+
+def test_depth_scores_and_sweep_on_demo():
+    df, _ = demo_results(n=2)
+    d = A.depth_scores(df)
+    assert set(d["depth"]) == set(range(0, 101, 10)) and (d["task"] == "multineedle").all()
+    s = A.sweep(df[df.method.str.startswith("chunk")], "chunk_size")
+    assert set(s["chunk_size"]) == {2, 4, 8, 16}
+
+
+def test_load_benchmarks_absent_and_shapes(tmp_path):
+    assert A.load_benchmarks(tmp_path / "nope").empty
+    (tmp_path / "a.json").write_text(json.dumps({"device": "H200", "rows": [{"method": "yakv", "context": 8192, "tokens_per_s": 50.0}]}))
+    (tmp_path / "b.json").write_text(json.dumps([{"method": "full", "context": 8192, "tokens_per_s": 80.0}]))
+    (tmp_path / "c.json").write_text("{not json")
+    b = A.load_benchmarks(tmp_path)
+    assert len(b) == 2 and b.loc[b.method == "yakv", "device"].item() == "H200"
+
+
+def test_write_summary_csv_and_markdown(tmp_path):
+    df, _ = demo_results(n=2)
+    csv, md = A.write_summary(df, tmp_path)
+    s = pd.read_csv(csv)
+    assert {"model", "task", "method", "n", "mean", "ci95", "delta_vs_full", "device_B_per_token_layer", "truncated_share"} <= set(s.columns)
+    text = md.read_text()
+    assert "| method |" in text and "±" in text and "yakv" in text
+
+
+def test_to_markdown_escapes_and_rounds():
+    out = A.to_markdown(pd.DataFrame({"a": [1.23456, float("nan")], "b": ["x|y", "z"]}))
+    assert out.splitlines()[2] == "| 1.23 | x\\|y |" and out.splitlines()[3] == "|  | z |"
+
+
+def test_task_group():
+    assert A.task_group("ruler_niah_single") == "easy" and A.task_group("text2json") == "context-intensive"

@@ -1,0 +1,94 @@
+"""Every figure function runs on a small synthetic results table and saves PDF (Type 42 fonts) + PNG."""
+
+import json
+
+import matplotlib
+import pandas as pd
+import pytest
+
+matplotlib.use("Agg")
+
+from shadowkv_lab import analysis as A  # noqa: E402
+from shadowkv_lab import plots  # noqa: E402
+from shadowkv_lab.workbook import demo_results  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def demo():
+    return demo_results(n=3)
+
+
+def _figures(df, rec, tmp_path):
+    _, means = A.factorial_attribution(df)
+    gold = {f"text2json-{i}": [{"name": "Ann", "k": "1"}, {"name": "Bob", "k": "2"}] for i in range(3)}
+    df = df.assign(prediction='[{"name": "Ann", "k": "1"}]')
+    errs = A.text2json_field_errors(df, gold, {k: "Ann then Bob" for k in gold})
+    (tmp_path / "bench").mkdir(exist_ok=True)
+    (tmp_path / "bench" / "r.json").write_text(json.dumps([{"method": m, "context": c, "batch": 1, "tokens_per_s": 1000 / c ** 0.5}
+                                                           for m in ("full", "yakv") for c in (4096, 16384, 65536)]))
+    bench = A.load_benchmarks(tmp_path / "bench")
+    lm = df[df.method.str.startswith("lm_")]
+    return {
+        "accuracy_by_task": plots.accuracy_by_task(df, methods=["full", "shadowkv", "yakv"]),
+        "key_compression": plots.key_compression(df[df.method.str.startswith("keys_") | df.method.isin(["full", "shadowkv_fullkeys"])]),
+        "landmark_precision": plots.landmark_precision(pd.concat([lm, df[df.method == "full"]])),
+        "chunk_size": plots.chunk_size(df[df.method.str.startswith("chunk") | df.method.isin(["full", "lm_bf16_c1"])]),
+        "residual_landmarks": plots.residual_landmarks(pd.concat([lm, df[df.method == "full"]])),
+        "budget_sweep": plots.budget_sweep(df),
+        "accuracy_vs_memory": plots.accuracy_vs_memory(df),
+        "memory_breakdown": plots.memory_breakdown(df[df.method.isin(["full", "shadowkv", "yakv"])]),
+        "error_attribution": plots.error_attribution(means),
+        "factorial_cells": plots.factorial_cells(means, task="text2json"),
+        "attention_layer": plots.attention_profile(rec, by="layer"),
+        "attention_position": plots.attention_profile(rec, by="position"),
+        "attention_step": plots.attention_profile(rec, by="step"),
+        "depth_profile": plots.depth_profile(df, methods=["full", "shadowkv", "yakv"]),
+        "text2json_errors": plots.text2json_errors(errs),
+        "errors_by_position": plots.errors_by_position(errs),
+        "decode_speed": plots.decode_speed(bench),
+        "decode_speed_absent": plots.decode_speed(A.load_benchmarks(tmp_path / "missing")),
+        "cpu_decode_speed": plots.cpu_decode_speed(df),
+    }
+
+
+def test_every_figure_saves_pdf_type42_and_png(demo, tmp_path):
+    df, rec = demo
+    figs = _figures(df, rec, tmp_path)
+    for name, fig in figs.items():
+        assert isinstance(fig, matplotlib.figure.Figure), name
+        pdf, png = plots.save(fig, name, tmp_path / "figs")
+        assert pdf.suffix == ".pdf" and png.suffix == ".png"
+        data = pdf.read_bytes()
+        assert data.startswith(b"%PDF") and png.read_bytes()[:4] == b"\x89PNG", name
+        assert b"/Type3" not in data, f"{name}: Type 3 fonts in the PDF (pdf.fonttype must be 42)"
+        assert b"/FontFile2" in data, f"{name}: no embedded TrueType font"
+        matplotlib.pyplot.close(fig)
+
+
+def test_empty_inputs_give_a_message_figure_not_an_error(tmp_path):
+    empty = pd.DataFrame(columns=["model", "task", "sample_id", "method", "score"])
+    for fn in (plots.accuracy_by_task, plots.key_compression, plots.landmark_precision, plots.chunk_size, plots.residual_landmarks,
+               plots.accuracy_vs_memory, plots.depth_profile, plots.cpu_decode_speed):
+        fig = fn(empty)
+        assert fig.axes and fig.axes[0].texts, fn.__name__
+        matplotlib.pyplot.close(fig)
+    fig = plots.decode_speed(pd.DataFrame(), source="benchmarks/results")
+    assert "No GPU decode benchmark results" in fig.axes[0].texts[0].get_text()
+    fig = plots.error_attribution(pd.DataFrame())
+    assert fig.axes[0].texts
+
+
+def test_method_colors_are_consistent_and_labels_readable():
+    assert plots.method_color("shadowkv") == plots.method_color("shadowkv_r20") == plots.method_color("shadowkv@0.15625")
+    assert plots.method_color("lm_higgs2_c1") == plots.method_color("lm_higgs2_c1")
+    assert plots.method_color("full") != plots.method_color("yakv")
+    assert plots.method_label("shadowkv_r20") == "ShadowKV (rank 20)"
+    assert plots.method_label("shadowkv_oracle_r40") == "ShadowKV keys, oracle selection (rank 40)"
+    assert plots.method_label("yakv@0.0625") == "YAKV @ 6.25% budget"
+    assert plots.method_label("lm_higgs2_c1") == "landmarks higgs2, chunk 1"
+    assert plots.method_label("keys_rank20") == "rank-20 keys"
+    assert plots.method_label("chunk8") == "chunk size 8"
+
+
+def test_rcparams_embed_type42():
+    assert matplotlib.rcParams["pdf.fonttype"] == 42 and matplotlib.rcParams["ps.fonttype"] == 42

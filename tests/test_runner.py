@@ -1,0 +1,266 @@
+"""Runner tests on tiny random models: batched == alone, resume skip, scoring, dry run, CLI errors."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+
+import pytest
+
+from shadowkv_lab.results import done_keys, load
+
+METHODS = ["full", "yakv", "lm_bf16_c1", "shadowkv_fullkeys"]
+WORDS = "the quick brown fox jumps over lazy dog paris is capital of france name price weight product company".split()
+
+
+class FakeTask:
+    """A task with the Task interface: short word-salad prompts, gold = one word, score = 100 if it is printed."""
+
+    name = "fake"
+    primary_metric = "hit"
+    max_new_tokens = 6
+
+    def load(self, path=None, *, n=None, tokens=None, seed=0, tokenizer=None):
+        from shadowkv_lab.tasks.base import Sample
+
+        rng = random.Random(seed)
+        out = []
+        for i in range(n or 4):
+            words = [rng.choice(WORDS) for _ in range((tokens or 400) // 2 + 37 * i)]
+            meta = {"depth": 10 * i, "domain": rng.choice(["a", "b"]), "tags": ["not", "scalar"]}
+            if i % 2:
+                meta["max_new_tokens"] = 4 + i  # ragged caps inside one batch
+            out.append(Sample(id=f"fake-{i}", prompt=" ".join(words), gold=rng.choice(WORDS), meta=meta))
+        return out
+
+    def score(self, prediction, gold):
+        return {"hit": 100.0 if gold in prediction else 0.0, "chars": float(len(prediction))}
+
+    def max_new_tokens_for(self, sample):
+        v = sample.meta.get("max_new_tokens")
+        return int(v) if isinstance(v, int) and v > 0 else self.max_new_tokens
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    from shadowkv_lab.testing import tiny_model
+
+    return tiny_model("qwen2")
+
+
+@pytest.fixture(scope="module")
+def samples():
+    return FakeTask().load(n=4, tokens=600, seed=0)
+
+
+def _count_prefills(monkeypatch):
+    import shadowkv_lab.runner as runner
+
+    calls = []
+    real = runner.prefill
+
+    def counting(model, ids):
+        calls.append(int(ids.shape[0]))
+        return real(model, ids)
+
+    monkeypatch.setattr(runner, "prefill", counting)
+    return calls
+
+
+def test_batched_equals_alone(tiny, samples, tmp_path, monkeypatch):
+    """Rows decoded together (several samples per wave, one sample straddling two waves, ragged caps and stops) give
+    exactly the tokens of `generate` run per method per sample; each sample is prefilled once."""
+    from shadowkv_lab.generation import encode_prompt, generate
+    from shadowkv_lab.runner import run
+
+    model, tok = tiny
+    task = FakeTask()
+    # Make one frequent token a stop token so that rows stop at different steps inside a batch.
+    eos = model.generation_config.eos_token_id
+    first = generate(model, tok, samples[0].prompt, "full", max_new_tokens=6).token_ids
+    monkeypatch.setattr(model.generation_config, "eos_token_id", [eos, first[2]])
+    samples = samples[:3]
+    calls = _count_prefills(monkeypatch)
+    df = run(model, tok, [(task, samples)], METHODS, tmp_path / "res", model_name="tiny", batch_size=3, progress=False)
+    assert len(calls) == len(samples)
+    assert len(df) == len(samples) * len(METHODS) and (df.fallback == "").all()
+    assert set(df.finish_reason) == {"stop", "length"}
+    assert set(df.batch_rows) <= {1, 2, 3}
+    for r in df.itertuples():
+        s = next(s for s in samples if s.id == r.sample_id)
+        alone = generate(model, tok, encode_prompt(tok, s.prompt), r.method, max_new_tokens=task.max_new_tokens_for(s))
+        assert json.loads(r.token_ids) == alone.token_ids, (r.sample_id, r.method)
+        assert alone.text == r.prediction and alone.finish_reason == r.finish_reason and alone.new_tokens == r.new_tokens
+        assert alone.memory.to_dict()["device_bytes"] == r.mem_device_bytes
+
+
+def test_row_schema_and_values(tiny, samples, tmp_path):
+    from shadowkv_lab.results import ROW_COLUMNS
+    from shadowkv_lab.runner import run
+
+    model, tok = tiny
+    df = run(model, tok, [(FakeTask(), samples[:2])], ["full", "yakv"], tmp_path, model_name="tiny", progress=False)
+    assert set(ROW_COLUMNS) <= set(df.columns)
+    r = df.set_index(["sample_id", "method"])
+    y, f = r.loc[("fake-1", "yakv")], r.loc[("fake-1", "full")]
+    assert y.kind == "offload" and y["rank"] == -1 and y.chunk_size == 1 and y.sparse_budget == 0.03125
+    assert y.budget_tokens == int(0.03125 * y.prompt_tokens) and pd_isna(f.budget_tokens)
+    # head_dim 16: EDEN4-256 landmarks 2 bits + fp32 scale / 16; EDEN2-256 keys 4 bits + 32 / (2 heads x 16)
+    assert y.landmark_bits == 4.0 and y.key_bits == 5.0 and y.value_bits == 5.0
+    assert f.key_bits == 32.0 and pd_isna(f.landmark_bits)  # native = the model's fp32
+    assert y.mem_device_bytes < f.mem_device_bytes and y.mem_offloaded_bytes > 0 == f.mem_offloaded_bytes
+    assert y["mem_device:landmarks"] > 0 and y.mem_device_bytes_per_token_layer > 0
+    assert y.meta_depth == 10 and y.meta_max_new_tokens == 5 and "meta_tags" not in df.columns
+    assert json.loads(y.metrics) == {"hit": y.score, "chars": y.metric_chars} and y.metric_hit == y.score
+    assert json.loads(y.config)["landmark_format"] == "higgs-4-256" and y.config_hash == json_hash(y.config)
+    assert y.process_rank == 0 and y["dtype"] == "float32" and y["device"] == "cpu" and y.torch_version
+    assert y.finish_reason == "length" and y.new_tokens == 5 and y.decode_s > 0 and y.prefill_s > 0
+
+
+def pd_isna(v):
+    import pandas as pd
+
+    return pd.isna(v)
+
+
+def json_hash(config_json):
+    from shadowkv_lab.cache.config import OffloadConfig
+
+    return OffloadConfig.from_dict(json.loads(config_json)).config_hash()
+
+
+def test_resume_skips_done_cells(tiny, samples, tmp_path, monkeypatch):
+    from shadowkv_lab.results import shards
+    from shadowkv_lab.runner import run
+
+    model, tok = tiny
+    out = tmp_path / "res"
+    task = FakeTask()
+    calls = _count_prefills(monkeypatch)
+    run(model, tok, [(task, samples[:2])], ["full"], out, model_name="tiny", progress=False)
+    assert len(calls) == 2
+    n_shards = len(shards(out))
+    df = run(model, tok, [(task, samples[:3])], ["full", "yakv"], out, model_name="tiny", progress=False)
+    assert len(calls) == 2 + 3  # sample 0/1 prefilled again only for yakv, sample 2 for both
+    assert len(df) == 6 and not df.duplicated(["sample_id", "config_hash"]).any()
+    assert len(load(out)) == 6
+    before = len(shards(out))
+    assert before > n_shards
+    df2 = run(model, tok, [(task, samples[:3])], ["full", "yakv"], out, model_name="tiny", progress=False)
+    assert len(calls) == 5 and len(shards(out)) == before and len(df2) == 6
+    # a renamed method with the same config is the same cell; a different model name is a different cell
+    assert len(done_keys(out)) == 6
+
+
+def test_garbage_output_and_raising_scorer_score_zero(tiny, samples, tmp_path):
+    from shadowkv_lab.runner import run
+
+    class Raising(FakeTask):
+        name = "raising"
+
+        def score(self, prediction, gold):
+            raise ValueError("scorer bug")
+
+    model, tok = tiny
+    with pytest.warns(UserWarning, match="scorer bug"):
+        df = run(model, tok, [(Raising(), samples[:1])], ["full"], tmp_path, model_name="tiny", progress=False)
+    assert df.score.tolist() == [0.0]
+
+
+def test_garbage_output_real_task_scores_zero(tiny, tmp_path):
+    tasks = pytest.importorskip("shadowkv_lab.tasks")
+    if not hasattr(tasks, "get_task"):
+        pytest.skip("tasks registry not available yet")
+    from shadowkv_lab.runner import run
+
+    model, tok = tiny
+    task = tasks.get_task("text2json")
+    df = run(model, tok, [task.name], ["full"], tmp_path, model_name="tiny", n=1, tokens=1500, max_new_tokens=8, progress=False)
+    assert len(df) == 1 and df.score[0] == 0.0 and df.finish_reason[0] == "length"
+
+
+def test_record_writes_attention_rows(tiny, samples, tmp_path):
+    from shadowkv_lab.results import load_records
+    from shadowkv_lab.runner import run
+
+    model, tok = tiny
+    run(model, tok, [(FakeTask(), samples[:1])], ["full", "yakv"], tmp_path, model_name="tiny", record=True, progress=False)
+    rec = load_records(tmp_path)
+    assert len(rec) and set(rec.method) == {"yakv"}  # exact attention has nothing to record
+    assert {"recall", "mass", "err_selection", "layer", "head", "step"} <= set(rec.columns)
+    assert set(rec.sample_id) == {"fake-0"} and rec.model.unique().tolist() == ["tiny"]
+
+
+def test_dry_run_prints_grid_and_runs_nothing(tiny, samples, tmp_path, capsys):
+    from shadowkv_lab.runner import run
+
+    model, tok = tiny
+    task = FakeTask()
+    run(model, tok, [(task, samples[:1])], ["full"], tmp_path, model_name="tiny", progress=False)
+    capsys.readouterr()
+    plan = run(model, tok, [(task, samples[:3])], ["full", "yakv"], tmp_path, model_name="tiny", dry_run=True)
+    text = capsys.readouterr().out
+    assert "6 total, 1 done, 5 to run" in text and "prefill tokens" in text and "decode tokens" in text
+    assert plan.to_run.sum() == 5 and plan.prefill_tokens.gt(0).sum() == 3
+    assert plan.decode_tokens_max.sum() == sum(task.max_new_tokens_for(s) * (2 - (i == 0)) for i, s in enumerate(samples[:3]))
+    assert len(load(tmp_path)) == 1
+
+
+def test_unknown_method_lists_presets(tiny, samples, tmp_path):
+    from shadowkv_lab.runner import run
+
+    model, tok = tiny
+    with pytest.raises(ValueError, match="unknown method 'nope'.*yakv"):
+        run(model, tok, [(FakeTask(), samples)], ["full", "nope"], tmp_path, model_name="tiny")
+
+
+def test_cli_errors(tmp_path, capsys):
+    from shadowkv_lab.cli import main
+
+    base = ["run", "--model", "tiny-qwen2", "--task", "text2json", "--out", str(tmp_path)]
+    assert main(base + ["--methods", "full,bogus"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown method(s) bogus" in err and "shadowkv" in err
+    with pytest.raises(SystemExit):  # argparse: required --methods missing
+        main(base)
+    assert main(base + ["--methods", "full", "--batch-size", "0"]) == 2
+    tasks = pytest.importorskip("shadowkv_lab.tasks")
+    if not hasattr(tasks, "get_task"):
+        pytest.skip("tasks registry not available yet")
+    capsys.readouterr()
+    assert main(["run", "--model", "tiny-qwen2", "--task", "text2json,nosuchtask", "--methods", "full", "--out", str(tmp_path)]) == 2
+    assert "nosuchtask" in capsys.readouterr().err
+    assert main(["run", "--model", "tiny-gpt2", "--task", "text2json", "--out", str(tmp_path), "--methods", "full"]) == 2
+    assert "tiny-qwen2" in capsys.readouterr().err
+
+
+def test_cli_dry_run_tiny(tmp_path, capsys):
+    tasks = pytest.importorskip("shadowkv_lab.tasks")
+    if not hasattr(tasks, "get_task"):
+        pytest.skip("tasks registry not available yet")
+    from shadowkv_lab.cli import main
+
+    rc = main(["run", "--model", "tiny-qwen2", "--task", "text2json", "--n", "2", "--tokens", "1500", "--methods", "full,yakv",
+               "--out", str(tmp_path / "res"), "--dry-run"])
+    assert rc == 0 and "4 total, 0 done, 4 to run" in capsys.readouterr().out
+    assert not (tmp_path / "res").exists()
+
+
+def test_bench_runner_smoke(tmp_path, capsys):
+    """benchmarks/bench_runner.py at tiny size on CPU: runs both paths and finds identical results."""
+    import importlib.util
+    from pathlib import Path
+
+    pytest.importorskip("shadowkv_lab.tasks", reason="tasks package not available")
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_runner.py"
+    spec = importlib.util.spec_from_file_location("bench_runner", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "bench.json"
+    rc = bench.main(["--model", "tiny-qwen2", "--task", "ruler_niah_single", "--n", "2", "--tokens", "600",
+                     "--methods", "full,yakv", "--max-new-tokens", "4", "--out-json", str(out), "-q"])
+    res = json.loads(out.read_text())
+    assert rc == 0 and res["identical_tokens"] and res["identical_scores"]
+    assert res["runner"]["prefills"] == 2 and res["naive"]["prefills"] == 4 and res["runner"]["cells"] == 4
+    assert "speedup" in capsys.readouterr().out

@@ -1,0 +1,273 @@
+"""Text2JSON generator (determinism, names, gold consistency, lengths, knobs) and loader round trips."""
+
+import dataclasses
+import gzip
+import json
+import math
+import re
+
+import pytest
+
+from shadowkv_lab.tasks import get_task
+from shadowkv_lab.tasks.text2json import load_text2json, write_text2json
+from shadowkv_lab.tasks.text2json_domains import DOMAINS
+from shadowkv_lab.tasks.text2json_gen import Text2JSONConfig, generate, generate_sample
+from shadowkv_lab.tasks.text2json_score import score
+from shadowkv_lab.tasks.tokens import FALLBACK_UNIT, LengthError, TokenCounter
+
+
+class RegexTokenizer:
+    """Stand-in for a Hugging Face tokenizer: words, punctuation and whitespace runs are tokens."""
+
+    name_or_path = "regex-test"
+    _pat = re.compile(r"\s+|\w+|[^\w\s]")
+
+    def __init__(self):
+        self.vocab, self.inv = {}, []
+
+    def encode(self, text, add_special_tokens=False):
+        ids = []
+        for piece in self._pat.findall(text):
+            if piece not in self.vocab:
+                self.vocab[piece] = len(self.inv)
+                self.inv.append(piece)
+            ids.append(self.vocab[piece])
+        return ids
+
+    def decode(self, ids):
+        return "".join(self.inv[i] for i in ids)
+
+
+@pytest.fixture(scope="module")
+def samples():
+    return generate(8, tokens=3000, seed=11)
+
+
+def paragraphs(prompt: str) -> list[str]:
+    return prompt.split("\n\n")
+
+
+def test_deterministic_per_seed():
+    a = generate(3, tokens=2048, seed=5)
+    b = generate(3, tokens=2048, seed=5)
+    c = generate(3, tokens=2048, seed=6)
+    assert [s.prompt for s in a] == [s.prompt for s in b]
+    assert [s.gold for s in a] == [s.gold for s in b]
+    assert [s.meta for s in a] == [s.meta for s in b]
+    assert [s.prompt for s in a] != [s.prompt for s in c]
+    assert generate_sample("x", Text2JSONConfig(tokens=1024)).prompt == generate_sample("x", Text2JSONConfig(tokens=1024)).prompt
+
+
+def test_does_not_touch_global_random():
+    import random
+
+    random.seed(123)
+    expected = random.random()
+    random.seed(123)
+    generate(1, tokens=1024, seed=0)
+    assert random.random() == expected
+
+
+def test_four_domains_and_structure(samples):
+    assert {s.meta["domain"] for s in samples} == set(DOMAINS)
+    for s in samples:
+        dom = DOMAINS[s.meta["domain"]]
+        keys = s.meta["attributes"]
+        assert len(keys) == 2 and all(dom.attribute(k) for k in keys)
+        assert s.meta["kind"] in [k.singular for k in dom.kinds]
+        assert s.gold and all(list(g) == ["name", *keys] for g in s.gold)
+        assert all(isinstance(v, str) for g in s.gold for v in g.values())
+        tail = paragraphs(s.prompt)[-1]
+        assert all(f'"{k}"' in tail for k in ["name", *keys]) and "JSON list" in tail
+        assert len(s.meta["entities"]) >= 10  # tens of entities even at 3k tokens
+
+
+def test_unique_names(samples):
+    for s in samples:
+        names = [e["name"] for e in s.meta["entities"]]
+        folded = [n.replace("\u2019", "'").casefold() for n in names]
+        assert len(folded) == len(set(folded))
+        gold_names = [g["name"] for g in s.gold]
+        assert len(gold_names) == len(set(gold_names))
+
+
+def test_gold_is_exactly_the_asked_kind(samples):
+    for s in samples:
+        ents = s.meta["entities"]
+        assert {g["name"] for g in s.gold} == {e["name"] for e in ents if e["kind"] == s.meta["kind"]}
+        assert all(e["gold"] == (e["kind"] == s.meta["kind"]) for e in ents)
+        assert any(e["kind"] != s.meta["kind"] for e in ents)  # distractors of other kinds exist
+
+
+def test_every_entity_is_introduced_with_its_kind(samples):
+    for s in samples:
+        dom = DOMAINS[s.meta["domain"]]
+        paras = paragraphs(s.prompt)
+        for e in s.meta["entities"]:
+            kind = dom.kind(e["kind"])
+            assert any(e["name"] in p and (kind.singular in p or kind.plural in p) for p in paras), e
+
+
+def test_gold_values_are_stated_for_that_entity(samples):
+    for s in samples:
+        paras = paragraphs(s.prompt)[1:-1]  # without heading and instruction
+        for g in s.gold:
+            for key in s.meta["attributes"]:
+                assert any(g["name"] in p and g[key] in p for p in paras), (g, key)
+
+
+def test_corrections_are_followed():
+    seen = 0
+    for s in generate(6, tokens=4000, seed=2, correction_rate=0.6):
+        paras = paragraphs(s.prompt)
+        gold = {g["name"]: g for g in s.gold}
+        for c in s.meta["corrections"]:
+            assert c["old"] != c["new"]
+            fix = [i for i, p in enumerate(paras) if c["name"] in p and c["new"] in p and c["old"] in p]
+            first_old = min(i for i, p in enumerate(paras) if c["name"] in p and c["old"] in p)
+            assert fix and first_old < max(fix)  # the correction comes after the first statement
+            if c["gold"] and c["attribute"] in s.meta["attributes"]:
+                assert gold[c["name"]][c["attribute"]] == c["new"]
+                seen += 1
+    assert seen > 0
+
+
+def test_self_prediction_scores_100(samples):
+    for s in samples:
+        assert score(json.dumps(s.gold, ensure_ascii=False), s.gold) == 100.0
+
+
+@pytest.mark.parametrize("target", [1024, 4096, 12000])
+def test_length_within_5_percent_fallback(target):
+    counter = TokenCounter(None)
+    for s in generate(4, tokens=target, seed=target):
+        n = counter.count(s.prompt)
+        assert abs(n - target) <= 0.05 * target
+        assert s.meta["n_tokens"] == n and s.meta["length_unit"] == FALLBACK_UNIT
+
+
+@pytest.mark.parametrize("target", [1024, 4096, 12000])
+def test_length_within_5_percent_tokenizer(target):
+    tok = RegexTokenizer()
+    for s in generate(4, tokens=target, seed=1, tokenizer=tok):
+        n = len(tok.encode(s.prompt))
+        assert abs(n - target) <= 0.05 * target
+        assert s.meta["n_tokens"] == n and s.meta["length_unit"] == "tokens(regex-test)"
+
+
+def test_tokens_may_cycle_a_list():
+    out = generate(4, tokens=[1024, 2048], seed=0)
+    assert [s.meta["target_tokens"] for s in out] == [1024, 2048, 1024, 2048]
+
+
+def test_text_is_not_cut_mid_sentence(samples):
+    for s in samples:
+        for p in paragraphs(s.prompt)[1:-1]:
+            assert p.rstrip()[-1] in ".!?", p[-80:]
+
+
+def test_n_gold_knob():
+    for n_gold in (1, 7, 20):
+        s = generate(1, tokens=6000, seed=3, n_gold=n_gold)[0]
+        assert len(s.gold) == n_gold
+
+
+def test_spread_knob():
+    cfg = Text2JSONConfig(tokens=8000, n_gold=8, spread=0.2, split_rate=0.0)
+    for seed in range(4):
+        pos = generate_sample(seed, cfg).meta["gold_positions"]
+        assert max(pos) - min(pos) <= 0.25
+    wide = [generate_sample(seed, dataclasses.replace(cfg, spread=1.0)).meta["gold_positions"] for seed in range(4)]
+    assert max(max(p) - min(p) for p in wide) > 0.5
+
+
+def test_fixed_domain_kind_attributes():
+    cfg = Text2JSONConfig(tokens=2048, domain="movies", kind="documentary", attributes=("director", "runtime"))
+    s = generate_sample(0, cfg)
+    assert (s.meta["domain"], s.meta["kind"], s.meta["attributes"]) == ("movies", "documentary", ["director", "runtime"])
+
+
+def test_too_many_gold_for_length_raises():
+    with pytest.raises(LengthError):
+        generate(1, tokens=512, seed=0, n_gold=40)
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [dict(tokens=10), dict(spread=0), dict(spread=1.5), dict(n_gold=0), dict(filler_share=1.0),
+     dict(correction_rate=-0.1), dict(domain="cars"), dict(kind="spaceship"), dict(attributes=("price", "price")),
+     dict(extra_attributes=(3, 1)), dict(min_gold=5, max_gold=2)],
+)
+def test_config_validation(kw):
+    with pytest.raises(ValueError):
+        Text2JSONConfig(**kw)
+
+
+# -- loading and writing -----------------------------------------------------------------------------
+
+def test_jsonl_round_trip(tmp_path, samples):
+    path = tmp_path / "t2j.jsonl"
+    assert write_text2json(path, samples) == len(samples)
+    row = json.loads(path.read_text().splitlines()[0])
+    assert set(row) == {"id", "problem", "answer", "meta"} and isinstance(row["answer"], str)
+    back = load_text2json(path)
+    assert [(s.id, s.prompt, s.gold) for s in back] == [(s.id, s.prompt, s.gold) for s in samples]
+    assert load_text2json(path, n=2)[1].id == samples[1].id
+    # the task's own record reader gives the same
+    assert [s.gold for s in get_task("text2json").read_records(path)] == [s.gold for s in samples]
+
+
+def test_official_layout_gz_and_plain(tmp_path):
+    rows = [{"problem": "text one ... Extract.", "answer": json.dumps([{"name": "A", "x": "1", "y": "2"}])},
+            {"problem": "text two", "answer": json.dumps([{"name": "B", "x": "1", "y": "2"}, {"name": "B", "x": "3", "y": "4"}])}]
+    gz = tmp_path / "text_to_json.jsonl.gz"
+    with gzip.open(gz, "wt", encoding="utf-8") as f:
+        f.writelines(json.dumps(r) + "\n" for r in rows)
+    plain = tmp_path / "plain.jsonl"
+    plain.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    for src in (gz, plain):
+        out = load_text2json(src)
+        assert [s.id for s in out] == ["text2json-0000", "text2json-0001"]
+        assert out[0].gold == [{"name": "A", "x": "1", "y": "2"}] and out[0].prompt == "text one ... Extract."
+    folder = load_text2json(tmp_path)  # a folder holding the official file
+    assert len(folder) == 2 and folder[0].meta["source"].endswith("text_to_json.jsonl.gz")
+    # the second sample has duplicate names: invalid, NaN, excluded from means
+    t = get_task("text2json")
+    assert math.isnan(t.score('[{"name": "B", "x": "1", "y": "2"}]', out[1].gold)["score"])
+    # a gunzipped file that kept its .gz name is still read (magic bytes, not suffix)
+    fake = tmp_path / "renamed.jsonl.gz"
+    fake.write_text(plain.read_text())
+    assert len(load_text2json(fake)) == 2
+
+
+def test_task_load_with_tokenizer_records_lengths(tmp_path, samples):
+    path = tmp_path / "t.jsonl"
+    write_text2json(path, samples[:2])
+    tok = RegexTokenizer()
+    out = get_task("text2json").load(path, tokenizer=tok)
+    assert out[0].meta["n_tokens"] == len(tok.encode(out[0].prompt))
+
+
+def test_hub_id_gives_clear_error_offline(monkeypatch):
+    import datasets
+
+    def boom(*a, **k):
+        raise ConnectionError("no network")
+
+    monkeypatch.setattr(datasets, "load_dataset", boom)
+    with pytest.raises(RuntimeError, match="Offline"):
+        load_text2json("someone/text2json")
+
+
+def test_hub_id_rows_are_converted(monkeypatch):
+    import datasets
+
+    rows = [{"problem": "p", "answer": json.dumps([{"name": "A", "k": "v", "w": "x"}])}]
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: rows)
+    out = load_text2json("someone/text2json")
+    assert out[0].gold[0]["name"] == "A" and out[0].meta["source"] == "hub:someone/text2json"
+
+
+def test_missing_file_raises(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        load_text2json(tmp_path / "nope.jsonl")
