@@ -111,6 +111,8 @@ def main(argv=None) -> int:
     p.add_argument("--max-new-tokens", type=int, default=256, help="cap per cell (0: the task's own cap, 1024 for Text2JSON)")
     p.add_argument("--device", default=None)
     p.add_argument("--dtype", default=None, choices=["bf16", "fp16", "fp32"])
+    p.add_argument("--shape", default=None, help="tiny-<arch> only: LAYERS,HEADS,KV_HEADS,HEAD_DIM of the random model, e.g. "
+                   "24,14,2,64 (the 0.5B's attention shape) to time a real-size model where its weights are not available")
     p.add_argument("--skip-naive", action="store_true", help="time the runner only")
     p.add_argument("--out-json", default=None, help="default: benchmarks/results/runner_<device>.json")
     p.add_argument("-q", "--quiet", action="store_true")
@@ -118,7 +120,18 @@ def main(argv=None) -> int:
     args.max_new_tokens = args.max_new_tokens or None
     methods = check_methods([m for m in args.methods.split(",") if m])
 
-    model, tok = load(args.model, args.device, args.dtype)
+    if args.shape:
+        if not args.model.startswith("tiny-"):
+            raise SystemExit("--shape applies to tiny-<arch> random models only")
+        from shadowkv_lab.testing import tiny_model
+
+        nl, nh, nkv, hd = (int(x) for x in args.shape.split(","))
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(args.dtype, torch.float32)
+        device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        model, tok = tiny_model(args.model[len("tiny-"):], dtype=dtype, device=device, n_layers=nl, n_heads=nh, n_kv_heads=nkv, head_dim=hd)
+        args.model = f"{args.model}[{args.shape}]"
+    else:
+        model, tok = load(args.model, args.device, args.dtype)
     task = get_task(args.task)
     samples = task.load(n=args.n, tokens=args.tokens, seed=args.seed, tokenizer=tok)
     # Warm-up outside the timings (CUDA context, kernels, allocator, quantizer grids), every method once.

@@ -226,6 +226,10 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+_DTYPES = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16,
+           "fp32": torch.float32, "float32": torch.float32}
+
+
 def load_model(name_or_path: str = DEFAULT_MODEL, device: str | None = None, dtype: torch.dtype | str | None = None):
     """Load (model, tokenizer) by offline name, hub id or local folder; checks the architecture first.
 
@@ -233,14 +237,19 @@ def load_model(name_or_path: str = DEFAULT_MODEL, device: str | None = None, dty
     """
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
+    dtype = _DTYPES[dtype] if isinstance(dtype, str) and dtype in _DTYPES else dtype
+    if isinstance(dtype, str):
+        raise ValueError(f"dtype {dtype!r} not allowed; use one of {sorted(_DTYPES)}")
+    if name_or_path.startswith("tiny-"):  # tiny random in-code models, for smoke tests and CI
+        from .testing import TINY_ARCHS, tiny_model
+
+        arch = name_or_path[len("tiny-"):]
+        if arch not in TINY_ARCHS:
+            raise ValueError(f"unknown tiny model {name_or_path!r}; use one of {['tiny-' + a for a in TINY_ARCHS]}")
+        return tiny_model(arch, dtype=dtype or torch.float32, device=device or "cpu")
     path = resolve(name_or_path)
     config = AutoConfig.from_pretrained(path)
     check_architecture(config)
-    if isinstance(dtype, str):
-        allowed = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16, "fp32": torch.float32, "float32": torch.float32}
-        if dtype not in allowed:
-            raise ValueError(f"dtype {dtype!r} not allowed; use one of {sorted(allowed)}")
-        dtype = allowed[dtype]
     device = device or default_device()
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype or torch.bfloat16, attn_implementation="sdpa")
     model.to(device).eval()

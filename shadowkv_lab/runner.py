@@ -70,8 +70,8 @@ def resolve_tasks(tasks, *, n=None, tokens=None, seed=0, data=None, tokenizer=No
 
     Named tasks are loaded with Task.load(path, n=, tokens=, seed=, tokenizer=); `data` is one path used for every
     task or a {task name: path} dict (None: the task's offline generator)."""
-    if isinstance(tasks, str) or hasattr(tasks, "score"):
-        tasks = [tasks]
+    if isinstance(tasks, str) or hasattr(tasks, "score") or (isinstance(tasks, tuple) and len(tasks) == 2 and isinstance(tasks[1], list)):
+        tasks = [tasks]  # one task, or one (task, samples) pair
     out = []
     for t in tasks:
         samples = None

@@ -2,7 +2,7 @@
 
     python -m shadowkv_lab run --model qwen2.5-coder-0.5b --task text2json --n 16 --tokens 16384 \
         --methods full,shadowkv,yakv --out results/qwen05 [--dry-run]
-    torchrun --nproc-per-node 8 -m shadowkv_lab run ...        # each rank takes every 8th sample
+    torchrun --nproc-per-node 8 -m shadowkv_lab run --num-samples 64 ...   # each rank takes every 8th sample
     python -m shadowkv_lab run --model tiny-qwen2 ...           # a tiny random model (tests, smoke runs)
 """
 
@@ -92,7 +92,8 @@ def register(subparsers) -> None:
     p.add_argument("--task", required=True, help="task name(s), comma-separated")
     p.add_argument("--methods", required=True, help="preset names, comma-separated (see `presets`)")
     p.add_argument("--out", required=True, help="results folder (created; reruns skip cells already in it)")
-    p.add_argument("--n", type=int, default=None, help="samples per task")
+    # --num-samples: torchrun's own parser takes "--n" for an abbreviation of its --nnodes/--nproc-per-node
+    p.add_argument("--n", "--num-samples", dest="n", type=int, default=None, help="samples per task (--num-samples under torchrun)")
     p.add_argument("--tokens", type=int, default=None, help="target prompt length for generated tasks")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data", default=None, help="dataset file/folder passed to the task loader (default: generate offline)")

@@ -88,8 +88,7 @@ def test_sparse_decode_matches_reference(name):
                      torch.cat([layer.out_v, layer.local_v, sv, gv], 1), layer.ctx.scaling).view(-1, D)
         assert not torch.isnan(out).any()
         err = float((out.float() - ref.float()).norm() / ref.float().norm())
-        print(name, step, err)
-        assert err < 5e-2, (step, err)
+        assert err < (1.5e-2 if GPU else 4e-2), (step, err)  # the interpreter truncates fp32 -> bf16 (no RNE)
     assert min(overlaps) > 0.9, overlaps
     assert 0.0 < dispatch.hit_rate(layer) < 1.0
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -102,17 +101,34 @@ def test_sigkill_then_resume(tmp_path, reference):
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="torchrun/gloo on loopback")
-def test_two_ranks_gloo_equal_one_process(tmp_path, reference):
+def test_two_ranks_gloo_equal_one_process(tmp_path):
+    """`torchrun --nproc-per-node 2 -m shadowkv_lab run ...` (gloo on CPU) stores the rows of a one-process run."""
+    tasks = pytest.importorskip("shadowkv_lab.tasks")
+    from shadowkv_lab.runner import run
+    from shadowkv_lab.testing import tiny_model
+
+    task, n, tokens, methods = "ruler_niah_single", 5, 700, ["full", "yakv", "shadowkv_fullkeys"]
     out = tmp_path / "res"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-           str(_script(tmp_path)), str(out), "0"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "shadowkv_lab", "run",
+           "--model", "tiny-qwen2", "--task", task, "--num-samples", str(n), "--tokens", str(tokens), "--methods", ",".join(methods),
+           "--max-new-tokens", "6", "--batch-size", "4", "--out", str(out)]
     proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "rank 0 of 2: ran" in proc.stdout  # only rank 0 prints the summary
     df = load(out)
-    assert len(df) == N_SAMPLES * len(METHODS)
+    assert len(df) == n * len(methods)
     assert not df.duplicated(["sample_id", "config_hash"]).any()
     assert set(df.process_rank) == {0, 1}
     assert {p.name.split("-")[1] for p in shards(out)} == {"r000", "r001"}
     # sharded by sample: every sample's methods all ran on one rank (its prefill was shared)
     assert df.groupby("sample_id").process_rank.nunique().eq(1).all()
-    _same(df, reference)
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        model, tok = tiny_model("qwen2")
+        ref = run(model, tok, [task], methods, tmp_path / "ref", model_name="tiny-qwen2", n=n, tokens=tokens,
+                  max_new_tokens=6, batch_size=8, progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    _same(df, ref)

@@ -22,6 +22,18 @@ def can_run(*tensors: torch.Tensor) -> bool:
     return interpreting() or any(t.is_cuda for t in tensors)
 
 
+def host_arg(t: torch.Tensor):
+    """A kernel argument for a source that may live in pinned host memory: on CUDA such a tensor is passed as a
+    plain pointer (Triton's TensorWrapper); the driver maps it (UVA) and the kernel reads it zero-copy over PCIe."""
+    if t.is_cuda or interpreting():
+        return t
+    if not t.is_pinned():
+        raise ValueError("a host-memory source must be pinned to be read by a CUDA kernel (RowStore pins on CUDA)")
+    from triton.runtime.jit import TensorWrapper
+
+    return TensorWrapper(t, t.dtype)
+
+
 def next_pow2(n: int) -> int:
     return 1 << max(0, int(n) - 1).bit_length()
 

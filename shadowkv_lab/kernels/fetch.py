@@ -14,7 +14,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .common import e4m3_to_f32, fwht_rows, hadamard_factors, hadamard_split, interpreting, mma
+from .common import e4m3_to_f32, fwht_rows, hadamard_factors, hadamard_split, host_arg, interpreting, mma
 
 
 # ---------------------------------------------------------------------------------------------- cache-hit policy
@@ -108,7 +108,7 @@ def gather_rows(src: torch.Tensor, strides: tuple[int, int, int], H: int, idx: t
     rpos = (rope_pos if rope_pos is not None else idx).contiguous()
     tab = rope_table if rope_table is not None else out
     _gather_rows[(BH, triton.cdiv(K, block))](
-        src, idx, rpos, slots, n if n is not None else idx, out, tab, K, H, *strides, out.stride(0), out.stride(1),
+        host_arg(src), idx, rpos, slots, n if n is not None else idx, out, tab, K, H, *strides, out.stride(0), out.stride(1),
         D=D, FMT=fmt, ROPE=rope_table is not None, USE_N=n is not None, BN=block, num_warps=4)
 
 
@@ -168,7 +168,7 @@ def higgs_rows(codes: torch.Tensor, scales: torch.Tensor, grid: torch.Tensor, gr
     g1, g2 = hadamard_split(group)
     h1, h2 = hadamard_factors(group, out.device)
     _higgs_rows[(B, triton.cdiv(CAP, block), C // group)](
-        codes, scales, grid, h1, h2, pos, n, out, CAP, codes.stride(0), codes.stride(1), scales.stride(0),
+        host_arg(codes), host_arg(scales), grid, h1, h2, pos, n, out, CAP, codes.stride(0), codes.stride(1), scales.stride(0),
         scales.stride(1), out.stride(0), out.stride(1), GRP=group, P=p, G1=g1, G2=g2, BN=block, num_warps=8)
 
 

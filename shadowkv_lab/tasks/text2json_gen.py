@@ -96,15 +96,15 @@ class Text2JSONConfig:
 
     tokens: int = 16384
     n_gold: int | None = None
-    gold_per_1k_tokens: float = 0.75
+    gold_per_1k_tokens: float = 2.5
     min_gold: int = 3
     max_gold: int = 40
     spread: float = 1.0
     split_rate: float = 0.15
-    filler_share: float = 0.35
+    filler_share: float = 0.6
     distractor_rate: float = 0.25
-    near_duplicate_rate: float = 0.2
-    correction_rate: float = 0.1
+    near_duplicate_rate: float = 0.1
+    correction_rate: float = 0.05
     aggregate_rate: float = 0.04
     asked_attribute_rate: float = 0.8
     extra_attributes: tuple[int, int] = (1, 3)

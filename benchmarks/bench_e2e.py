@@ -1,0 +1,129 @@
+"""End-to-end decode tokens/s of a real model (default: the 0.5B Qwen2.5-Coder) with shadowkv_lab.generation.
+
+    python benchmarks/bench_e2e.py --model PATH [--context 16384] [--new 64] [--batches 1 8] [--kernels]
+
+One exact prefill of a filler-text prompt of `context` tokens, shared by every method and batch row; then greedy
+decode of `new` tokens (stop tokens ignored, so every row decodes exactly `new`) for B caches at once through
+`generation.decode`. --kernels routes SparseLayer.decode through shadowkv_lab.kernels.dispatch where it is
+enabled (the cache's own dispatch, once integrated, does the same). Every run also reports the step-to-step
+selection overlap (the cache-hit rate a resident step buffer would get), measured on the real query stream.
+Runs on CPU too (slowly; use a short --context there): that is how the hit rates in benchmarks/README.md were taken.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+from shadowkv_lab.cache.layer import SparseLayer  # noqa: E402
+from shadowkv_lab.cache.presets import get_preset  # noqa: E402
+from shadowkv_lab.generation import build_cache, decode, prefill  # noqa: E402
+from shadowkv_lab.models import load_model  # noqa: E402
+from shadowkv_lab.tasks.filler import Filler  # noqa: E402
+
+HITS = {"hit": 0, "sel": 0}
+
+
+def install_hooks(kernels: bool):
+    """Wrap SparseLayer.decode: count rows selected again at the next step (per layer, per head); optionally
+    run the Triton decode step."""
+    orig = SparseLayer.decode
+
+    def decode_step(self, q, k_pre, k_post, v, recorder=None):
+        prev = self.last_selection
+        if kernels:
+            from shadowkv_lab.kernels import dispatch
+
+            out = dispatch.sparse_decode(self, q, k_pre, k_post, v, recorder) if dispatch.enabled(self) else \
+                orig(self, q, k_pre, k_post, v, recorder)
+        else:
+            out = orig(self, q, k_pre, k_post, v, recorder)
+        cur = self.last_selection
+        if prev is not None and prev.shape == cur.shape and cur.numel():
+            s_prev = prev.sort(-1).values
+            j = torch.searchsorted(s_prev, cur).clamp_(max=prev.shape[1] - 1)
+            HITS["hit"] += int((torch.gather(s_prev, 1, j) == cur).sum())
+            HITS["sel"] += cur.numel()
+        return out
+
+    SparseLayer.decode = decode_step
+
+
+def filler_prompt(tokenizer, n_tokens: int) -> torch.Tensor:
+    """Chat-templated prompt of exactly n_tokens: filler prose, then a request to summarise it."""
+    f = Filler(random.Random(0))
+    paras, ids = [], []
+    while len(ids) < n_tokens:
+        paras.extend(f.paragraph() for _ in range(max(8, (n_tokens - len(ids)) // 80)))
+        text = "\n\n".join(paras) + "\n\nList every group of people mentioned above, with what they did."
+        msgs = [{"role": "user", "content": text}]
+        ids = tokenizer.apply_chat_template(msgs, add_generation_prompt=True, tokenize=True)
+        ids = ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids
+    return torch.tensor(ids[:8] + ids[len(ids) - (n_tokens - 8):], dtype=torch.long)  # keep the head and the question
+
+
+def run(model, state, cfg, B, new, device):
+    caches = [build_cache(model, state, cfg) for _ in range(B)]
+    first = int(state.first_logits.argmax())
+    HITS.update(hit=0, sel=0)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    outs = decode(model, caches, [first] * B, new, set())
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    dt = time.perf_counter() - t0
+    gpu_gb = sum(r[3] for c in caches for r in c.memory_report().rows if r[2] == "device") / 1e9
+    return dict(method=cfg.name, B=B, new=new, decode_s=dt, tokens_per_s=B * (new - 1) / dt,
+                hit_rate=HITS["hit"] / HITS["sel"] if HITS["sel"] else None, cache_gpu_gb=gpu_gb,
+                tokens=outs[0].token_ids[:16])
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", required=True, help="local Hugging Face folder (the GPU machine has no network)")
+    ap.add_argument("--context", type=int, default=16384)
+    ap.add_argument("--new", type=int, default=64)
+    ap.add_argument("--batches", type=int, nargs="+", default=[1, 8])
+    ap.add_argument("--methods", nargs="+", default=["full", "shadowkv", "yakv"])
+    ap.add_argument("--kernels", action="store_true", help="decode on the Triton kernels (CUDA)")
+    ap.add_argument("--dtype", default="bf16")
+    ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
+    args = ap.parse_args()
+    install_hooks(args.kernels)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model, tok = load_model(args.model, device=str(device), dtype=args.dtype)
+    ids = filler_prompt(tok, args.context)
+    t0 = time.perf_counter()
+    state = prefill(model, ids)
+    print(f"prefill {ids.numel()} tokens: {time.perf_counter() - t0:.2f}s", flush=True)
+    rows = []
+    for name in args.methods:
+        cfg = get_preset(name)
+        run(model, state, cfg, 1, 3, device)  # warm-up (kernel compilation, allocator)
+        for B in args.batches:
+            r = run(model, state, cfg, B, args.new, device)
+            r.update(context=ids.numel(), kernels=args.kernels, device=str(device))
+            rows.append(r)
+            print(f"{name:9s} B={B:2d} {r['tokens_per_s']:8.1f} tok/s  decode {r['decode_s']:.2f}s  hit "
+                  f"{r['hit_rate'] if r['hit_rate'] is None else round(r['hit_rate'], 3)}  cache {r['cache_gpu_gb']:.2f} GB",
+                  flush=True)
+    os.makedirs(args.out, exist_ok=True)
+    tag = f"e2e_{device.type}_{ids.numel()}{'_kernels' if args.kernels else ''}.json"
+    with open(os.path.join(args.out, tag), "w") as f:
+        json.dump(rows, f, indent=1)
+    print(f"\n{'method':9s} {'B':>3s} {'tok/s':>8s} {'hit':>6s}")
+    for r in rows:
+        print(f"{r['method']:9s} {r['B']:3d} {r['tokens_per_s']:8.1f} {r['hit_rate'] or 0:6.3f}")
+
+
+if __name__ == "__main__":
+    main()

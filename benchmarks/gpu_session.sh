@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# One GPU session on a machine without network: assemble the carried 1.5B GGUF parts, install carried wheels,
+# convert the model once, run the CUDA tests, then the Text2JSON calibration / comparison (resumable store in
+# .stage/results, copied to $OUT at the end). Usage: bash benchmarks/gpu_session.sh STAGE [STAGE...]
+set -uo pipefail
+export PYTHONPATH="$PWD:$PWD/.pylib" SHADOWKV_LAB_CACHE="$PWD/.stage/cache" TQDM_MININTERVAL=60 HF_HUB_OFFLINE=1
+OUT="${OUT:-/tmp/out}"; mkdir -p "$OUT" .stage/results
+sha=cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046
+g=".stage/cache/${sha:0:16}/qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"
+if [ ! -f "$g" ] && ls .stage/m.* >/dev/null 2>&1; then
+  mkdir -p "$(dirname "$g")"; cat .stage/m.* > "$g"; rm -f .stage/m.*
+  echo "$sha  $g" | sha256sum -c - || exit 3
+fi
+[ -d .pylib ] || pip install -q --no-deps --target .pylib .whl/*.whl
+M=qwen2.5-coder-1.5b
+for stage in "$@"; do
+  case $stage in
+    prep) python -m shadowkv_lab model prepare $M 2>&1 | tail -1 ;;
+    gputests) python -m pytest -q -p no:cacheprovider tests/test_cache_gpu.py 2>&1 | tail -3 ;;
+    cal8) python benchmarks/gpu_text2json.py --phase calibrate --model $M --out .stage/results --tokens 8192 --gold-per-1k 0.75,2.0 --n 20 --batch-size 40 2>>"$OUT/log.txt" | tail -12 ;;
+    cal16) python benchmarks/gpu_text2json.py --phase calibrate --model $M --out .stage/results --tokens 16384 --gold-per-1k 0.75,2.0 --n 20 --batch-size 40 2>>"$OUT/log.txt" | tail -12 ;;
+    cmp*) g1k=${stage#cmp}; python benchmarks/gpu_text2json.py --phase compare --model $M --out .stage/results --tokens 8192 --gold-per-1k "$g1k" --n 8 --methods "${METHODS:-full,shadowkv_scaled,shadowkv_fullkeys,oracle,yakv}" --batch-size 40 2>>"$OUT/log.txt" | tail -14 ;;
+  esac
+  cp -r .stage/results "$OUT/" 2>/dev/null
+done

@@ -1,0 +1,118 @@
+"""Notebooks: committed without outputs, papermill-parameterised, and every one executes end to end on a tiny
+random model (tiny-qwen2, short prompts, n=1, 4 new tokens) against one shared results store."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+EXPECTED = ["00_quickstart", "01_context_intensive_vs_easy", "02_key_compression", "03_landmark_precision", "04_chunk_size",
+            "05_residual_landmarks", "06_memory_budget", "07_error_attribution", "08_decode_speed"]
+COMMON = ("model", "results_dir", "figures_dir", "n", "tokens", "max_new_tokens", "seed")
+# Tiny tokenizer (byte-level, vocab 384) needs more tokens than a real one for the same text: MultiNeedle's 11
+# needles and questions alone are ~1.6k tiny tokens.
+TINY_TOKENS = {"01_context_intensive_vs_easy": 3000}
+
+sys.path.insert(0, str(ROOT / "scripts"))
+import strip_notebooks  # noqa: E402
+
+
+def _load(path):
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def test_all_notebooks_present():
+    assert [p.stem for p in NOTEBOOKS] == EXPECTED
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_committed_notebook_has_no_outputs(path):
+    nb = _load(path)
+    for cell in nb["cells"]:
+        if cell["cell_type"] == "code":
+            assert cell["outputs"] == [] and cell["execution_count"] is None, f"{path.name}: run scripts/strip_notebooks.py"
+    assert strip_notebooks.is_stripped(nb), f"{path.name}: run metadata left; run scripts/strip_notebooks.py"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_has_parameters_cell(path):
+    nb = _load(path)
+    tagged = [c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]
+    assert len(tagged) == 1, f"{path.name}: exactly one cell tagged 'parameters'"
+    src = "".join(tagged[0]["source"])
+    names = {line.split("=")[0].strip() for line in src.splitlines() if "=" in line and not line.lstrip().startswith("#")}
+    assert set(COMMON) <= names, f"{path.name}: parameters lack {set(COMMON) - names}"
+    ns: dict = {}
+    exec(src, ns)  # the defaults are plain literals papermill can override
+    assert ns["model"] == "qwen2.5-coder-0.5b" and ns["tokens"] <= 4096 and ns["n"] <= 4
+
+
+def test_notebooks_only_call_the_package():
+    """No algorithm in a notebook: no torch maths, no cache internals, no model surgery."""
+    banned = ("torch.", "import torch", "SparseLayer", "linalg", "softmax", "def ")
+    for path in NOTEBOOKS:
+        code = "\n".join("".join(c["source"]) for c in _load(path)["cells"] if c["cell_type"] == "code")
+        for b in banned:
+            assert b not in code, f"{path.name} contains {b!r}"
+
+
+def test_strip_removes_outputs(tmp_path):
+    nb = _load(NOTEBOOKS[0])
+    for c in nb["cells"]:
+        if c["cell_type"] == "code":
+            c["outputs"] = [{"output_type": "stream", "name": "stdout", "text": "hi"}]
+            c["execution_count"] = 3
+            c["metadata"]["papermill"] = {"duration": 1.0}
+    nb["metadata"]["papermill"] = {"parameters": {}}
+    p = tmp_path / "x.ipynb"
+    p.write_text(json.dumps(nb))
+    assert strip_notebooks.main(["--check", str(p)]) == 1
+    assert strip_notebooks.main([str(p)]) == 0
+    out = _load(p)
+    assert strip_notebooks.is_stripped(out) and strip_notebooks.main(["--check", str(p)]) == 0
+    tags = [c["metadata"].get("tags") for c in out["cells"] if c["metadata"].get("tags")]
+    assert tags == [["parameters"]]  # tags survive
+
+
+@pytest.fixture(scope="module")
+def tiny_run_dir(tmp_path_factory):
+    pytest.importorskip("papermill")
+    pytest.importorskip("shadowkv_lab.runner")
+    pytest.importorskip("shadowkv_lab.tasks")
+    return tmp_path_factory.mktemp("notebooks")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_executes_on_tiny_model(path, tiny_run_dir):
+    import papermill as pm
+
+    params = {"model": "tiny-qwen2", "results_dir": str(tiny_run_dir / "results"), "figures_dir": str(tiny_run_dir / "figures"),
+              "n": 1, "tokens": TINY_TOKENS.get(path.stem, 1500), "max_new_tokens": 4}
+    out = tiny_run_dir / path.name
+    pm.execute_notebook(str(path), str(out), parameters=params, kernel_name="python3", cwd=str(ROOT), progress_bar=False)
+    nb = _load(out)
+    errors = [o for c in nb["cells"] if c["cell_type"] == "code" for o in c["outputs"] if o["output_type"] == "error"]
+    assert not errors
+    figs = list((tiny_run_dir / "figures").glob(f"{path.stem[:2]}_*.pdf"))
+    assert figs, f"{path.name} saved no figure"
+    assert all(f.with_suffix(".png").is_file() for f in figs)
+
+
+def test_run_all_rejects_bad_arguments():
+    if shutil.which("bash") is None:
+        pytest.skip("no bash")
+    cases = [(["--profile", "huge"], ["huge", "quick", "full"]), (["--only", "99_nope"], ["99_nope", "00_quickstart"]),
+             (["--frobnicate"], ["--frobnicate", "--profile"]), (["--only"], ["--only needs a value"]),
+             (["--only", "0"], ["ambiguous"])]
+    for args, expected in cases:
+        r = subprocess.run(["bash", str(ROOT / "run_all.sh"), *args], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 2, (args, r.stdout, r.stderr)
+        for e in expected:
+            assert e in r.stderr, (args, r.stderr)
+    r = subprocess.run(["bash", str(ROOT / "run_all.sh"), "--help"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "--profile" in r.stdout
