@@ -146,7 +146,7 @@ def main():
     for r in rows:
         v = r.get("verify")
         vs = "-" if v is None else ("yes" if v["fits"] and v["next_fails"] else f"NO {v}")
-        tps = "  ".join(f"{k[11:-1]}={v:.0f}" for k, v in r.items() if k.startswith("tokens_per_s"))
+        tps = "  ".join(f"{k[13:-1]}={v:.0f}" for k, v in r.items() if k.startswith("tokens_per_s"))
         print(f"{r['method']:10s} {r['bytes_per_token_layer']:11.1f} {r['gb_per_sequence']:7.2f} {r['max_batch']:6d} "
               f"{r['batch_vs_full']:7.2f}  {vs:8s}  {tps}")
 

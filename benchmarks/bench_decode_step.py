@@ -306,29 +306,39 @@ def bench_scoring(L, B, bufs, table):
 
 
 def bench_zero_copy(bufs, n_rows=1 << 18):
-    """PCIe read rate of the zero-copy row gather (random rows of 128..1024 B from pinned memory) next to a plain
-    contiguous pinned -> device copy of the same bytes."""
+    """PCIe read rate of the zero-copy row gather (random rows of 128..1024 B from pinned memory), per launch shape
+    (rows per program, warps), next to a plain contiguous pinned -> device copy of the same bytes. The best shape
+    for 256 B rows becomes the default of the step benchmarks below."""
+    import shadowkv_lab.kernels.fetch as fetch
+
     src = bufs["v_bf16"]
     flat = src.view(-1)
-    rows = []
+    rows, best = [], {}
+
+    class _S:
+        def next(self):
+            return torch.zeros(1, device=DEV)
+
+    q = torch.empty(1, device=DEV)
     for row_bytes in (128, 256, 512, 1024):
         d = row_bytes // 2
         n_src = flat.numel() // d
         view = flat[: n_src * d].view(1, n_src, d)
         idx = torch.randint(0, n_src, (1, n_rows), device=DEV)
         out = torch.empty(1, n_rows, d, device=DEV, dtype=torch.bfloat16)
-        q = torch.empty(1, device=DEV)
-
-        class _S:
-            def next(self):
-                return torch.zeros(1, device=DEV)
-
-        ms, _ = timed_steps(lambda: gather_rows(view, (0, 0, d), 1, idx, out, block=max(16, 4096 // row_bytes)), q, _S(), graph=False)
         nb = n_rows * row_bytes
         dst = torch.empty(nb // 2, device=DEV, dtype=torch.bfloat16)
         ms_c, _ = timed_steps(lambda: dst.copy_(flat[: nb // 2], non_blocking=True), q, _S(), graph=False)
-        rows.append(dict(row_bytes=row_bytes, rows=n_rows, zero_copy_gbs=nb / ms / 1e6, memcpy_gbs=nb / ms_c / 1e6))
-        print(f"zero-copy gather {row_bytes:5d} B rows: {nb / ms / 1e6:6.1f} GB/s   contiguous copy {nb / ms_c / 1e6:6.1f} GB/s", flush=True)
+        for block, warps in ((16, 4), (32, 4), (64, 4), (128, 4), (128, 8), (256, 8)):
+            ms, _ = timed_steps(lambda: gather_rows(view, (0, 0, d), 1, idx, out, block=block, num_warps=warps), q, _S(), graph=False)
+            rows.append(dict(row_bytes=row_bytes, block=block, warps=warps, rows=n_rows, zero_copy_gbs=nb / ms / 1e6,
+                             mrows_per_s=n_rows / ms / 1e3, memcpy_gbs=nb / ms_c / 1e6))
+            if nb / ms > best.get(row_bytes, (0,))[0]:
+                best[row_bytes] = (nb / ms, block, warps)
+        b = best[row_bytes]
+        print(f"zero-copy gather {row_bytes:5d} B rows: best {b[0] / 1e6:6.1f} GB/s ({n_rows / (nb / b[0]) / 1e3:.0f} M rows/s,"
+              f" block {b[1]}, {b[2]} warps)   contiguous copy {nb / ms_c / 1e6:6.1f} GB/s", flush=True)
+    fetch.GATHER_BLOCK, fetch.GATHER_WARPS = best[256][1], best[256][2]
     return rows
 
 

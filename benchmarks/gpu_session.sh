@@ -16,9 +16,10 @@ M=qwen2.5-coder-1.5b
 for stage in "$@"; do
   case $stage in
     prep) python -m shadowkv_lab model prepare $M 2>&1 | tail -1 ;;
-    gputests) python -m pytest -q -p no:cacheprovider tests/test_cache_gpu.py 2>&1 | tail -3 ;;
-    cal8) python benchmarks/gpu_text2json.py --phase calibrate --model $M --out .stage/results --tokens 8192 --gold-per-1k 0.75,2.0 --n 20 --batch-size 40 2>>"$OUT/log.txt" | tail -12 ;;
-    cal16) python benchmarks/gpu_text2json.py --phase calibrate --model $M --out .stage/results --tokens 16384 --gold-per-1k 0.75,2.0 --n 20 --batch-size 40 2>>"$OUT/log.txt" | tail -12 ;;
+    gputests) python -m pytest -q -p no:cacheprovider tests/test_cache_gpu.py 2>&1 | tail -12 ;;
+    kernels) python benchmarks/check_kernels_e2e.py --model $M --tokens 8192 2>>"$OUT/log.txt" ;;
+    cal8) python benchmarks/gpu_text2json.py --phase calibrate --model $M --out .stage/results --tokens 8192 --gold-per-1k 2.5 --n 20 --batch-size 40 2>>"$OUT/log.txt" | tail -12 ;;
+    cal16) python benchmarks/gpu_text2json.py --phase calibrate --model $M --out .stage/results --tokens 16384 --gold-per-1k 2.5 --n 20 --batch-size 40 2>>"$OUT/log.txt" | tail -12 ;;
     cmp*) g1k=${stage#cmp}; python benchmarks/gpu_text2json.py --phase compare --model $M --out .stage/results --tokens 8192 --gold-per-1k "$g1k" --n 8 --methods "${METHODS:-full,shadowkv_scaled,shadowkv_fullkeys,oracle,yakv}" --batch-size 40 2>>"$OUT/log.txt" | tail -14 ;;
   esac
   cp -r .stage/results "$OUT/" 2>/dev/null

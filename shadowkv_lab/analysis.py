@@ -517,11 +517,24 @@ def error_counts(errors: pd.DataFrame, by=("method",)) -> pd.DataFrame:
 
 
 # ---------------------------------------------------------------------------------------- benchmarks
-def load_benchmarks(path="benchmarks/results") -> pd.DataFrame:
-    """Rows of every *.json under `path` written by the GPU decode benchmark; empty DataFrame when absent.
+def _scalars(d: dict, prefix: str = "") -> dict:
+    """Scalar fields of a JSON object; nested objects flattened as 'key.sub' (lists dropped)."""
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_scalars(v, f"{prefix}{k}."))
+        elif not isinstance(v, list):
+            out[f"{prefix}{k}"] = v
+    return out
 
-    Accepts a list of row objects, {"rows"/"results": [...]}, or one flat object per file; each row gets
-    `source` (the file name) and any top-level scalar fields (device, model, ...) of its file.
+
+def load_benchmarks(path="benchmarks/results") -> pd.DataFrame:
+    """Rows of every *.json under `path` written by the benchmarks (benchmarks/README.md); empty when absent.
+
+    A file that is a list of objects gives one table named after the file; a file that is an object gives one
+    table per list-of-objects field (decode_step.json: 'steps', 'scoring', 'hits', 'zero_copy'; cache_step_*.json:
+    'rows') with the object's scalar fields (device, meta.model, ...) copied onto each row. Columns `source`
+    (file name) and `table` say where a row came from. Unreadable files are skipped.
     """
     path = Path(path)
     files = sorted(path.glob("*.json")) if path.is_dir() else ([path] if path.is_file() else [])
@@ -531,17 +544,16 @@ def load_benchmarks(path="benchmarks/results") -> pd.DataFrame:
             data = json.loads(f.read_text())
         except (OSError, ValueError):
             continue
-        header = {}
-        if isinstance(data, dict):
-            header = {k: v for k, v in data.items() if isinstance(v, (str, int, float, bool)) or v is None}
-            items = next((data[k] for k in ("rows", "results", "records", "runs") if isinstance(data.get(k), list)), [data])
-        elif isinstance(data, list):
-            items = data
+        if isinstance(data, list):
+            header, tables = {}, {f.stem: data}
+        elif isinstance(data, dict):
+            header = _scalars(data)
+            tables = {k: v for k, v in data.items() if isinstance(v, list) and v and all(isinstance(i, dict) for i in v)}
+            tables = tables or {f.stem: [data]}
         else:
             continue
-        for it in items:
-            if isinstance(it, dict):
-                rows.append({"source": f.name, **header, **{k: v for k, v in it.items() if not isinstance(v, (dict, list))}})
+        for name, items in tables.items():
+            rows.extend({"source": f.name, "table": name, **header, **_scalars(it)} for it in items if isinstance(it, dict))
     return pd.DataFrame(rows)
 
 

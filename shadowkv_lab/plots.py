@@ -574,14 +574,14 @@ def errors_by_position(errors: pd.DataFrame, bins: int = 5, title: str | None = 
         return _empty("no entity positions (give the prompts to text2json_field_errors)")
     e = e[e["status"].isin(["correct", "wrong_value", "missing_value", "missing_entity"])]
     e = e.assign(bucket=A._bucket(e["position"], bins, 0.0, 1.0), wrong=(e["status"] != "correct").astype(float))
-    fig, ax = plt.subplots(figsize=(5.2, 3.2))
+    fig, ax = plt.subplots(figsize=(5.2, max(3.2, 0.17 * e["method"].nunique() + 1.0)))
     for i, (m, g) in enumerate(e.groupby("method", sort=False)):
         s = g.groupby("bucket")["wrong"].mean()
         ax.plot(s.index, s.values, marker=MARKERS[i % len(MARKERS)], color=method_color(m), label=method_label(m))
     ax.set_xlabel("entity position in the prompt (share of prompt)")
     ax.set_ylabel("share of fields wrong or missing")
     ax.set_ylim(-0.02, 1.02)
-    ax.legend(loc="best")
+    _legend_right(ax)
     ax.set_title(title or "Text2JSON errors by entity position")
     return fig
 
@@ -594,34 +594,74 @@ def _pick(cols, *names):
 
 
 def decode_speed(bench: pd.DataFrame, source: str = "benchmarks/results", title: str | None = None):
-    """Decode throughput (tokens/s) against context length per method, from the GPU benchmark's JSON rows
-    (analysis.load_benchmarks). Without benchmark files, a figure that says so."""
+    """Decode throughput against context length, one line per method, one panel per batch size, from the GPU
+    benchmarks' JSON rows (analysis.load_benchmarks; decode_step.json's one-layer step times give tokens/s per
+    layer). Without benchmark files, a figure that says so."""
     if bench is None or bench.empty:
-        return _empty(f"No GPU decode benchmark results found in {source}/*.json.\nRun the GPU benchmark to fill this figure.")
-    cols = set(bench.columns)
-    y = _pick(cols, "decode_tok_s", "tokens_per_s", "tok_s", "throughput_tok_s", "throughput")
-    x = _pick(cols, "context", "context_len", "prompt_len", "prompt_tokens", "seq_len", "tokens", "L")
-    m = _pick(cols, "method", "name", "impl", "config")
+        return _empty(f"No GPU decode benchmark results found in {source}/*.json.\nRun the GPU decode benchmark "
+                      "(benchmarks/README.md) to fill this figure.")
+    ys = {"tokens_per_s_layer": "decode tokens/s of one layer (1 / step time)", "decode_tok_s": "decode tokens / s",
+          "tokens_per_s": "decode tokens / s", "tok_s": "decode tokens / s", "throughput": "decode tokens / s"}
+    y = next((c for c in ys if c in bench and bench[c].notna().any()), None)
     if y is None:
-        return _empty(f"benchmark rows in {source} have no tokens/s column (looked for decode_tok_s, tokens_per_s, tok_s)")
-    b = bench.assign(_m=bench[m].astype(str) if m else "all")
-    hue = _pick(cols, "batch", "batch_size")
-    fig, ax = plt.subplots(figsize=(5.4, 3.4))
-    for i, (meth, g) in enumerate(b.groupby("_m", sort=False)):
-        if x is None:
-            ax.bar(i, g[y].median(), color=method_color(meth), label=method_label(meth))
-            continue
-        for j, (bs, gg) in enumerate(g.groupby(hue) if hue else [(None, g)]):
-            gg = gg.groupby(x)[y].median().sort_index()
-            ax.plot(gg.index, gg.values, marker=MARKERS[j % len(MARKERS)], color=method_color(meth),
-                    label=method_label(meth) + (f", batch {bs}" if bs is not None else ""))
-    if x is not None:
-        ax.set_xscale("log", base=2)
-        ax.set_xlabel(f"context length (tokens) [{x}]")
-    ax.set_ylabel("decode throughput (tokens / s)")
-    ax.legend(loc="best")
-    dev = bench["device"].iloc[0] if "device" in cols else ""
-    ax.set_title(title or f"Decode speed {dev}".strip())
+        return _empty(f"benchmark rows in {source} have no tokens/s column (looked for {', '.join(ys)})")
+    b = bench[bench[y].notna()]
+    if "table" in b and b["table"].nunique() > 1:  # several tables carry tokens/s: the step benchmark's first
+        b = b[b["table"] == ("steps" if (b["table"] == "steps").any() else b["table"].value_counts().index[0])]
+    x = next((c for c in ("L", "context", "context_len", "prompt_len", "prompt_tokens", "tokens") if c in b and b[c].notna().any()), None)
+    m = next((c for c in ("method", "name", "impl") if c in b), None)
+    bcol = next((c for c in ("B", "batch", "batch_size") if c in b and b[c].notna().any()), None)
+    b = b.assign(_m=b[m].astype(str) if m else "all", _b=b[bcol] if bcol else "")
+    batches = sorted(b["_b"].dropna().unique())[:4]
+    fig, axes = _panels(len(batches), 3.8, 3.4, sharey=False)
+    for ax, bs in zip(axes, batches):
+        g0 = b[b["_b"] == bs]
+        for i, (meth, g) in enumerate(g0.groupby("_m", sort=False)):
+            style = "--" if "nocache" in meth else "-"
+            if x is None:
+                ax.bar(i, g[y].median(), color=method_color(meth.replace("_nocache", "")), label=meth)
+                continue
+            gg = g.groupby(x)[y].median().sort_index()
+            ax.plot(gg.index, gg.values, style, marker=MARKERS[i % len(MARKERS)], color=method_color(meth.split("_")[0]), label=meth)
+        if x is not None:
+            ax.set_xscale("log", base=2)
+            _plain_log_ticks(ax.xaxis)
+            ax.set_xlabel("context length (tokens)")
+        ax.set_yscale("log")
+        ax.set_title(f"batch {bs:g}" if bcol and isinstance(bs, (int, float)) else (f"batch {bs}" if bcol else ""))
+    axes[0].set_ylabel(ys[y])
+    _legend_right(axes[-1])
+    dev = b["device"].dropna().iloc[0] if "device" in b and b["device"].notna().any() else ""
+    fig.suptitle(title or f"Decode speed {dev}".strip(), fontsize=10)
+    return fig
+
+
+def capacity(bench: pd.DataFrame, title: str | None = None):
+    """Largest batch that fits the memory cap per method (and its estimated tokens/s), from the capacity
+    benchmark's rows (capacity.json: method, context, max_batch, tokens_per_s[...]). ShadowKV's own headline is
+    up to 6x the batch of full attention."""
+    if bench is None or bench.empty or "max_batch" not in bench or bench["max_batch"].dropna().empty:
+        return _empty("No capacity benchmark results (capacity.json) found.")
+    b = bench[bench["max_batch"].notna()]
+    tps = [c for c in b.columns if c.startswith("tokens_per_s[")]
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(8.5, 3.4))
+    x = np.arange(len(b))
+    ax.bar(x, b["max_batch"], color=[method_color(m) for m in b["method"]])
+    ax.set_xticks(x, [method_label(m) for m in b["method"]], rotation=20, ha="right")
+    ctx = f" at {int(b['context'].iloc[0]):,} tokens" if "context" in b else ""
+    ax.set_ylabel(f"largest batch{ctx}")
+    for i, v in enumerate(b["max_batch"]):
+        ax.annotate(f"{int(v)}", (i, v), ha="center", va="bottom", fontsize=8)
+    est = [(c[len("tokens_per_s["):-1], float(v)) for c in tps for v in b[c] if pd.notna(v)]  # (variant, tokens/s)
+    ax2.barh(range(len(est)), [v for _, v in est], color=[method_color(k.split("_")[0]) for k, _ in est],
+             hatch=None, edgecolor="white")
+    for i, (k, _) in enumerate(est):
+        if "nocache" in k:
+            ax2.patches[i].set_hatch("//")
+    ax2.set_yticks(range(len(est)), [k for k, _ in est], fontsize=8)
+    ax2.invert_yaxis()
+    ax2.set_xlabel("est. decode tokens / s at that batch")
+    fig.suptitle(title or "Capacity under the GPU memory cap (from the step benchmark)", fontsize=10)
     return fig
 
 
@@ -642,5 +682,5 @@ def cpu_decode_speed(df: pd.DataFrame, title: str | None = None):
 __all__ = [
     "save", "method_color", "method_label", "task_label", "accuracy_by_task", "key_compression", "landmark_precision", "chunk_size",
     "residual_landmarks", "budget_sweep", "accuracy_vs_memory", "memory_breakdown", "error_attribution", "factorial_cells",
-    "attention_profile", "depth_profile", "text2json_errors", "errors_by_position", "decode_speed", "cpu_decode_speed",
+    "attention_profile", "depth_profile", "text2json_errors", "errors_by_position", "decode_speed", "capacity", "cpu_decode_speed",
 ]

@@ -221,13 +221,15 @@ class _Progress:
         from tqdm.auto import tqdm
 
         self.bar = tqdm(total=total, unit="cell", desc="cells", disable=not enabled, dynamic_ncols=True)
+        # In logs (no terminal) a redraw per second floods the file: refresh the postfix every 30 s instead.
+        self.every = 1.0 if sys.stderr.isatty() else 30.0
         self.tokens, self.length, self.prefills, self.n = 0, 0, 0, 0
         self._t0, self._last = time.perf_counter(), 0.0
 
     def step(self, n_active: int) -> None:  # called by decode after every batched step
         self.tokens += n_active
         now = time.perf_counter()
-        if now - self._last > 1.0:
+        if now - self._last > self.every:
             self._last = now
             self.bar.set_postfix(self._postfix())
 

@@ -132,14 +132,25 @@ def as_configs(methods) -> list[OffloadConfig]:
 def load_task_samples(task_name: str, tokenizer, *, n: int, tokens: int, seed: int = 0, **kw):
     """(Task, samples) for shadowkv_lab.run. Extra generator knobs (e.g. n_gold for Text2JSON) are folded into
     the sample ids, so a store never mixes samples generated with different knobs under one id."""
+    import hashlib
+    import json
+
     from .tasks import get_task
 
     task = get_task(task_name)
     samples = task.load(None, n=n, tokens=tokens, seed=seed, tokenizer=tokenizer, **kw)
     if kw:
         tag = "-".join(f"{k}{v}" for k, v in sorted(kw.items()))
+        if len(tag) > 32 or not tag.replace("_", "").replace(".", "").replace("-", "").isalnum():
+            tag = "kw" + hashlib.sha1(json.dumps(kw, sort_keys=True).encode()).hexdigest()[:8]
         samples = [dataclasses.replace(s, id=f"{s.id}-{tag}") for s in samples]
     return task, samples
+
+
+def samples_for(tasks, tokenizer, *, n: int, tokens: int, seed: int = 0, task_kw: dict | None = None) -> list:
+    """[(Task, samples)] for several task names; task_kw maps a task name to its generator knobs."""
+    task_kw = task_kw or {}
+    return [load_task_samples(t, tokenizer, n=n, tokens=tokens, seed=seed, **task_kw.get(t, {})) for t in tasks]
 
 
 def gold_and_prompts(task_samples) -> tuple[dict, dict]:
@@ -157,14 +168,15 @@ def run(model, tokenizer, tasks, methods, results_dir, *, model_name: str, n: in
         max_new_tokens: int | None = None, record: bool = False, batch_size: int | None = None, **kw) -> pd.DataFrame:
     """shadowkv_lab.run over the shared results store, rows renamed to this call's method names.
 
-    tasks: names, Task objects or (Task, samples) pairs. batch_size: rows decoded together (default: all methods
-    of one sample, at most 16; SHADOWKV_LAB_BATCH overrides).
+    tasks: names, Task objects or (Task, samples) pairs. batch_size: (sample, method) rows decoded together
+    (default 16, SHADOWKV_LAB_BATCH overrides): a wave lasts as long as its longest answer, so few big waves
+    beat many small ones.
     """
     from .runner import run as _run
 
     cfgs = as_configs(methods)
     if batch_size is None:
-        batch_size = int(os.environ.get("SHADOWKV_LAB_BATCH", 0)) or min(max(len(cfgs), 1), 16)
+        batch_size = int(os.environ.get("SHADOWKV_LAB_BATCH", 0)) or 16
     t0 = time.perf_counter()
     df = _run(model, tokenizer, tasks, cfgs, str(results_dir), model_name=model_name, n=n, tokens=tokens, seed=seed,
               max_new_tokens=max_new_tokens, record=record, batch_size=batch_size, **kw)

@@ -143,8 +143,11 @@ def test_load_benchmarks_absent_and_shapes(tmp_path):
     (tmp_path / "a.json").write_text(json.dumps({"device": "H200", "rows": [{"method": "yakv", "context": 8192, "tokens_per_s": 50.0}]}))
     (tmp_path / "b.json").write_text(json.dumps([{"method": "full", "context": 8192, "tokens_per_s": 80.0}]))
     (tmp_path / "c.json").write_text("{not json")
+    (tmp_path / "d.json").write_text(json.dumps({"device": "H200", "config": {"n": 2}, "steps": [{"method": "full", "L": 4096, "ms": 1.0}],
+                                                 "hits": [{"method": "full", "hit_rate": 0.5}], "hbm": 4.2e12}))
     b = A.load_benchmarks(tmp_path)
-    assert len(b) == 2 and b.loc[b.method == "yakv", "device"].item() == "H200"
+    assert len(b) == 4 and b.loc[b.method == "yakv", "device"].item() == "H200"
+    assert set(b.table) == {"rows", "b", "steps", "hits"} and b.loc[b.table == "steps", "config.n"].item() == 2
 
 
 def test_write_summary_csv_and_markdown(tmp_path):

@@ -1,5 +1,7 @@
 """CUDA-only checks (run on the lent GPU; skipped in CI): real offload placement and the memory report vs the allocator."""
 
+import gc
+
 import pytest
 import torch
 
@@ -15,10 +17,13 @@ def test_allocation_delta_matches_report(preset):
     model, _ = tiny_model("llama", seed=0, dtype=torch.bfloat16, device="cuda", n_layers=4, n_heads=8, n_kv_heads=2,
                           head_dim=128, max_position_embeddings=32768)
     ids = torch.randint(3, 384, (16384,))
-    state = prefill(model, ids)
+    gc.collect()  # earlier parametrisations' caches must not be freed inside the measured window
     torch.cuda.synchronize()
     before = torch.cuda.memory_allocated()
+    state = prefill(model, ids)
     cache = build_cache(model, state, get_preset(preset))
+    del state  # the cache must own what it keeps (the full cache adopts the prefill KV, sparse ones copy)
+    gc.collect()
     torch.cuda.synchronize()
     delta = torch.cuda.memory_allocated() - before
     rep = cache.memory_report()

@@ -45,7 +45,7 @@ def table(n_pos, d, dtype=torch.bfloat16):
     return rope_table_from_freqs(inv.to(DEV), n_pos, dtype)
 
 
-@pytest.mark.parametrize("fmt", ["native", "fp8", "higgs4", "higgs2"])
+@pytest.mark.parametrize("fmt", ["native", "fp8", "higgs4", "higgs2", "higgs8"])
 @pytest.mark.parametrize("rule", ["softmax_max", "mean_dot"])
 @pytest.mark.parametrize("G,D", [(4, 128), (7, 64)])
 def test_landmark_scores(fmt, rule, G, D):
@@ -58,7 +58,7 @@ def test_landmark_scores(fmt, rule, G, D):
     elif fmt == "fp8":
         lm = Landmarks(FMT_FP8, x.clamp(-448, 448).to(torch.float8_e4m3fn).view(torch.uint8).to(DEV))
     else:
-        p = 4 if fmt == "higgs4" else 2
+        p = int(fmt[5:])
         codes = torch.randint(0, 256, (BH, M, D // p), generator=gen, dtype=torch.uint8).to(DEV)
         signs = (torch.randint(0, 2, (D,), generator=gen) * 2 - 1).float().to(DEV) if p == 2 else None
         lm = Landmarks(FMT_HIGGS, codes, torch.rand(BH, M, generator=gen).to(DEV) * 20, rand_grid(256, p, gen), p, signs)

@@ -47,6 +47,8 @@ def test_notebook_has_parameters_cell(path):
     src = "".join(tagged[0]["source"])
     names = {line.split("=")[0].strip() for line in src.splitlines() if "=" in line and not line.lstrip().startswith("#")}
     assert set(COMMON) <= names, f"{path.name}: parameters lack {set(COMMON) - names}"
+    for line in src.splitlines():  # papermill's parser skips (and warns about) lines with two '='
+        assert line.lstrip().startswith("#") or line.count("=") <= 1, f"{path.name}: {line!r}"
     ns: dict = {}
     exec(src, ns)  # the defaults are plain literals papermill can override
     assert ns["model"] == "qwen2.5-coder-0.5b" and ns["tokens"] <= 4096 and ns["n"] <= 4

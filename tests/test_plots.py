@@ -47,6 +47,9 @@ def _figures(df, rec, tmp_path):
         "errors_by_position": plots.errors_by_position(errs),
         "decode_speed": plots.decode_speed(bench),
         "decode_speed_absent": plots.decode_speed(A.load_benchmarks(tmp_path / "missing")),
+        "capacity": plots.capacity(pd.DataFrame([{"method": "full", "context": 131072, "max_batch": 3, "tokens_per_s[full]": 180.0},
+                                                 {"method": "yakv", "context": 131072, "max_batch": 29, "tokens_per_s[yakv_fp8]": 70.0,
+                                                  "tokens_per_s[yakv_fp8_nocache]": 75.0}])),
         "cpu_decode_speed": plots.cpu_decode_speed(df),
     }
 

@@ -29,6 +29,11 @@ class LayerContext:
     pin: bool
 
 
+def _copy(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A fresh contiguous tensor on `device` (never a view of the prefill state)."""
+    return x.to(device=device, copy=True, memory_format=torch.contiguous_format)
+
+
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scaling: float) -> torch.Tensor:
     """Exact attention of one query token per head group. q: (H, G, d); k, v: (H, N, d) -> (H, G, d) in q's dtype."""
     s = torch.matmul(q.float(), k.float().transpose(1, 2)) * scaling
@@ -81,7 +86,8 @@ class SparseLayer:
         assert self.M > 0, "caller must fall back to ExactLayer when there is no candidate"
         self.prefix = n_chunks * c
         # Local window: the last W tokens plus the remainder L mod c, exact and resident.
-        self.local_k, self.local_v = k_post[:, self.prefix:].to(dev), v[:, self.prefix:].to(dev)
+        # Copies, not views: a view would keep the whole prefill tensor alive and void the memory savings.
+        self.local_k, self.local_v = _copy(k_post[:, self.prefix:], dev), _copy(v[:, self.prefix:], dev)
 
         chunk_keys = k_post[:, : self.prefix].reshape(H, n_chunks, c, d)
         landmarks = chunk_keys.mean(dim=2)  # (H, n_chunks, d), the model dtype as in the reference
@@ -106,8 +112,8 @@ class SparseLayer:
         pin = ctx.pin and config.offload
         self.values = RowStore(v[:, : self.prefix], config.value_format, config.value_group, home, dev, pin)
         # Exact post-RoPE prompt keys/values for the oracle and for the attention-level analysis only.
-        self.exact_k = k_post[:, : self.prefix].to(dev) if (keep_exact or config.selection == "oracle") else None
-        self.exact_v = v[:, : self.prefix].to(dev) if keep_exact else None
+        self.exact_k = _copy(k_post[:, : self.prefix], dev) if (keep_exact or config.selection == "oracle") else None
+        self.exact_v = _copy(v[:, : self.prefix], dev) if keep_exact else None
         self.gen = GrowBuffer(H, d, k_post.dtype, dev)
         self.budget = config.budget_tokens(L)
         self.step_buffer_bytes = 0
@@ -146,7 +152,7 @@ class SparseLayer:
             U, S, Vh = torch.linalg.svd(flat, full_matrices=False)
             r = min(rank, U.shape[1])
             self.rank = r
-            self.U = U[: self.prefix, :r].to(k_pre.dtype).to(dev)  # (prefix, r)
+            self.U = _copy(U[: self.prefix, :r].to(k_pre.dtype), dev)  # (prefix, r)
             self.SV = (S[:r, None] * Vh[:r]).view(r, H, d).transpose(0, 1).contiguous().to(k_pre.dtype).to(dev)  # (H, r, d)
             self.keys = None
         else:
@@ -195,6 +201,11 @@ class SparseLayer:
 
     def decode(self, q: torch.Tensor, k_pre: torch.Tensor, k_post: torch.Tensor, v: torch.Tensor, recorder=None) -> torch.Tensor:
         """q: (Hq, d) post-RoPE query of the new token; k_pre, k_post, v: (H, d) -> attention output (Hq, d)."""
+        if self.ctx.compute_device.type == "cuda":  # Triton kernels (fused scoring, zero-copy gather, split-K attention)
+            from shadowkv_lab.kernels import dispatch
+
+            if dispatch.enabled(self):
+                return dispatch.sparse_decode(self, q, k_pre, k_post, v, recorder)
         H, d = self.H, self.d
         self.gen.append(k_post, v)
         qg = q.view(H, self.G, d)

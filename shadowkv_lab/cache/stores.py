@@ -26,7 +26,7 @@ class RowStore:
         if fmt == NATIVE:
             self.quantizer = None
             self.token_major = False
-            data = x.to(home)
+            data = x.to(home, copy=True, memory_format=torch.contiguous_format)  # own copy, not a view of the prefill
             self.data = data.pin_memory() if pin else data
             return
         from shadowkv_lab.quant import make_quantizer

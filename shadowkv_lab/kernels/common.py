@@ -69,11 +69,13 @@ def fwht_rows(x, h1, h2, BN: tl.constexpr, G1: tl.constexpr, G2: tl.constexpr):
     (G1, G2), right-multiply by H_G2 (h2), transpose, right-multiply by H_G1 (h1), transpose back.
     G1 == 1: one dense product with h2 (g <= 128). tf32x3 keeps near-fp32 accuracy on the tensor cores."""
     if G1 == 1:
-        return tl.dot(x, h2, input_precision="tf32x3")
-    y = tl.reshape(tl.dot(tl.reshape(x, (BN * G1, G2)), h2, input_precision="tf32x3"), (BN, G1, G2))
-    y = tl.reshape(tl.permute(y, (0, 2, 1)), (BN * G2, G1))
-    y = tl.dot(y, h1, input_precision="tf32x3")
-    return tl.reshape(tl.permute(tl.reshape(y, (BN, G2, G1)), (0, 2, 1)), (BN, G1 * G2))
+        y = tl.dot(x, h2, input_precision="tf32x3")
+    else:  # (no early return: Triton would still compile the code after it)
+        y = tl.reshape(tl.dot(tl.reshape(x, (BN * G1, G2)), h2, input_precision="tf32x3"), (BN, G1, G2))
+        y = tl.reshape(tl.permute(y, (0, 2, 1)), (BN * G2, G1))
+        y = tl.dot(y, h1, input_precision="tf32x3")
+        y = tl.reshape(tl.permute(tl.reshape(y, (BN, G2, G1)), (0, 2, 1)), (BN, G1 * G2))
+    return y
 
 
 # The interpreter's bf16 tl.dot returns garbage (triton 3.9): kernels get F32_DOT = interpreting() and upcast.

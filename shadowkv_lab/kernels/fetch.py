@@ -52,6 +52,9 @@ class ResidentSet:
 
 
 # ---------------------------------------------------------------------------------------------- row gather
+GATHER_BLOCK, GATHER_WARPS = 32, 4  # rows per program, warps per program (benchmarks/bench_decode_step.py sweeps them)
+
+
 @triton.jit
 def _rope_halves(x1, x2, c, s, DT: tl.constexpr):
     """rotate_half RoPE rounded to the model dtype DT after every operation, exactly as HF's x*cos + rot(x)*sin
@@ -68,48 +71,51 @@ def _gather_rows(src_ptr, idx_ptr, rpos_ptr, slot_ptr, n_ptr, out_ptr, tab_ptr, 
                  stride_b, stride_h, stride_p, stride_ob, stride_ok,
                  D: tl.constexpr, FMT: tl.constexpr, ROPE: tl.constexpr, USE_N: tl.constexpr, BN: tl.constexpr):
     """out[bh, slot[i]] = rope(dequant(src row idx[bh, i]), rpos[bh, i]) for i < n[bh] (or K).
-    FMT 0: native float rows, 1: fp8 e4m3 bytes. Works on both halves of the row (rotate_half RoPE)."""
+    FMT 0: native float rows, 1: fp8 e4m3 bytes. One load per row; RoPE splits it into its two halves."""
     bh = tl.program_id(0).to(tl.int64)
     i = tl.program_id(1) * BN + tl.arange(0, BN)
     lim = tl.load(n_ptr + bh) if USE_N else K
     mask = i < lim
     idx = tl.load(idx_ptr + bh * K + i, mask=mask, other=0)
     slot = tl.load(slot_ptr + bh * K + i, mask=mask, other=0)
-    HALF: tl.constexpr = D // 2
-    dd = tl.arange(0, HALF)
+    dd = tl.arange(0, D)
+    # one load per whole row: zero-copy PCIe reads are limited by the number of requests, not their size
     src = src_ptr + (bh // H) * stride_b + (bh % H) * stride_h + idx[:, None] * stride_p + dd[None, :]
-    x1 = tl.load(src, mask=mask[:, None], other=0)
-    x2 = tl.load(src + HALF, mask=mask[:, None], other=0)
+    x = tl.load(src, mask=mask[:, None], other=0)
     if FMT == 1:
-        x1, x2 = e4m3_to_f32(x1), e4m3_to_f32(x2)
-    x1, x2 = x1.to(tl.float32), x2.to(tl.float32)
+        x = e4m3_to_f32(x)
+    x = x.to(tl.float32)
     if ROPE:
+        HALF: tl.constexpr = D // 2
+        hh = tl.arange(0, HALF)
         rp = tl.load(rpos_ptr + bh * K + i, mask=mask, other=0)
-        t = tab_ptr + rp[:, None] * D + dd[None, :]
+        t = tab_ptr + rp[:, None] * D + hh[None, :]
         c = tl.load(t, mask=mask[:, None], other=0.0).to(tl.float32)
         s = tl.load(t + HALF, mask=mask[:, None], other=0.0).to(tl.float32)
-        # like HF in the model dtype: round the input to it first (fp8 -> bf16 is exact)
+        x1, x2 = tl.split(tl.permute(tl.reshape(x, (BN, 2, HALF)), (0, 2, 1)))
         x1, x2 = _rope_halves(x1, x2, c, s, out_ptr.dtype.element_ty)
+        x = tl.reshape(tl.permute(tl.join(x1, x2), (0, 2, 1)), (BN, D))
     dst = out_ptr + bh * stride_ob + slot[:, None] * stride_ok + dd[None, :]
-    tl.store(dst, x1.to(out_ptr.dtype.element_ty), mask=mask[:, None])
-    tl.store(dst + HALF, x2.to(out_ptr.dtype.element_ty), mask=mask[:, None])
+    tl.store(dst, x.to(out_ptr.dtype.element_ty), mask=mask[:, None])
 
 
 def gather_rows(src: torch.Tensor, strides: tuple[int, int, int], H: int, idx: torch.Tensor, out: torch.Tensor,
                 slots: torch.Tensor | None = None, n: torch.Tensor | None = None, fmt: int = 0,
-                rope_table: torch.Tensor | None = None, rope_pos: torch.Tensor | None = None, block: int = 32) -> None:
+                rope_table: torch.Tensor | None = None, rope_pos: torch.Tensor | None = None, block: int | None = None,
+                num_warps: int | None = None) -> None:
     """Write rows idx (BH, K) of `src` (any device; pinned host memory is read zero-copy) into out (BH, S, D)
     at `slots` (default: slot i), only the first n[bh] rows when n is given; fp8 decoded; RoPE at rope_pos
     (default idx) when rope_table is given."""
     BH, K = idx.shape
     D = out.shape[-1]
+    block, num_warps = block or GATHER_BLOCK, num_warps or GATHER_WARPS
     slots = slots if slots is not None else torch.arange(K, device=idx.device).expand(BH, K)
     slots, idx = slots.contiguous(), idx.contiguous()
     rpos = (rope_pos if rope_pos is not None else idx).contiguous()
     tab = rope_table if rope_table is not None else out
     _gather_rows[(BH, triton.cdiv(K, block))](
         host_arg(src), idx, rpos, slots, n if n is not None else idx, out, tab, K, H, *strides, out.stride(0), out.stride(1),
-        D=D, FMT=fmt, ROPE=rope_table is not None, USE_N=n is not None, BN=block, num_warps=4)
+        D=D, FMT=fmt, ROPE=rope_table is not None, USE_N=n is not None, BN=block, num_warps=num_warps)
 
 
 def gather_rows_ref(src, strides, H, idx, out, slots=None, n=None, fmt=0, rope_table=None, rope_pos=None):

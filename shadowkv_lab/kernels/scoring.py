@@ -8,8 +8,12 @@ HIGGS landmarks (group = head_dim = D, one scale per landmark) are scored in the
 l = H (grid[code] * s) / D (optionally times the sign diagonal S), H symmetric, so q . l = s * ((H S q) / D) . grid[code]:
 the query is transformed once per step and no landmark is ever inverse-transformed.
 
-softmax_max runs two passes over the landmarks (per-block max / sum-exp, then the scores): for 2-bit or fp8 landmarks
-re-reading them costs less than writing and re-reading the G fp32 logits. Batched: BH = batch * KV heads rows.
+The grid is packed as one int64 per code (P <= 4 bf16 components), so a landmark costs D/P gathers from a 2 KB table
+and P tensor-core dots over strided query components; P > 4 grids take the per-element path.
+softmax_max runs two passes over the landmarks (per-block max / sum-exp, then the scores), re-reading the landmarks
+instead of storing G fp32 logits. On the H200 the HIGGS pass is gather-bound (0.21 ns/landmark for both passes vs
+0.16 for bf16, benchmarks/README.md): storing the logits in pass 1 would likely halve it (not tried).
+Batched: BH = batch * KV heads rows.
 """
 
 from __future__ import annotations
@@ -50,6 +54,15 @@ class Landmarks:
     @property
     def D(self) -> int:
         return self.data.shape[2] * (self.p if self.fmt == FMT_HIGGS else 1)
+
+    @property
+    def packed(self) -> torch.Tensor:
+        """HIGGS grid as one int64 per code: its P <= 4 components as bf16 bit patterns, component k in bits
+        16k..16k+15. One gather per P-vector instead of P (the scoring kernel is gather-bound otherwise)."""
+        if getattr(self, "_packed", None) is None:
+            bits = self.grid.to(torch.bfloat16).view(torch.int16).to(torch.int64) & 0xFFFF
+            self._packed = sum(bits[:, k] << (16 * k) for k in range(self.p)).contiguous()
+        return self._packed
 
     @property
     def nbytes(self) -> int:
@@ -94,9 +107,20 @@ def _score_pass(q_ptr, lm_ptr, sc_ptr, grid_ptr, stat_ptr, out_ptr, M, NB, scali
     mmask = m < M
     dd = tl.arange(0, D)
     gg = tl.arange(0, GP)
-    x = _load_landmarks(lm_ptr, grid_ptr, bh * stride_lb, m, mmask, dd, stride_lm, FMT, P)
-    qt = tl.load(q_ptr + bh * GP * D + gg[None, :] * D + dd[:, None])  # (D, GP) bf16, zero rows past G
-    s = mma(x, qt, F32_DOT)  # (BM, GP) fp32
+    if FMT == 2 and P <= 4:  # packed grid: one gather per code, then P dots of K = D/P over strided q components
+        NV: tl.constexpr = D // P
+        vv = tl.arange(0, NV)
+        code = tl.load(lm_ptr + bh * stride_lb + m[:, None] * stride_lm + vv[None, :], mask=mmask[:, None], other=0)
+        e = tl.load(grid_ptr + code.to(tl.int32))  # (BM, NV) int64
+        s = tl.zeros((BM, GP), dtype=tl.float32)
+        for k in tl.static_range(P):
+            xk = ((e >> (16 * k)) & 0xFFFF).to(tl.int16).to(tl.bfloat16, bitcast=True)
+            qk = tl.load(q_ptr + bh * GP * D + gg[None, :] * D + (vv * P + k)[:, None])  # (NV, GP)
+            s += mma(xk, qk, F32_DOT)
+    else:
+        x = _load_landmarks(lm_ptr, grid_ptr, bh * stride_lb, m, mmask, dd, stride_lm, FMT, P)
+        qt = tl.load(q_ptr + bh * GP * D + gg[None, :] * D + dd[:, None])  # (D, GP) bf16, zero rows past G
+        s = mma(x, qt, F32_DOT)  # (BM, GP) fp32
     if FMT == 2:
         s = s * tl.load(sc_ptr + bh * stride_sb + m, mask=mmask, other=0.0)[:, None]
     if MODE == 2:
@@ -146,7 +170,7 @@ def landmark_scores(lm: Landmarks, q: torch.Tensor, scaling: float, rule: str = 
     out = torch.empty(BH, M, dtype=torch.float32, device=q.device)
     data = lm.data
     sc = lm.scales if lm.scales is not None else out
-    grid = lm.grid if lm.grid is not None else out
+    grid = out if lm.grid is None else (lm.packed if lm.p <= 4 else lm.grid)
     args = (data, sc, grid)
     strides = (data.stride(0), data.stride(1), sc.stride(0) if lm.scales is not None else 0)
     kw = dict(GP=GP, D=D, FMT=lm.fmt, P=lm.p, BF16_PROBS=bf16_probs, BM=block_m, F32_DOT=interpreting(),
