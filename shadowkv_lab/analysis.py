@@ -388,7 +388,10 @@ def sweep(df: pd.DataFrame, x: str, metric: str = "score", methods=None) -> pd.D
     """Mean +- CI of `metric` per model x task x method together with one config column `x` (e.g. rank,
     chunk_size, landmark_bits, budget_tokens), for the ablation figures."""
     d = df if methods is None else df[df["method"].isin(list(methods))]
-    d = d.assign(**{x: config_field(d, x)})
+    col = config_field(d, x)
+    if "kind" in d:  # full attention has no landmarks / budget: its config defaults would be plotted as a sweep point
+        col = col.where(d["kind"] != "full")
+    d = d.assign(**{x: col})
     s = summary(d, metric)
     xs = d.groupby(["model", "task", "method"], sort=False)[x].agg(lambda v: v.dropna().median() if pd.api.types.is_numeric_dtype(v) else v.iloc[0])
     return s.merge(xs.reset_index(), on=["model", "task", "method"], how="left")
@@ -574,13 +577,14 @@ def to_markdown(df: pd.DataFrame, digits: int = 2, index: bool = False) -> str:
 
 
 def results_summary(df: pd.DataFrame, metric: str = "score") -> pd.DataFrame:
-    """One row per model x task x method: n, mean score +- CI, delta vs full, GPU and offloaded bytes/token/layer,
-    mean decode tokens/s and the share of generations cut by max_new_tokens."""
+    """One row per model x task x method: n, mean score +- CI, paired delta vs full (+- CI), GPU and offloaded
+    bytes/token/layer, mean decode tokens/s and the share of generations cut by max_new_tokens."""
     s = summary(df, metric)
     if s.empty:
         return s
     if (df["method"] == "full").any():
-        d = paired_delta(df, "full", metric)[["model", "task", "method", "delta"]].rename(columns={"delta": "delta_vs_full"})
+        d = paired_delta(df, "full", metric)[["model", "task", "method", "delta", "ci95"]].rename(
+            columns={"delta": "delta_vs_full", "ci95": "delta_ci95"})
         s = s.merge(d, on=["model", "task", "method"], how="left")
     mem = memory_table(df)
     if not mem.empty:

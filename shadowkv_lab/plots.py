@@ -160,12 +160,21 @@ def _model_title(df: pd.DataFrame) -> str:
     return ", ".join(map(str, models))
 
 
+def _yerr(mean, ci, lo: float = 0.0, hi: float = 100.0):
+    """Asymmetric error bars of a 95% CI clipped to the score range (with 2-3 samples a t interval easily spans
+    more than 0-100; beyond the range it carries no information and hides the bars)."""
+    m = np.asarray(mean, float)
+    c = np.nan_to_num(np.asarray(ci, float), nan=0.0)
+    return np.vstack([np.clip(np.minimum(c, m - lo), 0, None), np.clip(np.minimum(c, hi - m), 0, None)])
+
+
 def _legend_right(ax):
-    """Legend outside the axes on the right, duplicate labels dropped."""
+    """Legend outside the axes on the right, duplicate labels dropped; two columns when long."""
     h, l = ax.get_legend_handles_labels()
     uniq = dict(zip(l, h))
     if uniq:
-        ax.legend(uniq.values(), uniq.keys(), loc="upper left", bbox_to_anchor=(1.01, 1.0))
+        ax.legend(uniq.values(), uniq.keys(), loc="upper left", bbox_to_anchor=(1.01, 1.0), ncol=2 if len(uniq) > 12 else 1,
+                  fontsize=7 if len(uniq) > 12 else None)
 
 
 def _plain_log_ticks(axis):
@@ -184,15 +193,19 @@ def method_marker(method: str) -> str:
 
 
 # -------------------------------------------------------------------------------------------- figures
-def accuracy_by_task(df: pd.DataFrame, metric: str = "score", methods=None, tasks=None, title: str | None = None):
-    """Grouped bars: mean score +- 95% CI per task and method, context-intensive tasks left, easy (RULER-style)
-    tasks right (paper.md claim 1)."""
+def accuracy_by_task(df: pd.DataFrame, metric: str = "score", methods=None, tasks=None, title: str | None = None,
+                     show_samples: bool | None = None):
+    """Grouped bars: mean score +- 95% CI (clipped to 0-100) per task and method, context-intensive tasks left,
+    easy (RULER-style) tasks right (paper.md claim 1). show_samples (default: when <= 10 samples per bar) adds
+    each sample's score as a dot."""
     d = df if methods is None else df[df["method"].isin(methods)]
     s = A.summary(d, metric)
     if s.empty:
         return _empty("no results to plot")
     tasks = list(dict.fromkeys(tasks or s["task"]))
     methods = list(methods) if methods is not None else A.method_order(s["method"])
+    if show_samples is None:
+        show_samples = s["n"].max() <= 10
     groups = {g: [t for t in tasks if A.task_group(t) == g] for g in ("context-intensive", "easy")}
     groups = {g: ts for g, ts in groups.items() if ts}
     fig, axes = plt.subplots(1, len(groups), figsize=(1.2 + 0.5 * len(methods) * len(tasks) + 1.5, 3.4), sharey=True, squeeze=False,
@@ -202,11 +215,16 @@ def accuracy_by_task(df: pd.DataFrame, metric: str = "score", methods=None, task
         for j, m in enumerate(methods):
             sm = s[s["method"] == m].set_index("task").reindex(ts)
             x = np.arange(len(ts)) + (j - (len(methods) - 1) / 2) * w
-            ax.bar(x, sm["mean"], w, yerr=sm["ci95"].fillna(0), color=method_color(m), label=method_label(m), capsize=2, error_kw={"lw": 0.8})
+            ax.bar(x, sm["mean"], w, yerr=_yerr(sm["mean"], sm["ci95"]), color=method_color(m), label=method_label(m), capsize=2,
+                   error_kw={"lw": 0.8})
+            if show_samples:  # with a handful of samples the points say more than the interval
+                for xi, t in zip(x, ts):
+                    v = pd.to_numeric(d[(d["method"] == m) & (d["task"] == t)][metric], errors="coerce").dropna()
+                    ax.scatter(np.full(len(v), xi), v, s=7, color="white", edgecolor="black", lw=0.5, zorder=3)
         ax.set_xticks(np.arange(len(ts)), [task_label(t) for t in ts])
         ax.set_title(g)
         ax.grid(axis="x", visible=False)
-    axes[0][0].set_ylabel(f"{metric} (0-100, mean ± 95% CI)")
+    axes[0][0].set_ylabel(f"{metric} (0-100, mean ± 95% CI" + (", dots: samples)" if show_samples else ")"))
     axes[0][0].set_ylim(0, 105)
     axes[0][-1].legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.suptitle(title or f"Accuracy by task and method ({_model_title(df)})", fontsize=10)
@@ -222,7 +240,7 @@ def _sweep_plot(s: pd.DataFrame, x: str, xlabel: str, s_full: pd.DataFrame | Non
     colors = task_colors(s["task"])
     for t, g in s.groupby("task", sort=False):
         g = g.dropna(subset=[x]).sort_values(x)
-        ax.errorbar(g[x], g["mean"], yerr=g["ci95"].fillna(0), marker="o", ms=4, capsize=2, color=colors[t], label=task_label(t))
+        ax.errorbar(g[x], g["mean"], yerr=_yerr(g["mean"], g["ci95"]), marker="o", ms=4, capsize=2, color=colors[t], label=task_label(t))
         if annotate:
             for _, r in g.iterrows():
                 ax.annotate(annotate(r), (r[x], r["mean"]), textcoords="offset points", xytext=(3, 4), fontsize=7, color=colors[t])
@@ -275,7 +293,7 @@ def key_compression(df: pd.DataFrame, methods=None, metric: str = "score", title
     s_full = _full_summary(df, metric)
     for t, g in s.groupby("task", sort=False):
         g = g[g["method"].isin(ms)].assign(x=lambda v: v["method"].map(xi)).sort_values("x")
-        ax.errorbar(g["x"], g["mean"], yerr=g["ci95"].fillna(0), marker="o", ms=4, capsize=2, color=colors[t], label=task_label(t))
+        ax.errorbar(g["x"], g["mean"], yerr=_yerr(g["mean"], g["ci95"]), marker="o", ms=4, capsize=2, color=colors[t], label=task_label(t))
         if s_full is not None:
             _full_line(ax, s_full, t, colors[t])
     ax.set_xticks(range(len(ms)), [label(m) for m in ms], fontsize=8)
@@ -328,9 +346,9 @@ def residual_landmarks(df: pd.DataFrame, methods=None, metric: str = "score", ti
     s_full = _full_summary(df, metric)
     for t, g in s.groupby("task", sort=False):
         plain, resid = g[~g["residual"]].sort_values("landmark_bits"), g[g["residual"]]
-        ax.errorbar(plain["landmark_bits"], plain["mean"], yerr=plain["ci95"].fillna(0), marker="o", ms=4, capsize=2, color=colors[t],
+        ax.errorbar(plain["landmark_bits"], plain["mean"], yerr=_yerr(plain["mean"], plain["ci95"]), marker="o", ms=4, capsize=2, color=colors[t],
                     label=f"{task_label(t)}: plain")
-        ax.errorbar(resid["landmark_bits"], resid["mean"], yerr=resid["ci95"].fillna(0), marker="*", ms=11, ls="none", capsize=2,
+        ax.errorbar(resid["landmark_bits"], resid["mean"], yerr=_yerr(resid["mean"], resid["ci95"]), marker="*", ms=11, ls="none", capsize=2,
                     color=colors[t], mec="black", mew=0.5, label=f"{task_label(t)}: residual")
         two = plain[np.isclose(plain["landmark_bits"].round(), 2)]
         for _, r in resid.iterrows():
@@ -367,7 +385,7 @@ def budget_sweep(df: pd.DataFrame, families=("shadowkv", "yakv"), metric: str = 
             if g.empty:
                 continue
             s = A.summary(g, metric).merge(g.groupby("method")["budget_tokens"].median().reset_index(), on="method").sort_values("budget_tokens")
-            ax.errorbar(s["budget_tokens"], s["mean"], yerr=s["ci95"].fillna(0), marker=MARKERS[i], ms=4, capsize=2, color=method_color(fam),
+            ax.errorbar(s["budget_tokens"], s["mean"], yerr=_yerr(s["mean"], s["ci95"]), marker=MARKERS[i], ms=4, capsize=2, color=method_color(fam),
                         label=method_label(fam))
         if s_full is not None:
             _full_line(ax, s_full, t, "black")
@@ -392,12 +410,14 @@ def accuracy_vs_memory(df: pd.DataFrame, metric: str = "score", per_task: bool =
     if s.empty:
         return _empty("no memory accounting in these results")
     tasks = list(dict.fromkeys(s["task"]))
-    fig, axes = _panels(len(tasks), 4.6, max(3.6, 0.17 * s["method"].nunique() + 1.2))  # room for the legend
+    n_m = s["method"].nunique()
+    fig, axes = _panels(len(tasks), 5.0, max(3.6, 0.17 * (n_m if n_m <= 12 else (n_m + 1) // 2) + 1.2))  # room for the legend
     for ax, t in zip(axes, tasks):
         g = s[s["task"] == t]
         for _, r in g.iterrows():
-            ax.errorbar(r["device_B_per_token_layer"], r["mean"], yerr=0 if not np.isfinite(r["ci95"]) else r["ci95"],
+            ax.errorbar(r["device_B_per_token_layer"], r["mean"], yerr=_yerr([r["mean"]], [r["ci95"]]),
                         marker=method_marker(r["method"]), ms=6, color=method_color(r["method"]), capsize=2, elinewidth=0.8,
+                        ecolor=matplotlib.colors.to_rgba(method_color(r["method"]), 0.35),
                         label=method_label(r["method"]), mec="black" if r["on_front"] else "none", alpha=1 if r["on_front"] else 0.75)
             if annotate == "all" or (annotate == "front" and r["on_front"]):
                 ax.annotate(method_label(r["method"]), (r["device_B_per_token_layer"], r["mean"]), textcoords="offset points",
@@ -509,11 +529,11 @@ def attention_profile(records: pd.DataFrame, by: str = "layer", metrics=A.ATTN_M
         for i, (meth, g) in enumerate(t.groupby("method", sort=False)):
             ax.errorbar(g[by], g[m], yerr=g.get(f"{m}_sem", pd.Series(0, index=g.index)).fillna(0), marker=MARKERS[i % len(MARKERS)], ms=3,
                         color=method_color(meth), label=method_label(meth), capsize=1.5, lw=1)
-        ax.set_xlabel(xlabel)
         ax.set_title(ATTN_LABELS.get(m, m))
         if m in ("recall", "mass"):
             ax.set_ylim(-0.02, 1.02)
-    axes[0].set_ylabel("mean (± s.e.) over heads, steps, samples")
+    axes[0].set_ylabel("mean (± s.e.) over heads,\nsteps and samples")
+    fig.supxlabel(xlabel, fontsize=10)
     _legend_right(axes[-1])
     fig.suptitle(title or f"Attention-level diagnostics by {by}", fontsize=10)
     return fig
@@ -527,7 +547,7 @@ def depth_profile(df: pd.DataFrame, methods=None, title: str | None = None):
     fig, ax = plt.subplots(figsize=(5.2, 3.2))
     for i, (m, g) in enumerate(s.groupby("method", sort=False)):
         g = g.sort_values("depth")
-        ax.errorbar(g["depth"], g["mean"], yerr=g["ci95"].fillna(0), marker=MARKERS[i % len(MARKERS)], ms=4, capsize=2, color=method_color(m),
+        ax.errorbar(g["depth"], g["mean"], yerr=_yerr(g["mean"], g["ci95"]), marker=MARKERS[i % len(MARKERS)], ms=4, capsize=2, color=method_color(m),
                     label=method_label(m))
     ax.set_xlabel("needle depth (% of prompt)")
     ax.set_ylabel("depth score (share of max)")
