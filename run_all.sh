@@ -124,7 +124,9 @@ for nb in "${SELECTED[@]}"; do
     echo "[run_all] $nb done in $(( $(date +%s) - t ))s"
 done
 
-python -m shadowkv_lab.analysis "$RESULTS" "$OUT" --name summary > /dev/null
+# Both stores: the shared one and notebook 07's recorded runs (recording is not part of a cell's key, so 07 keeps
+# its own store); a cell present in both is counted once.
+python -m shadowkv_lab.analysis "$RESULTS" "$RESULTS/recorded" --out "$OUT" --name summary > /dev/null
 echo "[run_all] summary: $OUT/summary.csv, $OUT/summary.md"
 echo "[run_all] figures: $FIGURES"
 echo "[run_all] wall time: $(( $(date +%s) - T0 ))s (profile $PROFILE)"

@@ -11,7 +11,7 @@ those frames and returns smaller frames that the figures in shadowkv_lab.plots a
 - text2json_field_errors: which JSON entity / field a Text2JSON prediction got wrong;
 - write_summary: the CSV + Markdown table run_all.sh leaves next to the figures.
 
-    python -m shadowkv_lab.analysis RESULTS_DIR OUT_DIR     # writes OUT_DIR/summary.{csv,md}
+    python -m shadowkv_lab.analysis RESULTS_DIR [MORE_DIRS] --out OUT_DIR     # writes OUT_DIR/summary.{csv,md}
 """
 
 from __future__ import annotations
@@ -67,7 +67,8 @@ def _present(df: pd.DataFrame, cols) -> list[str]:
 
 def method_order(methods) -> list[str]:
     """Methods in the presets' order (full first, then the ShadowKV family, the YAKV family, then the ablation
-    presets); rank-scaled ('shadowkv_r20') and budget ('yakv@0.0625') variants sort with their preset, by budget;
+    presets); rank variants ('shadowkv_r20', 'shadowkv_oracle_scaled') and budget variants ('yakv@0.0625') sort
+    with their preset, by budget;
     unknown names last, by name."""
     from .cache.presets import PRESETS
 
@@ -75,7 +76,7 @@ def method_order(methods) -> list[str]:
 
     def key(m):
         base, _, budget = str(m).partition("@")
-        mm = re.fullmatch(r"(.+)_r(\d+)", base)
+        mm = re.fullmatch(r"(.+)_(r\d+|scaled)", base)
         if base not in known and mm and mm[1] in known:
             base = mm[1]
         try:
@@ -615,17 +616,26 @@ def write_summary(df: pd.DataFrame, outdir, name: str = "summary", metric: str =
     return csv, md
 
 
+def load_stores(paths) -> pd.DataFrame:
+    """Rows of several results stores, a cell (model, task, sample_id, config_hash) kept once (first store wins)."""
+    from . import results
+
+    frames = [f for f in (results.load(p) for p in paths) if len(f)]
+    if not frames:
+        return results.load(paths[0]) if paths else pd.DataFrame()
+    df = pd.concat(frames, ignore_index=True)
+    return df.drop_duplicates(["model", "task", "sample_id", "config_hash"], keep="first").reset_index(drop=True)
+
+
 def main(argv=None) -> int:
     import argparse
 
-    p = argparse.ArgumentParser(prog="python -m shadowkv_lab.analysis", description="Write summary.{csv,md} of a results store.")
-    p.add_argument("results", help="results directory (shadowkv_lab.results store)")
-    p.add_argument("out", help="output directory")
+    p = argparse.ArgumentParser(prog="python -m shadowkv_lab.analysis", description="Write summary.{csv,md} of results stores.")
+    p.add_argument("results", nargs="+", help="results store folder(s) (shadowkv_lab.results); a cell in several is counted once")
+    p.add_argument("-o", "--out", default="outputs", help="output folder (default: outputs)")
     p.add_argument("--name", default="summary")
     a = p.parse_args(argv)
-    from . import results
-
-    df = results.load(a.results)
+    df = load_stores(a.results)
     csv, md = write_summary(df, a.out, a.name)
     print(md.read_text())
     print(f"wrote {csv} and {md}")

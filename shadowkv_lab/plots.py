@@ -75,9 +75,9 @@ def _base_method(method: str) -> tuple[str, str | None, str | None]:
     """'shadowkv_r20@0.05' -> ('shadowkv', '20', '0.05'): preset family, scaled rank, budget tag."""
     m = str(method)
     base, _, budget = m.partition("@")
-    mm = re.fullmatch(r"(.+)_r(\d+)", base)
+    mm = re.fullmatch(r"(.+)_(r\d+|scaled)", base)
     if mm and mm[1] in METHOD_COLORS:
-        return mm[1], mm[2], budget or None
+        return mm[1], (mm[2][1:] if mm[2] != "scaled" else "scaled"), budget or None
     return base, None, budget or None
 
 
@@ -97,6 +97,8 @@ def method_label(method: str) -> str:
     if budget is not None:
         b = f"{float(budget) * 100:g}% budget" if re.fullmatch(r"[0-9.]+(e-?\d+)?", budget) else budget.replace("t", " tokens")
         return f"{method_label(str(method).split('@')[0])} @ {b}"
+    if rank == "scaled":
+        return f"{METHOD_LABELS.get(base, base)} (rank {100 * 160 / 1024:.3g}% of H·d)"
     if rank is not None:
         return f"{METHOD_LABELS.get(base, base)} (rank {rank})"
     m = base
@@ -168,13 +170,22 @@ def _yerr(mean, ci, lo: float = 0.0, hi: float = 100.0):
     return np.vstack([np.clip(np.minimum(c, m - lo), 0, None), np.clip(np.minimum(c, hi - m), 0, None)])
 
 
-def _legend_right(ax):
-    """Legend outside the axes on the right, duplicate labels dropped; two columns when long."""
+def _legend_right(ax, max_right: int = 12):
+    """Legend outside the axes on the right, duplicate labels dropped; a long one (many methods) goes below the
+    figure in three columns instead, so the axes keep their width."""
     h, l = ax.get_legend_handles_labels()
     uniq = dict(zip(l, h))
-    if uniq:
-        ax.legend(uniq.values(), uniq.keys(), loc="upper left", bbox_to_anchor=(1.01, 1.0), ncol=2 if len(uniq) > 12 else 1,
-                  fontsize=7 if len(uniq) > 12 else None)
+    if not uniq:
+        return
+    if len(uniq) <= max_right:
+        ax.legend(uniq.values(), uniq.keys(), loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    else:
+        ax.figure.legend(uniq.values(), uniq.keys(), loc="outside lower center", ncol=3, fontsize=7)
+
+
+def _legend_rows(n: int, max_right: int = 12) -> float:
+    """Extra figure height (inches) a legend of n entries needs (below the axes when long)."""
+    return 0.0 if n <= max_right else 0.16 * -(-n // 3) + 0.3
 
 
 def _plain_log_ticks(axis):
@@ -274,12 +285,16 @@ def key_compression(df: pd.DataFrame, methods=None, metric: str = "score", title
 
     def order(m):
         r = info.loc[m]
+        if 0 < r["rank"] < 1:  # a share of H*d (rank scaled to the model)
+            return (0, 0, r["rank"])
         if r["rank"] > 0:
-            return (0, r["rank"])
-        return (1, -(r["key_bits"] if np.isfinite(r["key_bits"]) else 99))
+            return (0, 1, r["rank"])
+        return (1, 0, -(r["key_bits"] if np.isfinite(r["key_bits"]) else 99))
 
     def label(m):
         r = info.loc[m]
+        if 0 < r["rank"] < 1:
+            return f"rank {100 * r['rank']:.3g}%\nof H·d"
         if r["rank"] > 0:
             return f"rank {int(r['rank'])}"
         fmt = "exact" if r["key_format"] in (None, "native") else str(r["key_format"])
@@ -410,15 +425,15 @@ def accuracy_vs_memory(df: pd.DataFrame, metric: str = "score", per_task: bool =
     if s.empty:
         return _empty("no memory accounting in these results")
     tasks = list(dict.fromkeys(s["task"]))
-    n_m = s["method"].nunique()
-    fig, axes = _panels(len(tasks), 5.0, max(3.6, 0.17 * (n_m if n_m <= 12 else (n_m + 1) // 2) + 1.2))  # room for the legend
+    n_m = s["method"].nunique() + 1  # + the frontier line
+    fig, axes = _panels(len(tasks), 5.0 if n_m <= 12 else max(9.0 / len(tasks), 4.2), 3.8 + _legend_rows(n_m))
     for ax, t in zip(axes, tasks):
         g = s[s["task"] == t]
         for _, r in g.iterrows():
             ax.errorbar(r["device_B_per_token_layer"], r["mean"], yerr=_yerr([r["mean"]], [r["ci95"]]),
                         marker=method_marker(r["method"]), ms=6, color=method_color(r["method"]), capsize=2, elinewidth=0.8,
-                        ecolor=matplotlib.colors.to_rgba(method_color(r["method"]), 0.35),
-                        label=method_label(r["method"]), mec="black" if r["on_front"] else "none", alpha=1 if r["on_front"] else 0.75)
+                        ecolor=matplotlib.colors.to_rgba(method_color(r["method"]), 0.3),  # faint: points matter here
+                        label=method_label(r["method"]), mec="black" if r["on_front"] else "none")
             if annotate == "all" or (annotate == "front" and r["on_front"]):
                 ax.annotate(method_label(r["method"]), (r["device_B_per_token_layer"], r["mean"]), textcoords="offset points",
                             xytext=(4, 4), fontsize=6.5)
@@ -523,7 +538,7 @@ def attention_profile(records: pd.DataFrame, by: str = "layer", metrics=A.ATTN_M
     t = A.attention_by(r, by=by, bins=bins, metrics=metrics, group=("method",))
     metrics = [m for m in metrics if m in t.columns]
     n_methods = t["method"].nunique()
-    fig, axes = _panels(len(metrics), 3.3, max(2.9, 0.17 * n_methods + 0.9), sharey=False)  # room for the legend
+    fig, axes = _panels(len(metrics), 3.3, 2.9 + _legend_rows(n_methods), sharey=False)
     xlabel = {"layer": "layer", "position": "mean selected position (share of prompt)", "step": "generated token index"}[by]
     for ax, m in zip(axes, metrics):
         for i, (meth, g) in enumerate(t.groupby("method", sort=False)):
@@ -594,7 +609,7 @@ def errors_by_position(errors: pd.DataFrame, bins: int = 5, title: str | None = 
         return _empty("no entity positions (give the prompts to text2json_field_errors)")
     e = e[e["status"].isin(["correct", "wrong_value", "missing_value", "missing_entity"])]
     e = e.assign(bucket=A._bucket(e["position"], bins, 0.0, 1.0), wrong=(e["status"] != "correct").astype(float))
-    fig, ax = plt.subplots(figsize=(5.2, max(3.2, 0.17 * e["method"].nunique() + 1.0)))
+    fig, ax = plt.subplots(figsize=(5.2, 3.2 + _legend_rows(e["method"].nunique())))
     for i, (m, g) in enumerate(e.groupby("method", sort=False)):
         s = g.groupby("bucket")["wrong"].mean()
         ax.plot(s.index, s.values, marker=MARKERS[i % len(MARKERS)], color=method_color(m), label=method_label(m))

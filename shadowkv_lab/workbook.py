@@ -31,7 +31,7 @@ def load(model: str, device: str | None = None, dtype=None, seed: int = 0):
     if model.startswith(TINY_PREFIX):
         from .testing import tiny_model
 
-        m, tok = tiny_model(model[len(TINY_PREFIX):], seed=seed)
+        m, tok = tiny_model(model[len(TINY_PREFIX):], seed=seed, device=device or "cpu")
     else:
         from .models import load_model
 
@@ -81,18 +81,25 @@ def shadowkv_rank(model, rank: int | None = None) -> int:
     return int(rank) if rank else matched_rank(*kv_shape(model))
 
 
-def shadowkv_methods(model, rank: int | None = None, sparse_budget=None) -> dict[str, OffloadConfig]:
-    """The 2x2 attribution grid plus full attention, with ShadowKV's rank scaled to the model.
+SCALED_RANK = 160 / 1024  # ShadowKV's share of H*d on Llama-3-8B (the `shadowkv_scaled` preset)
 
-    Keys are roles ('full', 'shadowkv', 'shadowkv_fullkeys', 'shadowkv_oracle', 'oracle'); config names say the
-    rank when it is not the preset's 160 ('shadowkv_r20'), so a store never holds two configs under one name.
+
+def shadowkv_methods(model=None, rank: int | None = None, sparse_budget=None) -> dict[str, OffloadConfig]:
+    """The 2x2 attribution grid plus full attention.
+
+    Keys are roles ('full', 'shadowkv', 'shadowkv_fullkeys', 'shadowkv_oracle', 'oracle'). rank=None: ShadowKV's
+    rank scaled to the model as a share of H*d (the `shadowkv_scaled` preset; the same config, hence the same store
+    cells, for every model); an int: that rank, named 'shadowkv_r<rank>' unless it is the preset's 160.
     """
-    r = shadowkv_rank(model, rank)
     out = {}
     for role in ("full", "shadowkv", "shadowkv_fullkeys", "shadowkv_oracle", "oracle"):
         c = PRESETS[role]
-        if role in ("shadowkv", "shadowkv_oracle") and r != c.rank:
-            c = c.replace(name=f"{role}_r{r}", rank=r, description=f"{c.description} (rank {r})")
+        if role in ("shadowkv", "shadowkv_oracle"):
+            if rank is None:
+                c = PRESETS["shadowkv_scaled"] if role == "shadowkv" else c.replace(
+                    name="shadowkv_oracle_scaled", rank=SCALED_RANK, description="ShadowKV keys at the scaled rank, oracle token selection")
+            elif int(rank) != c.rank:
+                c = c.replace(name=f"{role}_r{int(rank)}", rank=int(rank), description=f"{c.description} (rank {int(rank)})")
         if sparse_budget is not None and c.kind != "full":
             from .cache.presets import with_budget
 

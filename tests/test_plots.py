@@ -86,6 +86,8 @@ def test_method_colors_are_consistent_and_labels_readable():
     assert plots.method_color("lm_higgs2_c1") == plots.method_color("lm_higgs2_c1")
     assert plots.method_color("full") != plots.method_color("yakv")
     assert plots.method_label("shadowkv_r20") == "ShadowKV (rank 20)"
+    assert plots.method_label("shadowkv_scaled") == "ShadowKV (rank 15.6% of H·d)"
+    assert plots.method_color("shadowkv_oracle_scaled@0.05") == plots.method_color("shadowkv_oracle")
     assert plots.method_label("shadowkv_oracle_r40") == "ShadowKV keys, oracle selection (rank 40)"
     assert plots.method_label("yakv@0.0625") == "YAKV @ 6.25% budget"
     assert plots.method_label("lm_higgs2_c1") == "landmarks higgs2, chunk 1"
