@@ -16,29 +16,8 @@ from shadowkv_lab.tasks.multineedle import (
     select_needles,
     synthetic_needles,
 )
+from regex_tokenizer import RegexTokenizer
 from shadowkv_lab.tasks.tokens import TokenCounter
-
-
-class RegexTokenizer:
-    """Stand-in for a Hugging Face tokenizer with a lossless decode."""
-
-    name_or_path = "regex-test"
-    _pat = re.compile(r"\s+|\w+|[^\w\s]")
-
-    def __init__(self):
-        self.vocab, self.inv = {}, []
-
-    def encode(self, text, add_special_tokens=False):
-        ids = []
-        for piece in self._pat.findall(text):
-            if piece not in self.vocab:
-                self.vocab[piece] = len(self.inv)
-                self.inv.append(piece)
-            ids.append(self.vocab[piece])
-        return ids
-
-    def decode(self, ids):
-        return "".join(self.inv[i] for i in ids)
 
 
 def context_of(prompt: str) -> str:

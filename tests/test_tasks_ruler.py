@@ -8,17 +8,10 @@ import pytest
 
 from shadowkv_lab.tasks import TASKS, get_task
 from shadowkv_lab.tasks.ruler import NIAH, score
+from regex_tokenizer import RegexTokenizer
 from shadowkv_lab.tasks.tokens import TokenCounter
 
 RULER = [n for n in TASKS if n.startswith("ruler_")]
-
-
-class RegexTokenizer:
-    name_or_path = "regex-test"
-    _pat = re.compile(r"\s+|\w+|[^\w\s]")
-
-    def encode(self, text, add_special_tokens=False):
-        return [hash(p) for p in self._pat.findall(text)]
 
 
 def test_six_variants_registered():

@@ -4,7 +4,6 @@ import dataclasses
 import gzip
 import json
 import math
-import re
 
 import pytest
 
@@ -13,29 +12,8 @@ from shadowkv_lab.tasks.text2json import load_text2json, write_text2json
 from shadowkv_lab.tasks.text2json_domains import DOMAINS
 from shadowkv_lab.tasks.text2json_gen import Text2JSONConfig, generate, generate_sample
 from shadowkv_lab.tasks.text2json_score import score
+from regex_tokenizer import RegexTokenizer
 from shadowkv_lab.tasks.tokens import FALLBACK_UNIT, LengthError, TokenCounter
-
-
-class RegexTokenizer:
-    """Stand-in for a Hugging Face tokenizer: words, punctuation and whitespace runs are tokens."""
-
-    name_or_path = "regex-test"
-    _pat = re.compile(r"\s+|\w+|[^\w\s]")
-
-    def __init__(self):
-        self.vocab, self.inv = {}, []
-
-    def encode(self, text, add_special_tokens=False):
-        ids = []
-        for piece in self._pat.findall(text):
-            if piece not in self.vocab:
-                self.vocab[piece] = len(self.inv)
-                self.inv.append(piece)
-            ids.append(self.vocab[piece])
-        return ids
-
-    def decode(self, ids):
-        return "".join(self.inv[i] for i in ids)
 
 
 @pytest.fixture(scope="module")

@@ -30,7 +30,7 @@ import warnings
 from pathlib import Path
 
 from .base import Sample, Task
-from .tokens import as_counter
+from .tokens import annotate_lengths
 
 TASK_DIR = "html_to_tsv"
 MAX_NEW_TOKENS = {"0.5k": 1024, "2k": 2048, "8k": 9216}
@@ -219,10 +219,7 @@ class LongProcHtmlToTsvTask(Task):
             path = FIXTURE
         samples = load_longproc(path, split=split, n=n)
         if tokenizer is not None:
-            counter = as_counter(tokenizer)
-            for s in samples:
-                s.meta["n_tokens"] = counter.count(s.prompt)
-                s.meta["length_unit"] = counter.unit
+            annotate_lengths(samples, tokenizer)
         return samples
 
     def score(self, prediction: str, gold) -> dict[str, float]:

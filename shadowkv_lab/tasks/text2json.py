@@ -22,7 +22,7 @@ from .base import DEFAULT_N, Sample, Task
 from .jsonl import read_jsonl, write_jsonl
 from .text2json_gen import Text2JSONConfig, generate, generate_sample  # noqa: F401 (re-exported)
 from .text2json_score import canonical, parse_gold, score, score_lenient  # noqa: F401 (re-exported)
-from .tokens import as_counter
+from .tokens import annotate_lengths
 
 OFFICIAL_FILE = "text_to_json.jsonl.gz"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -118,10 +118,7 @@ class Text2JSONTask(Task):
             raise TypeError(f"options {sorted(unknown)} only apply to generated data (path=None); loading takes split, revision")
         samples = load_text2json(path, n=n, split=kw.get("split", "train"), revision=kw.get("revision"))
         if tokenizer is not None:
-            counter = as_counter(tokenizer)
-            for s in samples:
-                s.meta["n_tokens"] = counter.count(s.prompt)
-                s.meta["length_unit"] = counter.unit
+            annotate_lengths(samples, tokenizer)
         return samples
 
     def score(self, prediction: str, gold) -> dict[str, float]:

@@ -75,6 +75,14 @@ def as_counter(tokenizer_or_counter) -> TokenCounter:
     return TokenCounter(tokenizer_or_counter)
 
 
+def annotate_lengths(samples, tokenizer) -> None:
+    """Record each loaded sample's prompt length (meta n_tokens, length_unit) in `tokenizer`'s tokens."""
+    counter = as_counter(tokenizer)
+    for s in samples:
+        s.meta["n_tokens"] = counter.count(s.prompt)
+        s.meta["length_unit"] = counter.unit
+
+
 class UnitPool:
     """A lazily extended list of text units with cumulative character counts.
 
