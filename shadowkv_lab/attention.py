@@ -105,11 +105,7 @@ def _forward(self, hidden_states, position_embeddings=None, attention_mask=None,
     else:
         if T != 1:
             raise ValueError(f"decode steps take one token per sequence, got {T}")
-        rows = [
-            cache.decode_layer(self.layer_idx, q[b, :, 0], k_pre[b, :, 0], k_post[b, :, 0], v[b, :, 0])
-            for b, cache in enumerate(session.caches)
-        ]
-        out = torch.stack(rows).unsqueeze(2)  # (B, Hq, 1, d)
+        out = session.decode_layer(self.layer_idx, q[:, :, 0], k_pre[:, :, 0], k_post[:, :, 0], v[:, :, 0]).unsqueeze(2)
     out = out.transpose(1, 2).reshape(B, T, -1)
     return self.o_proj(out), None
 
@@ -142,10 +138,17 @@ class PrefillCapture:
 
 
 class DecodeBatch:
+    """The per-row reference decode session: each row's cache runs its own layer step (see cache.batched for the
+    stacked one)."""
+
     mode = "decode"
 
     def __init__(self, caches):
         self.caches = caches
+
+    def decode_layer(self, layer_idx: int, q, k_pre, k_post, v) -> torch.Tensor:
+        """q: (B, Hq, d); k_pre, k_post, v: (B, H, d) -> (B, Hq, d)."""
+        return torch.stack([cache.decode_layer(layer_idx, q[b], k_pre[b], k_post[b], v[b]) for b, cache in enumerate(self.caches)])
 
 
 @contextlib.contextmanager

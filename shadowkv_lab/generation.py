@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .attention import DecodeBatch, PrefillCapture, layer_contexts, patch_model, session
+from .cache.batched import BatchPlan
 from .cache.config import OffloadConfig
 from .cache.memory import MemoryReport
 from .cache.presets import get_preset
@@ -92,11 +93,13 @@ class DecodeOutput:
 
 @torch.inference_mode()
 def decode(model, caches: list[SequenceCache], first_tokens: list[int], max_new_tokens: list[int] | int,
-           stop_ids: set[int], progress=None, on_logits=None) -> list[DecodeOutput]:
+           stop_ids: set[int], progress=None, on_logits=None, batched: bool = True) -> list[DecodeOutput]:
     """Greedy batched decode: each row has its own cache; finished rows drop out of the batch.
 
     first_tokens: the token chosen from each row's prefill logits (counted as the first new token).
     on_logits(active_rows, logits (B_active, vocab)): optional hook, e.g. for exactness tests.
+    batched: stack the rows of each method so a step costs O(layers) ops (cache.batched.BatchPlan); False runs
+    every row's reference layer step one by one (DecodeBatch). Both give the same tokens.
     """
     n = len(caches)
     if isinstance(max_new_tokens, int):
@@ -112,14 +115,29 @@ def decode(model, caches: list[SequenceCache], first_tokens: list[int], max_new_
             reason[i] = "stop"
         elif max_new_tokens[i] <= 1:
             reason[i] = "length"
+    plan = BatchPlan(caches) if batched else None
     t0 = time.perf_counter()
+    try:
+        _decode_loop(model, caches, tokens, reason, max_new_tokens, stop_ids, device, plan, progress, on_logits)
+    finally:
+        if plan is not None:
+            plan.close()
+    _sync(device)
+    dt = time.perf_counter() - t0
+    return [DecodeOutput(token_ids=tokens[i], finish_reason=reason[i], decode_s=dt) for i in range(n)]
+
+
+def _decode_loop(model, caches, tokens, reason, max_new_tokens, stop_ids, device, plan, progress, on_logits) -> None:
+    n = len(caches)
     while True:
         active = [i for i in range(n) if reason[i] is None]
         if not active:
             break
         ids = torch.tensor([[tokens[i][-1]] for i in active], device=device)
         pos = torch.tensor([[caches[i].position] for i in active], device=device)
-        with session(DecodeBatch([caches[i] for i in active])):
+        if plan is not None and plan.active != active:
+            plan.set_active(active)
+        with session(plan if plan is not None else DecodeBatch([caches[i] for i in active])):
             logits = model(input_ids=ids, position_ids=pos, use_cache=False).logits[:, -1]
         if on_logits is not None:
             on_logits(active, logits)
@@ -133,9 +151,6 @@ def decode(model, caches: list[SequenceCache], first_tokens: list[int], max_new_
                 reason[i] = "length"
         if progress is not None:
             progress(len(active))
-    _sync(device)
-    dt = time.perf_counter() - t0
-    return [DecodeOutput(token_ids=tokens[i], finish_reason=reason[i], decode_s=dt) for i in range(n)]
 
 
 @dataclass

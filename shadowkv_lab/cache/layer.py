@@ -34,6 +34,13 @@ def _copy(x: torch.Tensor, device: torch.device) -> torch.Tensor:
     return x.to(device=device, copy=True, memory_format=torch.contiguous_format)
 
 
+def topk_indices(score: torch.Tensor, k: int) -> torch.Tensor:
+    """Indices of the k largest scores along the last dim; ties go to the lowest index. The reference's bf16 chunk
+    probabilities tie often, and torch.topk breaks ties differently across devices and shapes; a stable sort makes
+    the per-row, stacked and kernel paths pick the same chunks whenever their scores agree."""
+    return torch.sort(score, dim=-1, descending=True, stable=True).indices[..., :k]
+
+
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scaling: float) -> torch.Tensor:
     """Exact attention of one query token per head group. q: (H, G, d); k, v: (H, N, d) -> (H, G, d) in q's dtype."""
     s = torch.matmul(q.float(), k.float().transpose(1, 2)) * scaling
@@ -173,7 +180,7 @@ class SparseLayer:
             k = min(self.budget, pos.shape[1])
             if k >= pos.shape[1]:
                 return pos
-            return torch.gather(pos, 1, torch.topk(score, k, dim=-1).indices)
+            return torch.gather(pos, 1, topk_indices(score, k))
         n_sel = min(self.budget // self.c, self.M)
         if n_sel >= self.M:  # the budget covers every candidate: nothing to rank
             return self._chunk_positions(self.cand_ids)
@@ -188,7 +195,7 @@ class SparseLayer:
             score = p.max(dim=1).values
         else:  # serving rule: unscaled dot product with the group-mean query
             score = torch.matmul(q.float().mean(dim=1, keepdim=True), lm.float().transpose(1, 2)).squeeze(1)
-        top = torch.topk(score, n_sel, dim=-1).indices
+        top = topk_indices(score, n_sel)
         return self._chunk_positions(torch.gather(self.cand_ids, 1, top))
 
     def selected_kv(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

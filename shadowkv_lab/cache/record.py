@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from .layer import SparseLayer, attend
+from .layer import SparseLayer, attend, topk_indices
 
 
 class AttentionRecorder:
@@ -47,7 +47,7 @@ class AttentionRecorder:
         cand = layer._chunk_positions(layer.cand_ids)  # (H, M*c)
         k_b = min(positions.shape[1], cand.shape[1])
         cand_score = torch.gather(p.max(dim=1).values, 1, cand)
-        oracle = torch.gather(cand, 1, torch.topk(cand_score, k_b, dim=-1).indices) if k_b else cand[:, :0]
+        oracle = torch.gather(cand, 1, topk_indices(cand_score, k_b)) if k_b else cand[:, :0]
         is_sel = torch.zeros(H, N, dtype=torch.bool, device=K.device)
         is_sel.scatter_(1, positions, True)
         recall = torch.gather(is_sel, 1, oracle).float().mean(dim=1) if k_b else torch.ones(H, device=K.device)

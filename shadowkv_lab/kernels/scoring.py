@@ -24,6 +24,8 @@ import torch
 import triton
 import triton.language as tl
 
+from shadowkv_lab.cache.layer import topk_indices
+
 from .common import e4m3_to_f32, hadamard, interpreting, mma, next_pow2
 
 FMT_NATIVE, FMT_FP8, FMT_HIGGS = 0, 1, 2
@@ -201,7 +203,7 @@ def landmark_scores_ref(lm: Landmarks, q: torch.Tensor, scaling: float, rule: st
 
 def select_topk(score: torch.Tensor, n_sel: int, cand_ids: torch.Tensor | None, chunk: int) -> torch.Tensor:
     """Top n_sel chunks per row -> token positions (BH, n_sel * chunk) int64. cand_ids None: candidate i is chunk i."""
-    top = torch.topk(score, n_sel, dim=-1, sorted=False).indices
+    top = topk_indices(score, n_sel)
     ids = top if cand_ids is None else torch.gather(cand_ids, 1, top).long()
     if chunk == 1:
         return ids

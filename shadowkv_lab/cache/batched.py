@@ -1,0 +1,402 @@
+"""Batched decode step: many sequences, one set of tensor ops per layer.
+
+`SparseLayer.decode` / `ExactLayer.decode` are the per-row reference. Run one row at a time, a decode step costs
+O(rows x layers) small kernel launches and Python calls, which is what made the experiment runner barely faster
+than a naive loop. Here the rows of one method are *stacked*: every per-layer tensor is padded to the longest row
+and stacked on a new batch dimension, with masks for the padding, so a step costs O(layers) launches whatever the
+number of rows. The math is the reference's (fp32 scores, per-query-head softmax, max over the GQA group, top-k,
+fp32 attention); only padding (masked to -inf / 0) and reduction order differ.
+
+Stacking moves each row's tensors into the stack and leaves the row holding views of it, so memory is not doubled
+and each row's memory report is unchanged; `unstack` hands the generated tokens back to the rows. Rows that need
+the per-row path (attention recording, the Triton kernels, quantized stores with per-tensor
+constants or nested parts) are not stacked and run the reference decode.
+
+Shapes: B stacked rows, H KV heads, G query heads per KV head, d head dim, c chunk size; `*max` = longest row.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+from .layer import ExactLayer, SparseLayer, topk_indices
+from .stores import RowStore
+
+NEG_INF = float("-inf")
+
+
+def attend_masked(q: torch.Tensor, segments: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], scaling: float) -> torch.Tensor:
+    """Batched `layer.attend` over the concatenation of key/value segments, without materialising it (a full
+    prompt's K/V is never copied per step). q: (B, H, G, d); segments: (k, v (B, H, N_i, d), valid (B, N_i) bool)
+    -> (B, H, G, d)."""
+    qf = q.float()
+    s = torch.cat([torch.matmul(qf, k.float().transpose(-1, -2)).masked_fill(~m[:, None, None, :], NEG_INF)
+                   for k, _, m in segments], dim=-1) * scaling
+    p = torch.softmax(s, dim=-1)
+    out, start = None, 0
+    for k, v, _ in segments:
+        n = k.shape[2]
+        o = torch.matmul(p[..., start : start + n], v.float())
+        out, start = (o if out is None else out + o), start + n
+    return out.to(q.dtype)
+
+
+def _stack(xs: list[torch.Tensor], dim: int = 1) -> tuple[torch.Tensor, list[int]]:
+    """Pad tensors of equal shape except `dim` with zeros to the longest and stack them on a new dim 0."""
+    lens = [x.shape[dim] for x in xs]
+    n = max(lens)
+    shape = list(xs[0].shape)
+    shape[dim] = n
+    out = xs[0].new_zeros([len(xs)] + shape)
+    if xs[0].is_pinned():
+        out = out.pin_memory()
+    for b, x in enumerate(xs):
+        out[b].narrow(dim, 0, x.shape[dim]).copy_(x)
+    return out, lens
+
+
+def _lengths_mask(lens: list[int], n: int, device) -> torch.Tensor:
+    """(B, n) bool: position < length of the row."""
+    return torch.arange(n, device=device).unsqueeze(0) < torch.tensor(lens, device=device).unsqueeze(1)
+
+
+def row_stackable(cache) -> str | None:
+    """None when every layer of this SequenceCache can run in a stacked group, else why not."""
+    if cache.recorder is not None:
+        return "attention recording"
+    for lay in cache.layers:
+        if isinstance(lay, ExactLayer):
+            continue
+        if lay.ctx.compute_device.type == "cuda":
+            from shadowkv_lab.kernels import dispatch
+
+            if dispatch.enabled(lay):
+                return "Triton kernels"
+        stores = [lay.values] + ([lay.keys] if lay.rank <= 0 else [])
+        for st in stores:
+            if st.quantizer is not None and (st.data.consts or st.data.parts):
+                return f"{st.fmt} store (per-tensor constants or nested parts)"
+    return None
+
+
+def group_key(cache) -> tuple:
+    """Rows with equal keys stack together: same method and, per layer, the same layer kind."""
+    return (cache.config, tuple(type(lay).__name__ for lay in cache.layers))
+
+
+# ---------------------------------------------------------------------------------------------- pieces
+class _GenStack:
+    """Generated-token K/V of B rows, (B, H, cap, d), with per-row lengths; grows by doubling."""
+
+    def __init__(self, bufs):
+        self.bufs = bufs
+        self.lens = [b.length for b in bufs]
+        cap = max(max(self.lens) * 2, 64)
+        first = bufs[0].k
+        B, (H, _, d) = len(bufs), first.shape
+        self.k = first.new_empty(B, H, cap, d)
+        self.v = first.new_empty(B, H, cap, d)
+        for i, b in enumerate(bufs):
+            gk, gv = b.view()
+            self.k[i, :, : b.length] = gk
+            self.v[i, :, : b.length] = gv
+        self.rows = torch.arange(B, device=first.device)
+        self.len_t = torch.tensor(self.lens, device=first.device)
+
+    def append(self, k: torch.Tensor, v: torch.Tensor, active: list[bool], active_t: torch.Tensor) -> None:
+        """k, v: (B, H, d); only active rows grow (inactive rows write past their length, never read)."""
+        if max(self.lens) + 1 > self.k.shape[2]:
+            self.k = torch.cat([self.k, torch.empty_like(self.k)], dim=2)
+            self.v = torch.cat([self.v, torch.empty_like(self.v)], dim=2)
+        self.k[self.rows, :, self.len_t] = k
+        self.v[self.rows, :, self.len_t] = v
+        self.len_t = self.len_t + active_t
+        self.lens = [n + a for n, a in zip(self.lens, active)]
+
+    def view(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        n = max(self.lens)
+        return self.k[:, :, :n], self.v[:, :, :n], torch.arange(n, device=self.k.device).unsqueeze(0) < self.len_t.unsqueeze(1)
+
+    def unstack(self) -> None:
+        for i, b in enumerate(self.bufs):
+            b.k, b.v, b.length = self.k[i], self.v[i], self.lens[i]
+
+
+class _StackedRows:
+    """RowStores of B rows as one store; gather(positions (B, H, K)) -> (B, H, K, d) on the compute device."""
+
+    def __init__(self, stores: list[RowStore]):
+        s0 = stores[0]
+        self.H, self.d, self.dtype, self.home, self.dev = s0.H, s0.d, s0.dtype, s0.home, s0.compute_device
+        self.quantizer, self.token_major = s0.quantizer, s0.token_major
+        if self.quantizer is None:
+            self.data, _ = _stack([s.data for s in stores], dim=1)  # (B, H, Pmax, d) at home
+            for b, s in enumerate(stores):
+                s.data = self.data[b, :, : s.P]
+            return
+        # Quantized: concatenate the per-row tensors (rows are independent) and address them with offsets.
+        per_row = [s.P if self.token_major else s.H * s.P for s in stores]
+        offs = [0]
+        for n in per_row[:-1]:
+            offs.append(offs[-1] + n)
+        keys = list(s0.data.rows)
+        rows = {k: torch.cat([s.data.rows[k] for s in stores]) for k in keys}
+        if s0.data.rows[keys[0]].is_pinned():
+            rows = {k: v.pin_memory() for k, v in rows.items()}
+        self.data = dataclasses.replace(s0.data, shape=(sum(per_row), s0.data.shape[1]), rows=rows)
+        for s, o, n in zip(stores, offs, per_row):
+            s.data = dataclasses.replace(s.data, rows={k: v[o : o + n] for k, v in rows.items()})
+        self.offs = torch.tensor(offs, device=self.home)
+        self.P = torch.tensor([s.P for s in stores], device=self.home)
+
+    def gather(self, pos: torch.Tensor) -> torch.Tensor:
+        B, H, K = pos.shape
+        pos = pos.to(self.home)
+        if self.quantizer is None:
+            rows = torch.gather(self.data, 2, pos.unsqueeze(-1).expand(B, H, K, self.d))
+            return rows.to(self.dev, non_blocking=True)
+        if self.token_major:
+            flat = pos + self.offs.view(B, 1, 1)
+            uniq, inverse = torch.unique(flat, return_inverse=True)
+            deq = self.quantizer.dequantize(self.data.select_rows(uniq).to(self.dev)).view(-1, self.H, self.d).to(self.dtype)
+            heads = torch.arange(H, device=self.dev).view(1, H, 1).expand(B, H, K)
+            return deq[inverse.to(self.dev), heads]
+        head_off = torch.arange(H, device=self.home).view(1, H, 1) * self.P.view(B, 1, 1)
+        flat = (pos + head_off + self.offs.view(B, 1, 1)).reshape(-1)
+        deq = self.quantizer.dequantize(self.data.select_rows(flat).to(self.dev))
+        return deq.view(B, H, K, self.d).to(self.dtype)
+
+
+# ---------------------------------------------------------------------------------------------- layer groups
+class ExactGroup:
+    """Full attention (or the short-prompt fallback) of B rows of one layer."""
+
+    def __init__(self, layers: list[ExactLayer]):
+        self.layers = layers
+        self.ctx = layers[0].ctx
+        self.k, lens = _stack([lay.k for lay in layers], dim=1)  # (B, H, Lmax, d)
+        self.v, _ = _stack([lay.v for lay in layers], dim=1)
+        for b, lay in enumerate(layers):
+            lay.k, lay.v = self.k[b, :, : lens[b]], self.v[b, :, : lens[b]]
+        self.prompt_valid = _lengths_mask(lens, self.k.shape[2], self.k.device)
+        self.gen = _GenStack([lay.gen for lay in layers])
+
+    def step(self, q, k_pre, k_post, v, active, active_t):
+        """q: (B, Hq, d); k_pre, k_post, v: (B, H, d) -> (B, Hq, d)."""
+        B, _, d = q.shape
+        H = self.k.shape[1]
+        self.gen.append(k_post, v, active, active_t)
+        gk, gv, gvalid = self.gen.view()
+        out = attend_masked(q.view(B, H, -1, d), [(self.k, self.v, self.prompt_valid), (gk, gv, gvalid)], self.ctx.scaling)
+        return out.view(B, -1, d)
+
+    def unstack(self) -> None:
+        self.gen.unstack()
+
+
+class SparseGroup:
+    """ShadowKV-family layers of B rows of one method and one layer (SparseLayer's decode, batched)."""
+
+    def __init__(self, layers: list[SparseLayer]):
+        l0 = layers[0]
+        self.layers, self.cfg, self.ctx = layers, l0.cfg, l0.ctx
+        self.H, self.G, self.d, self.c = l0.H, l0.G, l0.d, l0.c
+        dev = self.ctx.compute_device
+        # Landmarks are dequantized once here: the reference dequantizes the same codes at every step.
+        self.lm, Ms = _stack([lay._landmarks() for lay in layers], dim=1)  # (B, H, Mmax, d)
+        self.lm_valid = _lengths_mask(Ms, self.lm.shape[2], dev)  # (B, Mmax)
+        self.cand, _ = _stack([lay.cand_ids for lay in layers], dim=1)  # (B, H, Mmax)
+        self.oracle = self.cfg.selection == "oracle"
+        if self.oracle:  # token-level top-k over the exact keys of every candidate (analysis upper bound)
+            self.sel_len = [min(lay.budget, lay.M * self.c) for lay in layers]
+            self.exact_k, Ps = _stack([lay.exact_k for lay in layers], dim=1)  # (B, H, Pmax, d)
+            for b, lay in enumerate(layers):
+                lay.exact_k = self.exact_k[b, :, : Ps[b]]
+            self.cand_valid = self.lm_valid.repeat_interleave(self.c, dim=1)  # (B, Mmax*c)
+        else:
+            self.sel_len = [min(lay.budget // self.c, lay.M) * self.c for lay in layers]
+        self.k_sel = max(self.sel_len)
+        self.sel_valid = _lengths_mask(self.sel_len, self.k_sel, dev)
+        segs = []
+        for kname, vname in (("out_k", "out_v"), ("local_k", "local_v")):
+            ks, lens = _stack([getattr(lay, kname) for lay in layers], dim=1)
+            vs, _ = _stack([getattr(lay, vname) for lay in layers], dim=1)
+            for b, lay in enumerate(layers):
+                setattr(lay, kname, ks[b, :, : lens[b]])
+                setattr(lay, vname, vs[b, :, : lens[b]])
+            segs.append((ks, vs, _lengths_mask(lens, ks.shape[2], dev)))
+        self.res_k = torch.cat([s[0] for s in segs], 2)  # outliers + local window: resident, exact
+        self.res_v = torch.cat([s[1] for s in segs], 2)
+        self.res_valid = torch.cat([s[2] for s in segs], 1)
+        self.rank = l0.rank
+        if self.rank > 0:
+            self.U, Ps = _stack([lay.U for lay in layers], dim=0)  # (B, Pmax, r)
+            for b, lay in enumerate(layers):
+                lay.U = self.U[b, : Ps[b]]
+            self.SV = torch.stack([lay.SV for lay in layers])  # (B, H, r, d)
+            self.keys = None
+        else:
+            self.keys = _StackedRows([lay.keys for lay in layers])
+        self.values = _StackedRows([lay.values for lay in layers])
+        self.gen = _GenStack([lay.gen for lay in layers])
+        self.b_idx = torch.arange(len(layers), device=dev).view(-1, 1, 1)
+        self.last_pos = None
+
+    def select(self, qg: torch.Tensor) -> torch.Tensor:
+        """qg: (B, H, G, d) -> selected token positions (B, H, k_sel); entries past a row's sel_len are masked."""
+        B = qg.shape[0]
+        offs = torch.arange(self.c, device=self.cand.device)
+        if self.k_sel == 0:
+            return self.cand[:, :, :0]
+        if self.oracle:
+            pos = (self.cand.unsqueeze(-1) * self.c + offs).reshape(B, self.H, -1)  # (B, H, Mmax*c)
+            keys = torch.gather(self.exact_k, 2, pos.unsqueeze(-1).expand(-1, -1, -1, self.d))
+            logits = torch.matmul(qg.float(), keys.float().transpose(-1, -2)) * self.ctx.scaling
+            p = torch.softmax(logits.masked_fill(~self.cand_valid[:, None, None, :], NEG_INF), dim=-1)
+            score = p.max(dim=2).values.masked_fill(~self.cand_valid[:, None, :], NEG_INF)
+            return torch.gather(pos, 2, topk_indices(score, self.k_sel))
+        lm = self.lm.float()
+        if self.cfg.scoring == "softmax_max":
+            logits = torch.matmul(qg.float(), lm.transpose(-1, -2)) * self.ctx.scaling  # (B, H, G, Mmax)
+            logits = logits.masked_fill(~self.lm_valid[:, None, None, :], NEG_INF)
+            p = torch.softmax(logits, dim=-1)
+            if self.cfg.score_precision == "bf16":
+                p = p.to(torch.bfloat16)
+            score = p.max(dim=2).values.float()
+        else:  # serving rule: unscaled dot product with the group-mean query
+            score = torch.matmul(qg.float().mean(dim=2, keepdim=True), lm.transpose(-1, -2)).squeeze(2)
+        # Padding ranks below every real candidate (a real probability may underflow to 0 but never below).
+        score = score.masked_fill(~self.lm_valid[:, None, :], NEG_INF)
+        top = topk_indices(score, self.k_sel // self.c)  # (B, H, k_sel/c)
+        chunks = torch.gather(self.cand, 2, top)
+        return (chunks.unsqueeze(-1) * self.c + offs).reshape(B, self.H, -1)
+
+    def step(self, q, k_pre, k_post, v, active, active_t):
+        """q: (B, Hq, d); k_pre, k_post, v: (B, H, d) -> (B, Hq, d)."""
+        B, H, d = q.shape[0], self.H, self.d
+        self.gen.append(k_post, v, active, active_t)
+        qg = q.view(B, H, self.G, d)
+        pos = self.select(qg)  # (B, H, K)
+        K = pos.shape[2]
+        if K == 0:  # a budget below one chunk selects nothing
+            sel_k = sel_v = self.res_k[:, :, :0]
+        elif self.rank > 0:
+            k_pre_sel = torch.matmul(self.U[self.b_idx, pos], self.SV)  # (B, H, K, r) @ (B, H, r, d)
+        else:
+            k_pre_sel = self.keys.gather(pos)
+        if K:
+            sel_k = self.ctx.rope(k_pre_sel.reshape(B * H, K, d), pos.reshape(B * H, K)).view(B, H, K, d)
+            sel_v = self.values.gather(pos)
+        self.last_pos = pos if self.last_pos is None else torch.where(active_t.bool()[:, None, None], pos, self.last_pos)
+        gk, gv, gvalid = self.gen.view()
+        segs = [(self.res_k, self.res_v, self.res_valid), (sel_k, sel_v, self.sel_valid), (gk, gv, gvalid)]
+        return attend_masked(qg, segs, self.ctx.scaling).view(B, -1, d)
+
+    def unstack(self) -> None:
+        self.gen.unstack()
+        elt = self.res_k.element_size()
+        for b, (lay, n) in enumerate(zip(self.layers, self.sel_len)):
+            lay.step_buffer_bytes = max(lay.step_buffer_bytes, 2 * self.H * n * self.d * elt)
+            if self.last_pos is not None:
+                lay.last_selection = self.last_pos[b, :, :n]
+
+
+def _layer_group(layers):
+    return ExactGroup(layers) if isinstance(layers[0], ExactLayer) else SparseGroup(layers)
+
+
+class RowGroup:
+    """Rows (global indices) of one method stacked across all layers."""
+
+    def __init__(self, rows: list[int], caches):
+        self.rows = rows
+        self.layers = [_layer_group([caches[r].layers[i] for r in rows]) for i in range(len(caches[rows[0]].layers))]
+
+    def unstack(self) -> None:
+        for g in self.layers:
+            g.unstack()
+
+
+# ---------------------------------------------------------------------------------------------- the plan
+class BatchPlan:
+    """The decode session of `generation.decode`: stacked groups for the rows that allow it, the per-row reference
+    for the others. Rows leave when they finish; a group is re-stacked once half of its rows have finished, so
+    ragged stopping stops costing work."""
+
+    mode = "decode"
+
+    def __init__(self, caches):
+        self.all = caches
+        self.groups: list[RowGroup] = []
+        self.per_row: dict[int, str] = {}
+        self.active: list[int] = []
+
+    def set_active(self, active: list[int]) -> None:
+        self.active = list(active)
+        act = set(active)
+        kept = []
+        for g in self.groups:
+            live = [r for r in g.rows if r in act]
+            if len(live) * 2 <= len(g.rows) or not live:
+                g.unstack()
+                if live:
+                    kept.append(RowGroup(live, self.all))
+            else:
+                kept.append(g)
+        grouped = {r for g in kept for r in g.rows}
+        new: dict[tuple, list[int]] = {}
+        for r in active:
+            if r in grouped or r in self.per_row:
+                continue
+            why = row_stackable(self.all[r])
+            if why is not None:
+                self.per_row[r] = why
+            else:
+                new.setdefault(group_key(self.all[r]), []).append(r)
+        kept += [RowGroup(rows, self.all) for rows in new.values()]
+        self.groups = kept
+        dev = None
+        pos = {r: j for j, r in enumerate(active)}
+        self._maps = []
+        for g in self.groups:
+            dev = g.layers[0].ctx.compute_device
+            slots = [s for s, r in enumerate(g.rows) if r in act]
+            flags = [r in act for r in g.rows]
+            self._maps.append((
+                torch.tensor([pos[g.rows[s]] for s in slots], device=dev),  # positions in the model batch
+                torch.tensor(slots, device=dev), flags, torch.tensor(flags, device=dev, dtype=torch.long),
+                len(slots) == len(g.rows) and [pos[r] for r in g.rows] == list(range(len(g.rows))) and len(g.rows) == len(active),
+            ))
+        self._per_row_active = [(pos[r], r) for r in active if r in self.per_row]
+
+    @property
+    def caches(self):  # what the per-row path (attention._forward) expects: the active rows' caches
+        return [self.all[r] for r in self.active]
+
+    def decode_layer(self, layer_idx: int, q, k_pre, k_post, v) -> torch.Tensor:
+        """q: (B_active, Hq, d); k_pre, k_post, v: (B_active, H, d) -> (B_active, Hq, d)."""
+        out = torch.empty_like(q)
+        for g, (batch_pos, slots, flags, flags_t, identity) in zip(self.groups, self._maps):
+            lg = g.layers[layer_idx]
+            if identity:  # the common case: one group, every row active, same order
+                return lg.step(q, k_pre, k_post, v, flags, flags_t)
+            n = len(g.rows)
+
+            def scatter(x):
+                y = x.new_zeros((n,) + tuple(x.shape[1:]))
+                y[slots] = x[batch_pos]
+                return y
+
+            o = lg.step(scatter(q), scatter(k_pre), scatter(k_post), scatter(v), flags, flags_t)
+            out[batch_pos] = o[slots]
+        for j, r in self._per_row_active:
+            out[j] = self.all[r].decode_layer(layer_idx, q[j], k_pre[j], k_post[j], v[j])
+        return out
+
+    def close(self) -> None:
+        """Hand every row its generated tokens back (the rows stay valid for the per-row path and reports)."""
+        for g in self.groups:
+            g.unstack()
+        self.groups = []

@@ -1,0 +1,124 @@
+"""The stacked decode step (cache.batched) against the per-row reference decode: same tokens, same logits."""
+
+import dataclasses
+
+import pytest
+import torch
+
+from shadowkv_lab import OffloadConfig
+from shadowkv_lab.cache.batched import BatchPlan, attend_masked
+from shadowkv_lab.cache.layer import attend
+from shadowkv_lab.cache.presets import PRESETS
+from shadowkv_lab.generation import build_cache, decode, prefill
+from shadowkv_lab.testing import TINY_ARCHS, tiny_model
+
+# Every preset family, sized for ~200-400-token prompts; with different prompt lengths the rows of one method have
+# different numbers of candidates, local-window remainders and budgets, so padding and masks are exercised.
+SMALL = dict(sparse_budget=48)
+METHODS = [
+    OffloadConfig(name="full", kind="full"),
+    dataclasses.replace(PRESETS["shadowkv"], rank=8, local_budget=16, outlier_chunks=3, **SMALL),
+    dataclasses.replace(PRESETS["shadowkv_fullkeys"], local_budget=16, outlier_chunks=3, sparse_budget=0.15),
+    dataclasses.replace(PRESETS["shadowkv_serving"], rank=8, local_budget=16, outlier_chunks=3, **SMALL),
+    dataclasses.replace(PRESETS["shadowkv_fullkeys"], name="bf16_scores", score_precision="bf16", local_budget=16,
+                        outlier_chunks=2, **SMALL),
+    dataclasses.replace(PRESETS["yakv"], local_budget=16, landmark_format="higgs-2-16", key_format="higgs-2-16",
+                        value_format="higgs-2-16", **SMALL),
+    dataclasses.replace(PRESETS["yakv_exactkv"], local_budget=16, landmark_format="fp8", value_format="fp8", **SMALL),
+    dataclasses.replace(PRESETS["oracle"], local_budget=16, outlier_chunks=3, **SMALL),
+    dataclasses.replace(PRESETS["shadowkv_oracle"], rank=8, local_budget=16, outlier_chunks=3, sparse_budget=0.2),
+    dataclasses.replace(PRESETS["yakv_exactkv"], name="head_major", local_budget=16, key_format="higgs-2-16",
+                        key_group=16, **SMALL),
+]
+
+
+def _run(model, states, cfgs, caps, batched):
+    caches, firsts = [], []
+    for st in states:
+        for cfg in cfgs:
+            caches.append(build_cache(model, st, cfg))
+            firsts.append(int(st.first_logits.argmax()))
+    logits = {i: [] for i in range(len(caches))}
+
+    def hook(rows, lg):
+        for j, i in enumerate(rows):
+            logits[i].append(lg[j].float().clone())
+
+    caps = [caps[i % len(caps)] for i in range(len(caches))]
+    outs = decode(model, caches, firsts, caps, stop_ids=set(), on_logits=hook, batched=batched)
+    return outs, logits, caches
+
+
+@pytest.mark.parametrize("arch", TINY_ARCHS)
+@torch.inference_mode()
+def test_stacked_equals_per_row(arch):
+    model, _ = tiny_model(arch, seed=3)
+    g = torch.Generator().manual_seed(4)
+    # 30 tokens leave no candidate chunk: those rows fall back to exact attention (stacked as ExactGroups).
+    states = [prefill(model, torch.randint(3, 384, (n,), generator=g)) for n in (213, 330, 30, 407)]
+    caps = [12, 5, 9, 12, 3]  # ragged stopping: groups are re-stacked as rows finish
+    ref, ref_logits, ref_caches = _run(model, states, METHODS, caps, batched=False)
+    got, got_logits, got_caches = _run(model, states, METHODS, caps, batched=True)
+    for i, (a, b) in enumerate(zip(ref, got)):
+        name = METHODS[i % len(METHODS)].name
+        assert a.token_ids == b.token_ids, (i, name)
+        assert a.finish_reason == b.finish_reason
+        diff = (torch.stack(ref_logits[i]) - torch.stack(got_logits[i])).abs().max().item()
+        assert diff < 1e-4, (i, name, diff)
+    for rc, gc in zip(ref_caches, got_caches):
+        rr = rc.memory_report().by_category() if hasattr(rc.memory_report(), "by_category") else None
+        ra = {(r[0], r[1], r[2]): (r[3], r[4]) for r in rc.memory_report().rows if r[1] != "generated"}
+        ga = {(r[0], r[1], r[2]): (r[3], r[4]) for r in gc.memory_report().rows if r[1] != "generated"}
+        assert ra == ga, rr
+        for lr, lg in zip(rc.layers, gc.layers):  # generated tokens handed back to the rows, exactly
+            assert lr.gen.length == lg.gen.length == rc.generated
+            assert torch.allclose(lr.gen.view()[0], lg.gen.view()[0], atol=1e-5)
+            if getattr(lr, "last_selection", None) is not None and lr.last_selection.numel():
+                assert sorted(lr.last_selection.flatten().tolist()) == sorted(lg.last_selection.flatten().tolist())
+
+
+@torch.inference_mode()
+def test_rows_continue_per_row_after_stacked_decode():
+    """After a stacked decode the rows hold views of the stacks: a second, per-row decode continues exactly."""
+    model, _ = tiny_model("qwen2", seed=5)
+    st = prefill(model, torch.randint(3, 384, (301,), generator=torch.Generator().manual_seed(5)))
+    cfg = METHODS[1]
+    a, b = build_cache(model, st, cfg), build_cache(model, st, cfg)
+    first = int(st.first_logits.argmax())
+    o1 = decode(model, [a], [first], 6, stop_ids=set(), batched=False)[0].token_ids
+    o1 += decode(model, [a], [o1[-1]], 6, stop_ids=set(), batched=False)[0].token_ids[1:]
+    p1 = decode(model, [b], [first], 6, stop_ids=set(), batched=True)[0].token_ids
+    p1 += decode(model, [b], [p1[-1]], 6, stop_ids=set(), batched=False)[0].token_ids[1:]
+    assert o1 == p1
+
+
+@torch.inference_mode()
+def test_per_row_only_rows_mix_with_stacked_rows():
+    """Recorded rows run per row inside the same batched decode as stacked rows, with the same results."""
+    model, _ = tiny_model("llama", seed=6)
+    st = prefill(model, torch.randint(3, 384, (260,), generator=torch.Generator().manual_seed(6)))
+    cfgs = [METHODS[1], dataclasses.replace(PRESETS["oracle"], local_budget=16, outlier_chunks=3, **SMALL), METHODS[0]]
+    ref, _, _ = _run(model, [st], cfgs, [7], batched=False)
+    got, _, _ = _run(model, [st], cfgs, [7], batched=True)
+    assert [o.token_ids for o in ref] == [o.token_ids for o in got]
+    caches = [build_cache(model, st, c, record=(i == 1)) for i, c in enumerate(cfgs)]
+    first = int(st.first_logits.argmax())
+    plan = BatchPlan(caches)
+    plan.set_active([0, 1, 2])
+    assert set(plan.per_row) == {1} and "recording" in plan.per_row[1]
+    assert sorted(r for g in plan.groups for r in g.rows) == [0, 2]
+    plan.close()
+    rec = decode(model, caches, [first] * 3, 7, stop_ids=set(), batched=True)
+    assert [o.token_ids for o in rec] == [o.token_ids for o in ref]
+    assert len(caches[1].recorder.frame()) > 0
+
+
+def test_attend_masked_matches_attend_on_each_row():
+    g = torch.Generator().manual_seed(0)
+    q = torch.randn(3, 2, 4, 16, generator=g)
+    k, v = torch.randn(3, 2, 10, 16, generator=g), torch.randn(3, 2, 10, 16, generator=g)
+    lens = [10, 4, 7]
+    valid = torch.arange(10).unsqueeze(0) < torch.tensor(lens).unsqueeze(1)
+    out = attend_masked(q, [(k[:, :, :3], v[:, :, :3], valid[:, :3]), (k[:, :, 3:], v[:, :, 3:], valid[:, 3:])], 0.25)
+    for b, n in enumerate(lens):
+        assert torch.allclose(out[b], attend(q[b], k[b, :, :n], v[b, :, :n], 0.25), atol=1e-6)
