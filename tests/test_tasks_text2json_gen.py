@@ -159,6 +159,22 @@ def test_spread_knob():
     assert max(max(p) - min(p) for p in wide) > 0.5
 
 
+def test_spelled_numbers_knob():
+    """Digits only: no number words anywhere, and otherwise the same sample (same entities, same structure)."""
+    import re
+
+    words = re.compile(r"\b(two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|twenty|thirty|forty|fifty)\b", re.I)
+    cfg = Text2JSONConfig(tokens=6000, domain="medical", attributes=("years_of_experience", "specialty"))
+    spelled = [generate_sample(seed, cfg) for seed in range(3)]
+    digits = [generate_sample(seed, dataclasses.replace(cfg, spelled_numbers=False)) for seed in range(3)]
+    assert any(words.search(json.dumps(s.gold)) for s in spelled)
+    for a, b in zip(spelled, digits):
+        assert not words.search(json.dumps(b.gold))
+        assert sorted(g["name"] for g in a.gold) == sorted(g["name"] for g in b.gold)
+    with pytest.raises(ValueError, match="spelled_numbers"):
+        Text2JSONConfig(spelled_numbers="no")
+
+
 def test_fixed_domain_kind_attributes():
     cfg = Text2JSONConfig(tokens=2048, domain="movies", kind="documentary", attributes=("director", "runtime"))
     s = generate_sample(0, cfg)

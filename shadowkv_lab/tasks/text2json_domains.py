@@ -9,6 +9,7 @@ values copied as written: the gold is then unambiguous and checkable against the
 
 from __future__ import annotations
 
+import contextvars
 import random
 import re
 from dataclasses import dataclass
@@ -27,9 +28,14 @@ _ONES = (
 _TENS = "_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()
 
 
+# Whether small numbers may be written in words; the generator turns it off for `spelled_numbers=False`. A switch
+# rather than a parameter so the random stream (and so every other choice of a sample) is the same either way.
+SPELL_NUMBERS: contextvars.ContextVar[bool] = contextvars.ContextVar("SPELL_NUMBERS", default=True)
+
+
 def num_words(n: int) -> str:
     """English words for 0..99 ("forty-two"); larger numbers stay digits, as prose would write them."""
-    if n < 0 or n > 99:
+    if n < 0 or n > 99 or not SPELL_NUMBERS.get():
         return str(n)
     if n < 20:
         return _ONES[n]

@@ -26,7 +26,7 @@ from typing import Sequence
 
 from .base import Sample
 from .filler import Filler
-from .text2json_domains import DOMAINS, Domain, article, is_female
+from .text2json_domains import DOMAINS, SPELL_NUMBERS, Domain, article, is_female
 from .tokens import LengthError, UnitPool, as_counter, fit_to_length
 
 GENERATOR_VERSION = "t2j-gen-1"
@@ -91,6 +91,8 @@ class Text2JSONConfig:
     asked_attribute_rate: chance that a distractor entity states each of the two asked attributes.
     extra_attributes: (min, max) other attributes stated per entity.
     domain / kind / attributes: fix the domain, asked kind or the two asked attribute keys.
+    spelled_numbers: allow small numbers in words ("nineteen years"); False writes every number in digits (the gold
+        copies the text verbatim either way, so words only test whether a model copies instead of normalising).
     tolerance: relative length tolerance.
     """
 
@@ -111,6 +113,7 @@ class Text2JSONConfig:
     domain: str | None = None
     kind: str | None = None
     attributes: tuple[str, str] | None = None
+    spelled_numbers: bool = True
     tolerance: float = 0.05
 
     def __post_init__(self):
@@ -133,6 +136,8 @@ class Text2JSONConfig:
         lo, hi = self.extra_attributes
         if not 0 <= lo <= hi:
             raise ValueError(f"extra_attributes must be (min, max) with 0 <= min <= max, got {self.extra_attributes}")
+        if not isinstance(self.spelled_numbers, bool):
+            raise ValueError(f"spelled_numbers must be True or False, got {self.spelled_numbers!r}")
         if not 0 < self.tolerance < 0.5:
             raise ValueError(f"tolerance must be in (0, 0.5), got {self.tolerance}")
         if self.domain is not None and self.domain not in DOMAINS:
@@ -444,6 +449,14 @@ def generate_sample(seed, cfg: Text2JSONConfig | None = None, tokenizer=None, *,
                     sample_id: str | None = None) -> Sample:
     """Generate one Text2JSON-style sample from a seed (int or str); deterministic."""
     cfg = cfg or Text2JSONConfig()
+    token = SPELL_NUMBERS.set(cfg.spelled_numbers)
+    try:
+        return _generate_sample(seed, cfg, tokenizer, domain, sample_id)
+    finally:
+        SPELL_NUMBERS.reset(token)
+
+
+def _generate_sample(seed, cfg: Text2JSONConfig, tokenizer, domain: str | None, sample_id: str | None) -> Sample:
     counter = as_counter(tokenizer)
     seed = str(seed)
     dom = DOMAINS[domain or cfg.domain or DOMAIN_ORDER[random.Random(f"{seed}:domain").randrange(4)]]
