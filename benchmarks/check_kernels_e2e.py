@@ -2,8 +2,11 @@
 
     python benchmarks/check_kernels_e2e.py --model qwen2.5-coder-1.5b --tokens 8192 --methods shadowkv,yakv,yakv_exactkv
 
-Both paths share one exact prefill; SHADOWKV_LAB_KERNELS=1 selects the kernels, 0 the reference. Prints, per method, whether the
-token ids are identical, the first divergence, and both decode times; writes benchmarks/results/kernels_e2e.json.
+Both paths share one exact prefill and decode one row at a time (batched=False: the per-row step, where the kernels
+run); SHADOWKV_LAB_KERNELS=1 selects the kernels, 0 the torch reference. Each path runs once untimed first (Triton
+compiles on first use). Prints, per method, whether the token ids are identical, the first divergence with the
+reference's top-1/top-2 logit margin there (a near-tie flips on rounding; a large margin means a real difference),
+the largest logit difference over the steps before it, and both decode times; writes kernels_e2e.json.
 """
 
 import argparse
@@ -19,14 +22,20 @@ from shadowkv_lab.generation import build_cache, decode, encode_prompt, prefill,
 from shadowkv_lab.tasks import get_task
 
 
+def sync():
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--model", default="qwen2.5-coder-1.5b")
     ap.add_argument("--tokens", type=int, default=8192)
     ap.add_argument("--methods", default="shadowkv,yakv,yakv_exactkv")
     ap.add_argument("--max-new-tokens", type=int, default=128)
+    ap.add_argument("--dtype", default="bf16")
     args = ap.parse_args(argv)
-    model, tok = load_model(args.model, dtype="bf16")
+    model, tok = load_model(args.model, dtype=args.dtype)
     sample = get_task("text2json").load(n=1, tokens=args.tokens, seed=7, tokenizer=tok)[0]
     state = prefill(model, encode_prompt(tok, sample.prompt))
     stops = stop_token_ids(model, tok)
@@ -35,15 +44,28 @@ def main(argv=None):
         out = {}
         for path, flag in (("kernels", "1"), ("reference", "0")):
             os.environ["SHADOWKV_LAB_KERNELS"] = flag
+            first_tok = int(state.first_logits.argmax())
+            decode(model, [build_cache(model, state, get_preset(name))], [first_tok], 4, stops, batched=False)  # warm-up
             cache = build_cache(model, state, get_preset(name))
-            torch.cuda.synchronize()
+            logits = []
+            sync()
             t0 = time.perf_counter()
-            res = decode(model, [cache], [int(state.first_logits.argmax())], args.max_new_tokens, stops)[0]
-            torch.cuda.synchronize()
-            out[path] = (res.token_ids, time.perf_counter() - t0)
+            res = decode(model, [cache], [first_tok], args.max_new_tokens, stops, batched=False,
+                         on_logits=lambda rows, lg: logits.append(lg[0].float()))[0]
+            sync()
+            out[path] = (res.token_ids, time.perf_counter() - t0, logits)
         a, b = out["kernels"][0], out["reference"][0]
         first = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), None if len(a) == len(b) else min(len(a), len(b)))
+        ka, ra = out["kernels"][2], out["reference"][2]
+        upto = len(ra) if first is None else min(first, len(ra), len(ka))  # logits[i] chose token i+1
+        diffs = [float((x - y).abs().max()) for x, y in zip(ka[:upto], ra[:upto])]
+        margin = None
+        if first is not None and 0 < first <= len(ra):
+            top2 = ra[first - 1].topk(2).values
+            margin = float(top2[0] - top2[1])
         rows.append({"method": name, "identical": a == b, "first_divergence": first, "n_tokens": len(b),
+                     "reference_margin_at_divergence": margin, "max_logit_diff_before": max(diffs) if diffs else None,
+                     "median_logit_diff_before": sorted(diffs)[len(diffs) // 2] if diffs else None,
                      "kernels_s": out["kernels"][1], "reference_s": out["reference"][1]})
         print(rows[-1], flush=True)
     os.environ.pop("SHADOWKV_LAB_KERNELS")

@@ -9,8 +9,9 @@ fp32 attention); only padding (masked to -inf / 0) and reduction order differ.
 
 Stacking moves each row's tensors into the stack and leaves the row holding views of it, so memory is not doubled
 and each row's memory report is unchanged; `unstack` hands the generated tokens back to the rows. Rows that need
-the per-row path (attention recording, the Triton kernels, quantized stores with per-tensor
-constants or nested parts) are not stacked and run the reference decode.
+the per-row path (attention recording, quantized stores with per-tensor constants or nested parts) are not stacked
+and run the reference decode. A row alone in its group runs per row too when the Triton kernels cover it (CUDA):
+the kernels are single-sequence kernels, and the stacked torch step is what amortises many rows.
 
 Shapes: B stacked rows, H KV heads, G query heads per KV head, d head dim, c chunk size; `*max` = longest row.
 """
@@ -69,16 +70,18 @@ def row_stackable(cache) -> str | None:
     for lay in cache.layers:
         if isinstance(lay, ExactLayer):
             continue
-        if lay.ctx.compute_device.type == "cuda":
-            from shadowkv_lab.kernels import dispatch
-
-            if dispatch.enabled(lay):
-                return "Triton kernels"
         stores = [lay.values] + ([lay.keys] if lay.rank <= 0 else [])
         for st in stores:
             if st.quantizer is not None and (st.data.consts or st.data.parts):
                 return f"{st.fmt} store (per-tensor constants or nested parts)"
     return None
+
+
+def _kernels_on(cache) -> bool:
+    """True when the Triton decode kernels would run some layer of this row (CUDA, or the interpreter)."""
+    from shadowkv_lab.kernels import dispatch
+
+    return any(isinstance(lay, SparseLayer) and dispatch.enabled(lay) for lay in cache.layers)
 
 
 def group_key(cache) -> tuple:
@@ -355,7 +358,11 @@ class BatchPlan:
                 self.per_row[r] = why
             else:
                 new.setdefault(group_key(self.all[r]), []).append(r)
-        kept += [RowGroup(rows, self.all) for rows in new.values()]
+        for rows in new.values():
+            if len(rows) == 1 and _kernels_on(self.all[rows[0]]):
+                self.per_row[rows[0]] = "single row on the Triton kernels"
+            else:
+                kept.append(RowGroup(rows, self.all))
         self.groups = kept
         dev = None
         pos = {r: j for j, r in enumerate(active)}

@@ -79,8 +79,9 @@ class SparseLayer:
     outliers, the local window and the generated tokens."""
 
     def __init__(self, config: OffloadConfig, k_pre: torch.Tensor, k_post: torch.Tensor, v: torch.Tensor,
-                 ctx: LayerContext, keep_exact: bool = False):
-        """k_pre, k_post, v: (H, L, d) exact prompt keys (before / after RoPE) and values."""
+                 ctx: LayerContext, keep_exact: bool = False, svd_memo: tuple[dict, int] | None = None):
+        """k_pre, k_post, v: (H, L, d) exact prompt keys (before / after RoPE) and values.
+        svd_memo: (dict, key) where this prompt's key SVD is stored and reused across methods."""
         self.cfg, self.ctx = config, ctx
         H, L, d = k_post.shape
         c = config.chunk_size
@@ -114,7 +115,7 @@ class SparseLayer:
 
         cand_landmarks = torch.gather(landmarks, 1, self.cand_ids.to(landmarks.device).unsqueeze(-1).expand(-1, -1, d))
         self._init_landmarks(cand_landmarks)
-        self._init_keys(k_pre)
+        self._init_keys(k_pre, svd_memo)
         home = ctx.offload_device if config.offload else dev
         pin = ctx.pin and config.offload
         self.values = RowStore(v[:, : self.prefix], config.value_format, config.value_group, home, dev, pin)
@@ -149,14 +150,16 @@ class SparseLayer:
             return self.landmarks
         return torch.stack([self.landmark_q.dequantize(t) for t in self.landmarks]).to(self.landmark_dtype)
 
-    def _init_keys(self, k_pre: torch.Tensor) -> None:
+    def _init_keys(self, k_pre: torch.Tensor, svd_memo: tuple[dict, int] | None = None) -> None:
         cfg, dev = self.cfg, self.ctx.compute_device
         H, L, d = k_pre.shape
         rank = cfg.rank_for(H, d)
         if rank > 0:
             # One SVD per layer, jointly across heads, not mean-centred, fp32, exact (not randomized).
-            flat = k_pre.transpose(0, 1).reshape(L, H * d).float()
-            U, S, Vh = torch.linalg.svd(flat, full_matrices=False)
+            memo, key = svd_memo if svd_memo is not None else ({}, None)
+            if key not in memo:
+                memo[key] = torch.linalg.svd(k_pre.transpose(0, 1).reshape(L, H * d).float(), full_matrices=False)
+            U, S, Vh = memo[key]
             r = min(rank, U.shape[1])
             self.rank = r
             self.U = _copy(U[: self.prefix, :r].to(k_pre.dtype), dev)  # (prefix, r)
@@ -259,7 +262,7 @@ class SparseLayer:
 
 
 def build_layer(config: OffloadConfig, k_pre: torch.Tensor, k_post: torch.Tensor, v: torch.Tensor, ctx: LayerContext,
-                keep_exact: bool = False):
+                keep_exact: bool = False, svd_memo: tuple[dict, int] | None = None):
     """Choose the layer implementation; prompts too short to drop anything fall back to exact attention."""
     dev = ctx.compute_device
     if config.kind == "full":
@@ -268,4 +271,4 @@ def build_layer(config: OffloadConfig, k_pre: torch.Tensor, k_post: torch.Tensor
     n_chunks = L // c - config.local_budget // c
     if n_chunks - min(config.outlier_chunks, n_chunks) <= 0:
         return ExactLayer(k_post.to(dev), v.to(dev), ctx, reason=f"fallback: prompt of {L} tokens leaves no candidate chunk")
-    return SparseLayer(config, k_pre, k_post, v, ctx, keep_exact=keep_exact)
+    return SparseLayer(config, k_pre, k_post, v, ctx, keep_exact=keep_exact, svd_memo=svd_memo)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -26,6 +26,9 @@ class PrefillState:
     v: list[torch.Tensor]
     first_logits: torch.Tensor
     prefill_s: float = 0.0
+    # Per-layer fp32 SVD of the pre-RoPE keys, computed by the first low-rank method built from this prefill and
+    # reused by the others (the runner builds several methods from one prefill; the SVD is the costly part).
+    svd: dict = field(default_factory=dict, repr=False)
 
     @property
     def prompt_len(self) -> int:
@@ -42,7 +45,8 @@ class SequenceCache:
         self.generated = 0
         self.recorder = AttentionRecorder(keep_positions) if record and config.kind != "full" else None
         self.layers = [
-            build_layer(config, state.k_pre[i], state.k_post[i], state.v[i], contexts[i], keep_exact=record)
+            build_layer(config, state.k_pre[i], state.k_post[i], state.v[i], contexts[i], keep_exact=record,
+                        svd_memo=(state.svd, i))
             for i in range(len(state.v))
         ]
         self.fallback = sorted({lay.reason for lay in self.layers if isinstance(lay, ExactLayer) and lay.reason != "full"})
