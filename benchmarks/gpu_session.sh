@@ -18,8 +18,8 @@ for stage in "$@"; do
     prep) python -m shadowkv_lab model prepare $M 2>&1 | tail -1 ;;
     gputests) python -m pytest -q -p no:cacheprovider tests/test_cache_gpu.py 2>&1 | tail -12 ;;
     kernels) OUT="$OUT" python benchmarks/check_kernels_e2e.py --model $M --tokens 8192 2>>"$OUT/log.txt" ;;
-    search) python benchmarks/gpu_text2json.py --phase search --model $M --out .stage/results --tokens 8192,16384 --n 20 --batch-size 120 2>>"$OUT/log.txt" | tail -20 ;;
-    runner) python benchmarks/bench_runner.py --model $M --n 16 --tokens 16384 --max-new-tokens "${RUNNER_NEW:-48}" --batch-size 128 -q --out-json "$OUT/runner_h200.json" 2>>"$OUT/log.txt" | tail -8 ;;
+    search) python benchmarks/gpu_text2json.py --phase search --model $M --out .stage/results --tokens 8192,16384 --n 20 --batch-size 120 ${SETTINGS:+--settings $SETTINGS} 2>>"$OUT/log.txt" | tail -20 ;;
+    runner) timeout "${RUNNER_LIMIT:-280}" python benchmarks/bench_runner.py --model $M --n "${RUNNER_N:-8}" --tokens 16384 --max-new-tokens "${RUNNER_NEW:-256}" --batch-size 128 --naive-cells "${NAIVE_CELLS:-8}" --out-json "$OUT/runner_h200.json" 2>>"$OUT/log.txt" | tail -12 ;;
     cal8) python benchmarks/gpu_text2json.py --phase calibrate --model $M --out .stage/results --tokens 8192 --gold-per-1k 2.5 --n 20 --batch-size 40 2>>"$OUT/log.txt" | tail -12 ;;
     cal16) python benchmarks/gpu_text2json.py --phase calibrate --model $M --out .stage/results --tokens 16384 --gold-per-1k 2.5 --n 20 --batch-size 40 2>>"$OUT/log.txt" | tail -12 ;;
     cmp*) g1k=${stage#cmp}; python benchmarks/gpu_text2json.py --phase compare --model $M --out .stage/results --tokens 8192 --gold-per-1k "$g1k" --n 8 --methods "${METHODS:-full,shadowkv_scaled,shadowkv_fullkeys,oracle,yakv}" --batch-size 40 2>>"$OUT/log.txt" | tail -14 ;;

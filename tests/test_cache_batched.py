@@ -122,3 +122,21 @@ def test_attend_masked_matches_attend_on_each_row():
     out = attend_masked(q, [(k[:, :, :3], v[:, :, :3], valid[:, :3]), (k[:, :, 3:], v[:, :, 3:], valid[:, 3:])], 0.25)
     for b, n in enumerate(lens):
         assert torch.allclose(out[b], attend(q[b], k[b, :, :n], v[b, :, :n], 0.25), atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["shadowkv", "shadowkv_fullkeys", "yakv", "oracle"])
+@torch.inference_mode()
+def test_built_layers_own_exactly_their_storage(name):
+    """Every tensor a freshly built layer keeps is a compact tensor, never a view into something larger (a view of
+    the prefill or of a nonzero() result keeps hidden bytes alive that the memory report cannot see)."""
+    model, _ = tiny_model("qwen2", seed=7)
+    st = prefill(model, torch.randint(3, 384, (500,), generator=torch.Generator().manual_seed(7)))
+    cfg = dataclasses.replace(PRESETS[name], local_budget=16, outlier_chunks=min(PRESETS[name].outlier_chunks, 3), **SMALL)
+    lay = build_cache(model, st, cfg).layers[0]
+    tensors = [v for v in vars(lay).values() if torch.is_tensor(v)]
+    for store in (lay.values, getattr(lay, "keys", None)):
+        if store is not None:
+            tensors += [store.data] if store.quantizer is None else list(store.data.rows.values())
+    assert len(tensors) >= 6
+    for t in tensors:
+        assert t.untyped_storage().nbytes() == t.nbytes, (name, t.shape)

@@ -50,9 +50,9 @@ def _stack(xs: list[torch.Tensor], dim: int = 1) -> tuple[torch.Tensor, list[int
     n = max(lens)
     shape = list(xs[0].shape)
     shape[dim] = n
+    # Host-side stacks are pageable: the stacked gather indexes on the CPU and copies the rows (as RowStore.gather
+    # does), so pinning would only double the page-locked footprint while rows are re-stacked.
     out = xs[0].new_zeros([len(xs)] + shape)
-    if xs[0].is_pinned():
-        out = out.pin_memory()
     for b, x in enumerate(xs):
         out[b].narrow(dim, 0, x.shape[dim]).copy_(x)
     return out, lens
@@ -146,8 +146,6 @@ class _StackedRows:
             offs.append(offs[-1] + n)
         keys = list(s0.data.rows)
         rows = {k: torch.cat([s.data.rows[k] for s in stores]) for k in keys}
-        if s0.data.rows[keys[0]].is_pinned():
-            rows = {k: v.pin_memory() for k, v in rows.items()}
         self.data = dataclasses.replace(s0.data, shape=(sum(per_row), s0.data.shape[1]), rows=rows)
         for s, o, n in zip(stores, offs, per_row):
             s.data = dataclasses.replace(s.data, rows={k: v[o : o + n] for k, v in rows.items()})

@@ -107,7 +107,8 @@ class SparseLayer:
             out_ids = torch.arange(n_out, device=k_post.device).unsqueeze(0).expand(H, n_out)
         is_out = torch.zeros(H, n_chunks, dtype=torch.bool, device=k_post.device)
         is_out.scatter_(1, out_ids, True)
-        self.cand_ids = torch.nonzero(~is_out)[:, 1].view(H, self.M).to(dev)  # ascending chunk ids per head
+        # A copy: the nonzero() result holds (row, col) pairs, twice what the cache keeps.
+        self.cand_ids = _copy(torch.nonzero(~is_out)[:, 1].view(H, self.M), dev)  # ascending chunk ids per head
         out_pos = self._chunk_positions(out_ids)  # (H, n_out*c)
         self.out_pos = out_pos.to(dev)
         self.out_k = torch.gather(k_post, 1, out_pos.unsqueeze(-1).expand(-1, -1, d)).to(dev)
