@@ -57,7 +57,13 @@ def test_four_domains_and_structure(samples):
         assert all(isinstance(v, str) for g in s.gold for v in g.values())
         tail = paragraphs(s.prompt)[-1]
         assert all(f'"{k}"' in tail for k in ["name", *keys]) and "JSON list" in tail
-        assert len(s.meta["entities"]) >= 10  # tens of entities even at 3k tokens
+        assert len(s.meta["entities"]) >= 8
+
+
+def test_tens_of_entities_at_8k():
+    """tasks.md: tens to hundreds of entities per sample (the default density at 8k tokens)."""
+    for s in generate(2, tokens=8192, seed=4):
+        assert len(s.meta["entities"]) >= 20 and len(s.meta["entities"]) >= 2 * len(s.gold)
 
 
 def test_unique_names(samples):
@@ -164,7 +170,7 @@ def test_spelled_numbers_knob():
     import re
 
     words = re.compile(r"\b(two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|twenty|thirty|forty|fifty)\b", re.I)
-    cfg = Text2JSONConfig(tokens=6000, domain="medical", attributes=("years_of_experience", "specialty"))
+    cfg = Text2JSONConfig(tokens=6000, domain="medical", attributes=("years_of_experience", "specialty"), spelled_numbers=True)
     spelled = [generate_sample(seed, cfg) for seed in range(3)]
     digits = [generate_sample(seed, dataclasses.replace(cfg, spelled_numbers=False)) for seed in range(3)]
     assert any(words.search(json.dumps(s.gold)) for s in spelled)
