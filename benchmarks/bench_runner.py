@@ -22,7 +22,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from shadowkv_lab import generation, runner  # noqa: E402
+from shadowkv_lab import generation, get_preset, runner  # noqa: E402
 from shadowkv_lab.provenance import provenance  # noqa: E402
 from shadowkv_lab.runner_cli import check_methods, load  # noqa: E402
 from shadowkv_lab.tasks import get_task  # noqa: E402
@@ -79,7 +79,7 @@ def bench_runner(model, tok, task, samples, methods, args):
     with tempfile.TemporaryDirectory() as out, patched(meter, runner):
         t0 = time.perf_counter()
         df = runner.run(model, tok, [(task, samples)], methods, out, model_name=args.model, batch_size=args.batch_size,
-                        max_new_tokens=args.max_new_tokens, progress=not args.quiet)
+                        max_new_tokens=args.max_new_tokens, progress=not args.quiet, on_device=args.on_device)
         wall = time.perf_counter() - t0
     cells = {(r.sample_id, r.method): (json.loads(r.token_ids), r.score) for r in df.itertuples()}
     return meter.report(wall, len(df)), cells
@@ -96,7 +96,8 @@ def bench_naive(model, tok, task, samples, methods, args):
         t0 = time.perf_counter()
         for s, m in todo[:limit]:
             cap = args.max_new_tokens or task.max_new_tokens_for(s)
-            res = generation.generate(model, tok, s.prompt, m, max_new_tokens=cap)
+            cfg = get_preset(m).replace(offload=False) if args.on_device else m
+            res = generation.generate(model, tok, s.prompt, cfg, max_new_tokens=cap)
             cells[(str(s.id), m)] = (res.token_ids, task.score(res.text, s.gold).get(task.primary_metric))
             print(f"naive {len(cells)}/{limit} {m}: {res.new_tokens} tokens, {time.perf_counter() - t0:.1f}s", file=sys.stderr, flush=True)
         wall = time.perf_counter() - t0
@@ -121,6 +122,7 @@ def main(argv=None) -> int:
     p.add_argument("--shape", default=None, help="tiny-<arch> only: LAYERS,HEADS,KV_HEADS,HEAD_DIM of the random model, e.g. "
                    "24,14,2,64 (the 0.5B's attention shape) to time a real-size model where its weights are not available")
     p.add_argument("--skip-naive", action="store_true", help="time the runner only")
+    p.add_argument("--on-device", action="store_true", help="both loops keep caches on the compute device (offload=False)")
     p.add_argument("--naive-cells", type=int, default=0, help="run the naive loop on the first K cells only and scale its "
                    "wall time to the grid (0: every cell)")
     p.add_argument("--out-json", default=None, help="default: benchmarks/results/runner_<device>.json")

@@ -309,18 +309,22 @@ def _summary(df, stats: _Progress, wall: float, world: int) -> None:
 
 
 def run(model, tokenizer, tasks, methods, out, *, model_name: str, n=None, tokens=None, seed=0, data=None, batch_size=8,
-        record=False, max_new_tokens=None, progress=True, dry_run=False):
+        record=False, max_new_tokens=None, progress=True, dry_run=False, on_device=False):
     """Run every pending (task, sample, method) cell; return the grid's rows from the store (a pandas DataFrame).
 
     tasks: names, Task objects or (name or Task, samples) pairs; methods: preset names or OffloadConfigs.
     n, tokens, seed, data: passed to Task.load for tasks given by name. batch_size: rows (sample x method) per
     batched decode. max_new_tokens: override every sample's cap (note: not part of the cell key). record: also
     store attention-level records under out/records/. dry_run: print the grid, what is done, what would run and an
-    estimated cost; return the plan (one row per sample) without running anything.
+    estimated cost; return the plan (one row per sample) without running anything. on_device: run every method with
+    offload=False (everything on the compute device): placement changes speed and memory, never the numbers, and the
+    config column (and hash) records it.
     """
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size={batch_size!r}: must be an int >= 1")
     cfgs = resolve_methods(methods)
+    if on_device:
+        cfgs = [c.replace(offload=False) for c in cfgs]
     task_samples = resolve_tasks(tasks, n=n, tokens=tokens, seed=seed, data=data, tokenizer=tokenizer)
     rank, world, local_rank = dist_env()
     done = done_keys(out)

@@ -94,6 +94,23 @@ def test_batched_equals_alone(tiny, samples, tmp_path, monkeypatch):
         assert alone.memory.to_dict()["device_bytes"] == r.mem_device_bytes
 
 
+def test_on_device_same_tokens_recorded_placement(tiny, samples, tmp_path):
+    """on_device keeps every cache on the compute device: same tokens and scores, offload=False in the config and no
+    offloaded bytes, a different config hash (so both placements can live in one store)."""
+    from shadowkv_lab.runner import run
+
+    model, tok = tiny
+    task, methods = FakeTask(), ["yakv", "shadowkv_fullkeys"]
+    off = run(model, tok, [(task, samples[:2])], methods, tmp_path / "res", model_name="tiny", progress=False)
+    on = run(model, tok, [(task, samples[:2])], methods, tmp_path / "res", model_name="tiny", progress=False, on_device=True)
+    key = ["sample_id", "method"]
+    off, on = off.sort_values(key).reset_index(drop=True), on.sort_values(key).reset_index(drop=True)
+    assert list(on.token_ids) == list(off.token_ids) and list(on.score) == list(off.score)
+    assert all(json.loads(c)["offload"] is False for c in on.config) and (on.mem_offloaded_bytes == 0).all()
+    assert (off.mem_offloaded_bytes > 0).all() and set(on.config_hash).isdisjoint(off.config_hash)
+    assert len(load(tmp_path / "res")) == 2 * len(on)
+
+
 def test_row_schema_and_values(tiny, samples, tmp_path):
     from shadowkv_lab.results import ROW_COLUMNS
     from shadowkv_lab.runner import run

@@ -158,12 +158,11 @@ class _StackedRows:
         if self.quantizer is None:
             rows = torch.gather(self.data, 2, pos.unsqueeze(-1).expand(B, H, K, self.d))
             return rows.to(self.dev, non_blocking=True)
-        if self.token_major:
-            flat = pos + self.offs.view(B, 1, 1)
-            uniq, inverse = torch.unique(flat, return_inverse=True)
-            deq = self.quantizer.dequantize(self.data.select_rows(uniq).to(self.dev)).view(-1, self.H, self.d).to(self.dtype)
-            heads = torch.arange(H, device=self.dev).view(1, H, 1).expand(B, H, K)
-            return deq[inverse.to(self.dev), heads]
+        if self.token_major:  # whole token rows; each head keeps its slice (no unique(): it would sync the GPU)
+            flat = (pos + self.offs.view(B, 1, 1)).reshape(-1)
+            deq = self.quantizer.dequantize(self.data.select_rows(flat).to(self.dev)).view(B, H, K, self.H, self.d)
+            heads = torch.arange(H, device=self.dev).view(1, H, 1, 1, 1).expand(B, H, K, 1, self.d)
+            return torch.gather(deq, 3, heads).squeeze(3).to(self.dtype)
         head_off = torch.arange(H, device=self.home).view(1, H, 1) * self.P.view(B, 1, 1)
         flat = (pos + head_off + self.offs.view(B, 1, 1)).reshape(-1)
         deq = self.quantizer.dequantize(self.data.select_rows(flat).to(self.dev))
