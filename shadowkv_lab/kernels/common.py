@@ -46,36 +46,37 @@ def hadamard(g: int, device, dtype=torch.float32) -> torch.Tensor:
     return H
 
 
-def hadamard_split(g: int) -> tuple[int, int]:
-    """g = g1 * g2 for the Kronecker form H_g = H_g1 (x) H_g2 (first factor on the high index bits).
-    g <= 128: one dense factor (g1 = 1). Both factors >= 16 for tl.dot."""
-    if g & (g - 1) or g < 16:
-        raise ValueError(f"Hadamard group {g} must be a power of two >= 16 for the Triton kernels")
-    if g <= 128:
-        return 1, g
-    g2 = 32 if g >= 1024 else 16
-    return g // g2, g2
-
-
-def hadamard_factors(g: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """(h1, h2) fp32 for fwht_rows; h1 is a 1x1 dummy when g <= 128."""
-    g1, g2 = hadamard_split(g)
-    return hadamard(max(g1, 1), device), hadamard(g2, device)
+@triton.jit
+def round_bf16(x):
+    """fp32 -> the nearest bf16 value (ties to even), kept in fp32. Integer arithmetic, so that the interpreter, whose
+    .to(tl.bfloat16) truncates, rounds exactly as CUDA and torch do. Finite inputs."""
+    b = x.to(tl.uint32, bitcast=True)
+    b = b + ((b >> 16) & 1) + 0x7FFF
+    return ((b >> 16) << 16).to(tl.float32, bitcast=True)
 
 
 @triton.jit
-def fwht_rows(x, h1, h2, BN: tl.constexpr, G1: tl.constexpr, G2: tl.constexpr):
-    """Unnormalized Walsh-Hadamard transform of every row of x (BN, G1*G2) fp32 as H_G1 (x) H_G2: view a row as
-    (G1, G2), right-multiply by H_G2 (h2), transpose, right-multiply by H_G1 (h1), transpose back.
-    G1 == 1: one dense product with h2 (g <= 128). tf32x3 keeps near-fp32 accuracy on the tensor cores."""
-    if G1 == 1:
-        y = tl.dot(x, h2, input_precision="tf32x3")
-    else:  # (no early return: Triton would still compile the code after it)
-        y = tl.reshape(tl.dot(tl.reshape(x, (BN * G1, G2)), h2, input_precision="tf32x3"), (BN, G1, G2))
-        y = tl.reshape(tl.permute(y, (0, 2, 1)), (BN * G2, G1))
-        y = tl.dot(y, h1, input_precision="tf32x3")
-        y = tl.reshape(tl.permute(tl.reshape(y, (BN, G2, G1)), (0, 2, 1)), (BN, G1 * G2))
+def round_to(x, DT: tl.constexpr):
+    """fp32 x rounded to the dtype DT (round-to-nearest-even), kept in fp32: x.to(DT).to(fp32) as on CUDA."""
+    if DT == tl.bfloat16:
+        y = round_bf16(x)
+    else:
+        y = x.to(DT).to(tl.float32)
     return y
+
+
+@triton.jit
+def fwht_butterfly(x, BN: tl.constexpr, D: tl.constexpr, LOG2D: tl.constexpr):
+    """Unnormalized Walsh-Hadamard transform of every row of x (BN, D) fp32 with exactly the additions, in exactly the
+    order, of shadowkv_lab.quant.hadamard.fwht (log2 D butterfly stages (a + b, a - b) on halves of blocks of 2h), so
+    the result is bit-identical to the torch reference (launch with enable_fp_fusion=False when x comes from a
+    product, so that no stage is contracted into an FMA). Layout shuffles, no tensor cores: costlier than a
+    product with the Hadamard matrix, whose other summation order flips bf16 roundings where large terms cancel."""
+    for i in tl.static_range(LOG2D):
+        y = tl.permute(tl.reshape(x, (BN, D >> (i + 1), 2, 1 << i)), (0, 1, 3, 2))
+        a, b = tl.split(y)
+        x = tl.reshape(tl.permute(tl.join(a + b, a - b), (0, 1, 3, 2)), (BN, D))
+    return x
 
 
 # The interpreter's bf16 tl.dot returns garbage (triton 3.9): kernels get F32_DOT = interpreting() and upcast.

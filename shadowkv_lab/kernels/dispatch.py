@@ -124,7 +124,8 @@ def _landmarks(layer) -> Landmarks:
     codes = _stacked(layer, "codes")
     scales = _stacked(layer, "scales")[..., 0]  # (H, M); group = head_dim: one scale per landmark
     signs = lq._sign_vec(dev) if lq.signs else None
-    return Landmarks(FMT_HIGGS, codes, scales.float(), load_grid(lq.p, lq.n, dev), lq.p, signs)
+    return Landmarks(FMT_HIGGS, codes, scales.float(), load_grid(lq.p, lq.n, dev), lq.p, signs,
+                     dtype=layer.landmark_dtype)  # the reference scores landmarks rounded to the model dtype
 
 
 # ---------------------------------------------------------------------------------------------- decode pieces

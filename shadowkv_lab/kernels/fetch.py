@@ -14,7 +14,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .common import e4m3_to_f32, fwht_rows, hadamard_factors, hadamard_split, host_arg, interpreting, mma
+from .common import e4m3_to_f32, fwht_butterfly, host_arg, interpreting, mma, round_to
 
 
 # ---------------------------------------------------------------------------------------------- cache-hit policy
@@ -59,11 +59,11 @@ GATHER_BLOCK, GATHER_WARPS = 32, 4  # rows per program, warps per program (bench
 def _rope_halves(x1, x2, c, s, DT: tl.constexpr):
     """rotate_half RoPE rounded to the model dtype DT after every operation, exactly as HF's x*cos + rot(x)*sin
     in that dtype: (x1, x2) -> (x1 c - x2 s, x2 c + x1 s)."""
-    x1 = x1.to(DT).to(tl.float32)
-    x2 = x2.to(DT).to(tl.float32)
-    a = (x1 * c).to(DT).to(tl.float32) - (x2 * s).to(DT).to(tl.float32)
-    b = (x2 * c).to(DT).to(tl.float32) + (x1 * s).to(DT).to(tl.float32)
-    return a.to(DT).to(tl.float32), b.to(DT).to(tl.float32)
+    x1 = round_to(x1, DT)
+    x2 = round_to(x2, DT)
+    a = round_to(x1 * c, DT) - round_to(x2 * s, DT)
+    b = round_to(x2 * c, DT) + round_to(x1 * s, DT)
+    return round_to(a, DT), round_to(b, DT)
 
 
 @triton.jit
@@ -140,11 +140,14 @@ def gather_rows_ref(src, strides, H, idx, out, slots=None, n=None, fmt=0, rope_t
 
 # ---------------------------------------------------------------------------------------------- HIGGS token rows
 @triton.jit
-def _higgs_rows(codes_ptr, scales_ptr, grid_ptr, h1_ptr, h2_ptr, pos_ptr, n_ptr, out_ptr, CAP,
+def _higgs_rows(codes_ptr, scales_ptr, grid_ptr, pos_ptr, n_ptr, out_ptr, CAP,
                 stride_cb, stride_cp, stride_sb, stride_sp, stride_ob, stride_ou,
-                GRP: tl.constexpr, P: tl.constexpr, G1: tl.constexpr, G2: tl.constexpr, BN: tl.constexpr):
+                GRP: tl.constexpr, P: tl.constexpr, LOG2G: tl.constexpr, BN: tl.constexpr):
     """Dequantize HIGGS rows (codes (., P_rows, C/p) uint8, scales (., P_rows, C/GRP) fp32) of positions
-    pos[b, u], u < n[b], into out[b, u, :] (model dtype): grid[code] * s, then H / GRP per group.
+    pos[b, u], u < n[b], into out[b, u, :] (model dtype) bit for bit as HiggsQuantizer.dequantize + the cast to the
+    model dtype: fwht(grid[code] * s) / GRP per group, with the reference's butterfly order (a tensor-core product
+    sums in another order; where large Hadamard terms cancel, as in the small channels of keys with massive
+    channels, that flips the bf16 rounding of up to 14% of the elements, 1 ulp = 2.0 on a massive channel).
     One program: BN rows x one Hadamard group (program_id 2)."""
     b = tl.program_id(0).to(tl.int64)
     u = tl.program_id(1) * BN + tl.arange(0, BN)
@@ -156,10 +159,8 @@ def _higgs_rows(codes_ptr, scales_ptr, grid_ptr, h1_ptr, h2_ptr, pos_ptr, n_ptr,
                    mask=mask[:, None], other=0)
     y = tl.load(grid_ptr + code.to(tl.int32) * P + (cc % P)[None, :])
     s = tl.load(scales_ptr + b * stride_sb + pos * stride_sp + j, mask=mask, other=0.0).to(tl.float32)
-    G1c: tl.constexpr = G1 if G1 > 1 else 1
-    h2 = tl.load(h2_ptr + tl.arange(0, G2)[:, None] * G2 + tl.arange(0, G2)[None, :])
-    h1 = tl.load(h1_ptr + tl.arange(0, G1c)[:, None] * G1c + tl.arange(0, G1c)[None, :])
-    x = fwht_rows(y, h1, h2, BN, G1, G2) * (s / GRP)[:, None]
+    x = fwht_butterfly(y * s[:, None], BN, GRP, LOG2G) * (1.0 / GRP)  # GRP a power of two: exact, as / GRP
+    x = round_to(x, out_ptr.dtype.element_ty)
     tl.store(out_ptr + b * stride_ob + u[:, None] * stride_ou + (j * GRP + cc)[None, :],
              x.to(out_ptr.dtype.element_ty), mask=mask[:, None])
 
@@ -171,11 +172,13 @@ def higgs_rows(codes: torch.Tensor, scales: torch.Tensor, grid: torch.Tensor, gr
     B, CAP = pos.shape
     C = out.shape[-1]
     p = grid.shape[1]
-    g1, g2 = hadamard_split(group)
-    h1, h2 = hadamard_factors(group, out.device)
+    if group & (group - 1) or group < 2:
+        raise ValueError(f"Hadamard group {group} must be a power of two")
+    # enable_fp_fusion=False: grid * s and the butterfly's sums round exactly as the torch reference (no FMA)
     _higgs_rows[(B, triton.cdiv(CAP, block), C // group)](
-        host_arg(codes), host_arg(scales), grid, h1, h2, pos, n, out, CAP, codes.stride(0), codes.stride(1), scales.stride(0),
-        scales.stride(1), out.stride(0), out.stride(1), GRP=group, P=p, G1=g1, G2=g2, BN=block, num_warps=8)
+        host_arg(codes), host_arg(scales), grid, pos, n, out, CAP, codes.stride(0), codes.stride(1), scales.stride(0),
+        scales.stride(1), out.stride(0), out.stride(1), GRP=group, P=p, LOG2G=group.bit_length() - 1, BN=block,
+        num_warps=8, enable_fp_fusion=False)
 
 
 def higgs_rows_ref(codes, scales, grid, group, pos, n, out):

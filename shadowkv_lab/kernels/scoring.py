@@ -4,15 +4,19 @@ Rules (algorithms.md, Decode step 2), per KV head h with G query heads q_j and M
   softmax_max: score_c = max_j softmax_c(q_j . l_c * scaling)   (optionally rounded to bf16 like the reference)
   mean_dot:    score_c = mean_j(q_j) . l_c                       (unscaled, no softmax: the serving rule)
 
-HIGGS landmarks (group = head_dim = D, one scale per landmark) are scored in the rotated domain: the landmark is
-l = H (grid[code] * s) / D (optionally times the sign diagonal S), H symmetric, so q . l = s * ((H S q) / D) . grid[code]:
-the query is transformed once per step and no landmark is ever inverse-transformed.
-
-The grid is packed as one int64 per code (P <= 4 bf16 components), so a landmark costs D/P gathers from a 2 KB table
-and P tensor-core dots over strided query components; P > 4 grids take the per-element path.
+HIGGS landmarks (group = head_dim = D, one scale per landmark) are dequantized per tile bit for bit as the torch
+reference (SparseLayer.select) does: l = fwht(grid[code] * s) / D (times the sign diagonal if any) with the reference's
+butterfly order, then rounded to the model dtype (bf16: round-to-nearest-even in integer arithmetic, so that the
+interpreter, which truncates on .to(bf16), rounds as CUDA does), and only then dotted with the query. The former
+rotated-domain scoring (q . l = s ((H q) / D) . grid[code], bf16 rotated query and bf16 grid points, no landmark ever
+inverse-transformed) skipped that rounding and rounded elsewhere: on models with massive key/query channels
+(Qwen2.5-Coder-1.5B layer 0: |k| ~ 390, |q| ~ 40; its small channels are cancellations of large Hadamard terms) its
+logits moved enough that the top-k lost up to a quarter of the reference's tokens, and with YAKV's noisy HIGGS keys
+those swapped tokens changed the next logits by up to 12.6 (benchmarks/results/kernels_e2e.json).
 softmax_max runs two passes over the landmarks (per-block max / sum-exp, then the scores), re-reading the landmarks
-instead of storing G fp32 logits. On the H200 the HIGGS pass is gather-bound (0.21 ns/landmark for both passes vs
-0.16 for bf16, benchmarks/README.md): storing the logits in pass 1 would likely halve it (not tried).
+instead of storing G fp32 logits. (benchmarks/README.md's HIGGS timings, 0.21 ns/landmark, are of the former
+rotated-domain pass; this one gathers fp32 grid points per element and runs a log2(D)-stage butterfly per tile in
+each pass: not yet timed on a GPU.)
 Batched: BH = batch * KV heads rows.
 """
 
@@ -26,7 +30,7 @@ import triton.language as tl
 
 from shadowkv_lab.cache.layer import topk_indices
 
-from .common import e4m3_to_f32, hadamard, interpreting, mma, next_pow2
+from .common import e4m3_to_f32, fwht_butterfly, hadamard, interpreting, mma, next_pow2, round_bf16
 
 FMT_NATIVE, FMT_FP8, FMT_HIGGS = 0, 1, 2
 
@@ -36,7 +40,8 @@ class Landmarks:
     """Kernel layout of one layer's candidate landmarks for BH rows (batch * KV heads).
 
     native: data (BH, M, D) bf16/fp16/fp32; fp8: data (BH, M, D) uint8 (e4m3 bits); higgs: data = codes
-    (BH, M, D // p) uint8, scales (BH, M) fp32, grid (n, p) fp32, signs (D,) fp32 or None."""
+    (BH, M, D // p) uint8, scales (BH, M) fp32, grid (n, p) fp32, signs (D,) fp32 or None, dtype: the model dtype the
+    reference rounds dequantized landmarks to (SparseLayer.landmark_dtype) before scoring."""
 
     fmt: int
     data: torch.Tensor
@@ -44,6 +49,7 @@ class Landmarks:
     grid: torch.Tensor | None = None
     p: int = 1
     signs: torch.Tensor | None = None
+    dtype: torch.dtype = torch.bfloat16
 
     @property
     def BH(self) -> int:
@@ -58,20 +64,11 @@ class Landmarks:
         return self.data.shape[2] * (self.p if self.fmt == FMT_HIGGS else 1)
 
     @property
-    def packed(self) -> torch.Tensor:
-        """HIGGS grid as one int64 per code: its P <= 4 components as bf16 bit patterns, component k in bits
-        16k..16k+15. One gather per P-vector instead of P (the scoring kernel is gather-bound otherwise)."""
-        if getattr(self, "_packed", None) is None:
-            bits = self.grid.to(torch.bfloat16).view(torch.int16).to(torch.int64) & 0xFFFF
-            self._packed = sum(bits[:, k] << (16 * k) for k in range(self.p)).contiguous()
-        return self._packed
-
-    @property
     def nbytes(self) -> int:
         return self.data.nbytes + (self.scales.nbytes if self.scales is not None else 0)
 
     def dequantize(self) -> torch.Tensor:
-        """(BH, M, D) fp32 landmarks (the torch reference)."""
+        """(BH, M, D) fp32 landmarks (the torch reference; HIGGS: before the rounding to `dtype`)."""
         if self.fmt == FMT_NATIVE:
             return self.data.float()
         if self.fmt == FMT_FP8:
@@ -83,25 +80,38 @@ class Landmarks:
 
 
 @triton.jit
-def _load_landmarks(lm_ptr, grid_ptr, row, m, mmask, dd, stride_lm, FMT: tl.constexpr, P: tl.constexpr):
-    """(BM, D) bf16 tile of landmarks m of row `row`: native, fp8, or HIGGS grid points (rotated domain, unscaled)."""
+def _load_landmarks(lm_ptr, grid_ptr, sc_ptr, sgn_ptr, row, srow, m, mmask, dd, stride_lm, FMT: tl.constexpr,
+                    P: tl.constexpr, BM: tl.constexpr, D: tl.constexpr, LOG2D: tl.constexpr, SIGNS: tl.constexpr,
+                    LM_DT: tl.constexpr):
+    """(BM, D) bf16 tile of landmarks m of row `row`: native, fp8, or HIGGS dequantized bit for bit as the torch
+    reference does (HiggsQuantizer.dequantize: fwht(grid[code] * s) / D, times the signs; then the cast to the model
+    dtype LM_DT: 0 bf16, 1 fp16, 2 fp32)."""
     if FMT == 0:
         x = tl.load(lm_ptr + row + m[:, None] * stride_lm + dd[None, :], mask=mmask[:, None], other=0.0)
     elif FMT == 1:
         x = e4m3_to_f32(tl.load(lm_ptr + row + m[:, None] * stride_lm + dd[None, :], mask=mmask[:, None], other=0))
     else:
         code = tl.load(lm_ptr + row + m[:, None] * stride_lm + (dd // P)[None, :], mask=mmask[:, None], other=0)
-        x = tl.load(grid_ptr + code.to(tl.int32) * P + (dd % P)[None, :])
+        y = tl.load(grid_ptr + code.to(tl.int32) * P + (dd % P)[None, :])  # fp32 grid points
+        y = y * tl.load(sc_ptr + srow + m, mask=mmask, other=0.0)[:, None]
+        x = fwht_butterfly(y, BM, D, LOG2D) * (1.0 / D)  # D a power of two: exact, as the reference's / D
+        if SIGNS:
+            x = x * tl.load(sgn_ptr + dd)[None, :]
+        if LM_DT == 0:
+            x = round_bf16(x)
+        elif LM_DT == 1:
+            x = x.to(tl.float16).to(tl.float32)
     return x.to(tl.bfloat16)
 
 
 @triton.jit
-def _score_pass(q_ptr, lm_ptr, sc_ptr, grid_ptr, stat_ptr, out_ptr, M, NB, scaling,
+def _score_pass(q_ptr, lm_ptr, sc_ptr, grid_ptr, sgn_ptr, stat_ptr, out_ptr, M, NB, scaling,
                 stride_lb, stride_lm, stride_sb,
                 G: tl.constexpr, GP: tl.constexpr, D: tl.constexpr, FMT: tl.constexpr, P: tl.constexpr,
+                LOG2D: tl.constexpr, SIGNS: tl.constexpr, LM_DT: tl.constexpr,
                 MODE: tl.constexpr, BF16_PROBS: tl.constexpr, BM: tl.constexpr, F32_DOT: tl.constexpr):
     """MODE 0: per-block (max, sum-exp) of the scaled logits per query head -> stat (BH, 2, GP, NB).
-    MODE 1: softmax_max scores from the reduced (max, log-sum-exp) in stat (BH, 2, GP) -> out (BH, M).
+    MODE 1: softmax_max scores from the reduced (max, sum of exp(logit - max)) in stat (BH, 2, GP) -> out (BH, M).
     MODE 2: mean_dot scores (q holds the group-mean query in row 0) -> out (BH, M)."""
     bh = tl.program_id(0).to(tl.int64)
     blk = tl.program_id(1)
@@ -109,22 +119,10 @@ def _score_pass(q_ptr, lm_ptr, sc_ptr, grid_ptr, stat_ptr, out_ptr, M, NB, scali
     mmask = m < M
     dd = tl.arange(0, D)
     gg = tl.arange(0, GP)
-    if FMT == 2 and P <= 4:  # packed grid: one gather per code, then P dots of K = D/P over strided q components
-        NV: tl.constexpr = D // P
-        vv = tl.arange(0, NV)
-        code = tl.load(lm_ptr + bh * stride_lb + m[:, None] * stride_lm + vv[None, :], mask=mmask[:, None], other=0)
-        e = tl.load(grid_ptr + code.to(tl.int32))  # (BM, NV) int64
-        s = tl.zeros((BM, GP), dtype=tl.float32)
-        for k in tl.static_range(P):
-            xk = ((e >> (16 * k)) & 0xFFFF).to(tl.int16).to(tl.bfloat16, bitcast=True)
-            qk = tl.load(q_ptr + bh * GP * D + gg[None, :] * D + (vv * P + k)[:, None])  # (NV, GP)
-            s += mma(xk, qk, F32_DOT)
-    else:
-        x = _load_landmarks(lm_ptr, grid_ptr, bh * stride_lb, m, mmask, dd, stride_lm, FMT, P)
-        qt = tl.load(q_ptr + bh * GP * D + gg[None, :] * D + dd[:, None])  # (D, GP) bf16, zero rows past G
-        s = mma(x, qt, F32_DOT)  # (BM, GP) fp32
-    if FMT == 2:
-        s = s * tl.load(sc_ptr + bh * stride_sb + m, mask=mmask, other=0.0)[:, None]
+    x = _load_landmarks(lm_ptr, grid_ptr, sc_ptr, sgn_ptr, bh * stride_lb, bh * stride_sb, m, mmask, dd, stride_lm,
+                        FMT, P, BM, D, LOG2D, SIGNS, LM_DT)
+    qt = tl.load(q_ptr + bh * GP * D + gg[None, :] * D + dd[:, None])  # (D, GP) bf16, zero rows past G
+    s = mma(x, qt, F32_DOT)  # (BM, GP) fp32
     if MODE == 2:
         tl.store(out_ptr + bh * M + m, tl.sum(tl.where(gg[None, :] == 0, s, 0.0), 1), mask=mmask)
         return
@@ -136,29 +134,31 @@ def _score_pass(q_ptr, lm_ptr, sc_ptr, grid_ptr, stat_ptr, out_ptr, M, NB, scali
         tl.store(base, mx)
         tl.store(base + GP * NB, se)
     else:
-        lse = tl.load(stat_ptr + bh * GP + gg)
-        p = tl.exp(s - lse[None, :])
+        # exp(s - max) / sum as torch.softmax: exp(s - lse) would round s - lse at the logits' magnitude (hundreds on
+        # models with massive activations), shifting the probabilities across bf16 ties
+        mx = tl.load(stat_ptr + bh * 2 * GP + gg)
+        tot = tl.load(stat_ptr + bh * 2 * GP + GP + gg)
+        p = tl.exp(s - mx[None, :]) / tot[None, :]
         if BF16_PROBS:
-            p = p.to(tl.bfloat16).to(tl.float32)
+            p = round_bf16(p)  # = p.to(bf16) on CUDA; the interpreter would truncate
         p = tl.where(gg[None, :] < G, p, -1.0)
         tl.store(out_ptr + bh * M + m, tl.max(p, 1), mask=mmask)
 
 
 def prepare_query(lm: Landmarks, q: torch.Tensor, rule: str) -> torch.Tensor:
-    """q (BH, G, D) post-RoPE queries -> (BH, GP, D) bf16 kernel operand: group mean for mean_dot, H S q / D for
-    HIGGS, zero-padded to GP >= 16 rows (the tensor-core tile)."""
+    """q (BH, G, D) post-RoPE queries -> (BH, GP, D) bf16 kernel operand: group mean for mean_dot, zero-padded to
+    GP >= 16 rows (the tensor-core tile)."""
     BH, G, D = q.shape
     qf = q.float()
     if rule == "mean_dot":
         qf = qf.mean(1, keepdim=True)
-    if lm.fmt == FMT_HIGGS:
-        if lm.signs is not None:
-            qf = qf * lm.signs
-        qf = qf @ hadamard(D, q.device) / D
     GP = max(16, next_pow2(qf.shape[1]))
     out = torch.zeros(BH, GP, D, dtype=torch.bfloat16, device=q.device)
     out[:, : qf.shape[1]] = qf
     return out
+
+
+_LM_DTYPES = {torch.bfloat16: 0, torch.float16: 1, torch.float32: 2}
 
 
 def landmark_scores(lm: Landmarks, q: torch.Tensor, scaling: float, rule: str = "softmax_max",
@@ -172,11 +172,15 @@ def landmark_scores(lm: Landmarks, q: torch.Tensor, scaling: float, rule: str = 
     out = torch.empty(BH, M, dtype=torch.float32, device=q.device)
     data = lm.data
     sc = lm.scales if lm.scales is not None else out
-    grid = out if lm.grid is None else (lm.packed if lm.p <= 4 else lm.grid)
-    args = (data, sc, grid)
+    higgs = lm.fmt == FMT_HIGGS
+    grid = lm.grid if higgs else out
+    sgn = lm.signs if higgs and lm.signs is not None else out
+    args = (data, sc, grid, sgn)
     strides = (data.stride(0), data.stride(1), sc.stride(0) if lm.scales is not None else 0)
-    kw = dict(GP=GP, D=D, FMT=lm.fmt, P=lm.p, BF16_PROBS=bf16_probs, BM=block_m, F32_DOT=interpreting(),
-              num_warps=4)
+    # no FMA contraction: the HIGGS butterfly must round grid * s and every sum exactly as the torch reference
+    kw = dict(GP=GP, D=D, FMT=lm.fmt, P=lm.p, LOG2D=D.bit_length() - 1, SIGNS=higgs and lm.signs is not None,
+              LM_DT=_LM_DTYPES.get(lm.dtype, 0), BF16_PROBS=bf16_probs, BM=block_m, F32_DOT=interpreting(),
+              num_warps=8 if higgs else 4, enable_fp_fusion=not higgs)
     if rule == "mean_dot":
         _score_pass[(BH, NB)](qk, *args, out, out, M, NB, 1.0, *strides, G=1, MODE=2, **kw)
         return out
@@ -184,8 +188,8 @@ def landmark_scores(lm: Landmarks, q: torch.Tensor, scaling: float, rule: str = 
     _score_pass[(BH, NB)](qk, *args, stat, out, M, NB, scaling, *strides, G=G, MODE=0, **kw)
     mx, se = stat[:, 0], stat[:, 1]
     gm = mx.amax(-1, keepdim=True)
-    lse = (gm.squeeze(-1) + torch.log((se * torch.exp(mx - gm)).sum(-1))).contiguous()  # (BH, GP)
-    _score_pass[(BH, NB)](qk, *args, lse, out, M, NB, scaling, *strides, G=G, MODE=1, **kw)
+    red = torch.stack([gm.squeeze(-1), (se * torch.exp(mx - gm)).sum(-1)], 1).contiguous()  # (BH, 2, GP)
+    _score_pass[(BH, NB)](qk, *args, red, out, M, NB, scaling, *strides, G=G, MODE=1, **kw)
     return out
 
 
