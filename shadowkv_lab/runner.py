@@ -201,7 +201,8 @@ def _row(item: _Item, cfg: OffloadConfig, cache, out, model_name: str, predictio
         "prefill_s": state.prefill_s, "build_s": build_s, "decode_s": decode_s,
         # tokens made by decode steps (the first comes from the prefill logits) per second of this row's decode
         "decode_tok_s": (n - 1) / decode_s if n > 1 and decode_s > 0 else math.nan, "batch_rows": batch_rows,
-        "kind": cfg.kind, "rank": cfg.rank, "chunk_size": cfg.chunk_size, "sparse_budget": float(cfg.sparse_budget),
+        # rank: resolved for this model (the config column keeps a share of H*d as given)
+        "kind": cfg.kind, "rank": cfg.rank_for(H, d), "chunk_size": cfg.chunk_size, "sparse_budget": float(cfg.sparse_budget),
         "budget_tokens": None if cfg.kind == "full" else cfg.budget_tokens(L),
         "landmark_format": cfg.landmark_format, "key_format": cfg.key_format, "value_format": cfg.value_format,
         **format_bits(cfg, H, d, torch.finfo(state.v[0].dtype).bits),

@@ -108,6 +108,9 @@ def test_on_device_same_tokens_recorded_placement(tiny, samples, tmp_path):
     assert list(on.token_ids) == list(off.token_ids) and list(on.score) == list(off.score)
     assert all(json.loads(c)["offload"] is False for c in on.config) and (on.mem_offloaded_bytes == 0).all()
     assert (off.mem_offloaded_bytes > 0).all() and set(on.config_hash).isdisjoint(off.config_hash)
+    scaled = run(model, tok, [(task, samples[:1])], ["shadowkv_scaled"], tmp_path / "res2", model_name="tiny", progress=False)
+    assert scaled["rank"].tolist() == [round(0.15625 * 2 * 16)]  # the row's rank is resolved for the model (H*d = 32)
+    assert json.loads(scaled["config"][0])["rank"] == 0.15625
     assert len(load(tmp_path / "res")) == 2 * len(on)
 
 
