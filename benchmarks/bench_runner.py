@@ -76,6 +76,19 @@ def patched(meter: Meter, module):
 
 def bench_runner(model, tok, task, samples, methods, args):
     meter = Meter()
+    if args.per_row:  # the runner with the per-row reference decode step instead of the stacked one
+        import functools
+
+        saved = runner.decode
+        runner.decode = functools.partial(generation.decode, batched=False)
+    try:
+        return _bench_runner(meter, model, tok, task, samples, methods, args)
+    finally:
+        if args.per_row:
+            runner.decode = saved
+
+
+def _bench_runner(meter, model, tok, task, samples, methods, args):
     with tempfile.TemporaryDirectory() as out, patched(meter, runner):
         t0 = time.perf_counter()
         df = runner.run(model, tok, [(task, samples)], methods, out, model_name=args.model, batch_size=args.batch_size,
@@ -123,6 +136,8 @@ def main(argv=None) -> int:
                    "24,14,2,64 (the 0.5B's attention shape) to time a real-size model where its weights are not available")
     p.add_argument("--skip-naive", action="store_true", help="time the runner only")
     p.add_argument("--on-device", action="store_true", help="both loops keep caches on the compute device (offload=False)")
+    p.add_argument("--per-row", action="store_true", help="the runner decodes with the per-row reference step "
+                   "(generation.decode(batched=False)) instead of the stacked one")
     p.add_argument("--naive-cells", type=int, default=0, help="run the naive loop on the first K cells only and scale its "
                    "wall time to the grid (0: every cell)")
     p.add_argument("--out-json", default=None, help="default: benchmarks/results/runner_<device>.json")
