@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shadowkv_lab.tasks import get_task
-from shadowkv_lab.tasks.text2json_score import canonical, parse_gold, score, score_lenient
+from shadowkv_lab.tasks.text2json_score import canonical, parse_gold, score, score_lenient, score_salvaged
 
 GOLD = [{"name": "Alpha", "price": "$10", "weight": "2 kg"}, {"name": "Beta", "price": "$30", "weight": "4 kg"}]
 A = {"name": "Alpha", "price": "$10", "weight": "2 kg"}
@@ -153,6 +153,19 @@ def test_lenient_brackets_inside_strings_and_garbage():
 def test_non_string_predictions_score_zero(prediction):
     assert score(prediction, GOLD) == 0.0
     assert score_lenient(prediction, GOLD) == 0.0
+    assert score_salvaged(prediction, GOLD) == 0.0
+
+
+def test_salvaged_scores_a_looping_cut_off_list():
+    """The answer, then the same objects again until the token cap: 0 under both rules, 100 salvaged; a changed
+    repeat is an extra; a closed list without repeats scores as the lenient rule does."""
+    loop = "```json\n[\n" + ",\n".join(js(o) for o in [A, B, A, B, A]) + ",\n  {\"name\": \"Al"
+    assert score(loop, GOLD) == 0.0 and score_lenient(loop, GOLD) == 0.0
+    assert score_salvaged(loop, GOLD) == 100.0
+    assert score_salvaged(loop.replace(js(B), js({**B, "price": "$31"}), 1), GOLD) == pytest.approx(100 * 1.75 / 3)
+    for pred in (js([A, B]), js([A]), js([A, {**B, "weight": "5 kg"}])):
+        assert score_salvaged(pred, GOLD) == score_lenient(pred, GOLD)
+    assert score_salvaged("no list", GOLD) == 0.0 and score_salvaged("[", GOLD) == 0.0
 
 
 def test_deeply_nested_prediction_does_not_raise():
@@ -169,7 +182,7 @@ def test_canonical():
 def test_task_score_dict():
     t = get_task("text2json")
     out = t.score("```json\n" + js([A]) + "\n```", GOLD)
-    assert out == {"score": 50.0, "score_lenient": 50.0}
+    assert out == {"score": 50.0, "score_lenient": 50.0, "score_salvaged": 50.0}
     assert t.primary_metric == "score" and t.max_new_tokens == 1024
 
 
@@ -198,7 +211,7 @@ def _valid(gold) -> bool:
 @given(pred=pred_objects, gold=golds, wrap=st.sampled_from(["{}", "```json\n{}\n```", "x{}y", "{}{}"]))
 def test_property_structured_predictions(pred, gold, wrap):
     text = wrap.replace("{}", json.dumps(pred, allow_nan=True))
-    for fn in (score, score_lenient):
+    for fn in (score, score_lenient, score_salvaged):
         v = fn(text, gold)
         if _valid(gold):
             assert 0.0 <= v <= 100.0
@@ -209,6 +222,6 @@ def test_property_structured_predictions(pred, gold, wrap):
 @settings(max_examples=300, deadline=None)
 @given(text=st.text(alphabet=st.sampled_from(list('[]{}":,  abnme0123\\\u2019')) | st.characters(), max_size=60), gold=golds)
 def test_property_arbitrary_text(text, gold):
-    for fn in (score, score_lenient):
+    for fn in (score, score_lenient, score_salvaged):
         v = fn(text, gold)
         assert math.isnan(v) if not _valid(gold) else 0.0 <= v <= 100.0

@@ -21,7 +21,7 @@ from typing import Iterable
 from .base import DEFAULT_N, Sample, Task
 from .jsonl import read_jsonl, write_jsonl
 from .text2json_gen import Text2JSONConfig, generate, generate_sample  # noqa: F401 (re-exported)
-from .text2json_score import canonical, parse_gold, score, score_lenient  # noqa: F401 (re-exported)
+from .text2json_score import canonical, parse_gold, score, score_lenient, score_salvaged  # noqa: F401 (re-exported)
 from .tokens import annotate_lengths
 
 OFFICIAL_FILE = "text_to_json.jsonl.gz"
@@ -122,7 +122,8 @@ class Text2JSONTask(Task):
         return samples
 
     def score(self, prediction: str, gold) -> dict[str, float]:
-        return {"score": score(prediction, gold), "score_lenient": score_lenient(prediction, gold)}
+        return {"score": score(prediction, gold), "score_lenient": score_lenient(prediction, gold),
+                "score_salvaged": score_salvaged(prediction, gold)}
 
     def to_record(self, sample: Sample) -> dict:
         return sample_to_row(sample)

@@ -17,6 +17,10 @@ Per-object scores are clamped at 0 so a gold with more than two attribute keys c
 
 `score_lenient` scores the first parseable JSON list anywhere in the output (two lists, or brackets
 inside strings, get 0 from the strict rule but are visible here).
+
+`score_salvaged` is a diagnostic, never the metric: the complete elements of the first list, closed or cut off by the
+token cap, with exact repeats dropped. Small models often list the answer and then repeat it until the cap, which
+scores 0 under both rules above; this column shows what the extraction itself was worth.
 """
 
 from __future__ import annotations
@@ -123,6 +127,27 @@ def extract_lenient(prediction: str) -> list | None:
     return None
 
 
+def extract_salvaged(prediction: str) -> list | None:
+    """Complete elements of the first JSON list, in order, exact repeats dropped; the list need not be closed."""
+    i = prediction.find("[")
+    if i < 0:
+        return None
+    dec, out, seen, pos, n = json.JSONDecoder(), [], set(), i + 1, len(prediction)
+    while True:
+        while pos < n and prediction[pos] in " \t\r\n,":
+            pos += 1
+        if pos >= n or prediction[pos] == "]":
+            return out
+        try:
+            obj, pos = dec.raw_decode(prediction, pos)
+        except (ValueError, RecursionError):
+            return out
+        key = json.dumps(obj, sort_keys=True)
+        if key not in seen:
+            seen.add(key)
+            out.append(obj)
+
+
 def _score(prediction, gold, extract) -> float:
     try:
         g = parse_gold(gold)
@@ -147,3 +172,8 @@ def score(prediction: str, gold) -> float:
 def score_lenient(prediction: str, gold) -> float:
     """Same matching on the first parseable JSON list anywhere in the output, 0..100 (NaN: invalid gold)."""
     return _score(prediction, gold, extract_lenient)
+
+
+def score_salvaged(prediction: str, gold) -> float:
+    """Diagnostic: same matching on the complete, de-duplicated elements of a possibly unclosed first list."""
+    return _score(prediction, gold, extract_salvaged)
