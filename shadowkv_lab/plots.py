@@ -19,6 +19,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from . import analysis as A  # noqa: E402
+from .cache.presets import SCALED_RANK_SHARE  # noqa: E402
 
 # Type 42 (TrueType) fonts in PDF/PS: editable text and accepted by publishers (Type 3 is not).
 RC = {
@@ -98,7 +99,7 @@ def method_label(method: str) -> str:
         b = f"{float(budget) * 100:g}% budget" if re.fullmatch(r"[0-9.]+(e-?\d+)?", budget) else budget.replace("t", " tokens")
         return f"{method_label(str(method).split('@')[0])} @ {b}"
     if rank == "scaled":
-        return f"{METHOD_LABELS.get(base, base)} (rank {100 * 160 / 1024:.3g}% of H·d)"
+        return f"{METHOD_LABELS.get(base, base)} (rank {100 * SCALED_RANK_SHARE:.3g}% of H·d)"
     if rank is not None:
         return f"{METHOD_LABELS.get(base, base)} (rank {rank})"
     m = base

@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from .cache.config import OffloadConfig
-from .cache.presets import PRESETS, matched_rank
+from .cache.presets import PRESETS, SCALED_RANK_SHARE, matched_rank
 
 TINY_PREFIX = "tiny-"
 
@@ -81,9 +81,6 @@ def shadowkv_rank(model, rank: int | None = None) -> int:
     return int(rank) if rank else matched_rank(*kv_shape(model))
 
 
-SCALED_RANK = 160 / 1024  # ShadowKV's share of H*d on Llama-3-8B (the `shadowkv_scaled` preset)
-
-
 def shadowkv_methods(model=None, rank: int | None = None, sparse_budget=None) -> dict[str, OffloadConfig]:
     """The 2x2 attribution grid plus full attention.
 
@@ -97,7 +94,7 @@ def shadowkv_methods(model=None, rank: int | None = None, sparse_budget=None) ->
         if role in ("shadowkv", "shadowkv_oracle"):
             if rank is None:
                 c = PRESETS["shadowkv_scaled"] if role == "shadowkv" else c.replace(
-                    name="shadowkv_oracle_scaled", rank=SCALED_RANK, description="ShadowKV keys at the scaled rank, oracle token selection")
+                    name="shadowkv_oracle_scaled", rank=SCALED_RANK_SHARE, description="ShadowKV keys at the scaled rank, oracle token selection")
             elif int(rank) != c.rank:
                 c = c.replace(name=f"{role}_r{int(rank)}", rank=int(rank), description=f"{c.description} (rank {int(rank)})")
         if sparse_budget is not None and c.kind != "full":

@@ -19,10 +19,11 @@ Shapes: B stacked rows, H KV heads, G query heads per KV head, d head dim, c chu
 from __future__ import annotations
 
 import dataclasses
+import itertools
 
 import torch
 
-from .layer import ExactLayer, SparseLayer, topk_indices
+from .layer import ExactLayer, SparseLayer, chunk_positions, topk_indices
 from .stores import RowStore
 
 NEG_INF = float("-inf")
@@ -56,6 +57,14 @@ def _stack(xs: list[torch.Tensor], dim: int = 1) -> tuple[torch.Tensor, list[int
     for b, x in enumerate(xs):
         out[b].narrow(dim, 0, x.shape[dim]).copy_(x)
     return out, lens
+
+
+def _adopt(objs, attr: str, dim: int = 1) -> tuple[torch.Tensor, list[int]]:
+    """_stack of every obj's tensor `attr`, leaving each obj holding its (unpadded) view of the stack."""
+    stacked, lens = _stack([getattr(o, attr) for o in objs], dim)
+    for b, (o, n) in enumerate(zip(objs, lens)):
+        setattr(o, attr, stacked[b].narrow(dim, 0, n))
+    return stacked, lens
 
 
 def _lengths_mask(lens: list[int], n: int, device) -> torch.Tensor:
@@ -135,15 +144,11 @@ class _StackedRows:
         self.H, self.d, self.dtype, self.home, self.dev = s0.H, s0.d, s0.dtype, s0.home, s0.compute_device
         self.quantizer, self.token_major = s0.quantizer, s0.token_major
         if self.quantizer is None:
-            self.data, _ = _stack([s.data for s in stores], dim=1)  # (B, H, Pmax, d) at home
-            for b, s in enumerate(stores):
-                s.data = self.data[b, :, : s.P]
+            self.data, _ = _adopt(stores, "data")  # (B, H, Pmax, d) at home
             return
         # Quantized: concatenate the per-row tensors (rows are independent) and address them with offsets.
         per_row = [s.P if self.token_major else s.H * s.P for s in stores]
-        offs = [0]
-        for n in per_row[:-1]:
-            offs.append(offs[-1] + n)
+        offs = list(itertools.accumulate(per_row[:-1], initial=0))
         keys = list(s0.data.rows)
         rows = {k: torch.cat([s.data.rows[k] for s in stores]) for k in keys}
         self.data = dataclasses.replace(s0.data, shape=(sum(per_row), s0.data.shape[1]), rows=rows)
@@ -176,10 +181,8 @@ class ExactGroup:
     def __init__(self, layers: list[ExactLayer]):
         self.layers = layers
         self.ctx = layers[0].ctx
-        self.k, lens = _stack([lay.k for lay in layers], dim=1)  # (B, H, Lmax, d)
-        self.v, _ = _stack([lay.v for lay in layers], dim=1)
-        for b, lay in enumerate(layers):
-            lay.k, lay.v = self.k[b, :, : lens[b]], self.v[b, :, : lens[b]]
+        self.k, lens = _adopt(layers, "k")  # (B, H, Lmax, d)
+        self.v, _ = _adopt(layers, "v")
         self.prompt_valid = _lengths_mask(lens, self.k.shape[2], self.k.device)
         self.gen = _GenStack([lay.gen for lay in layers])
 
@@ -211,9 +214,7 @@ class SparseGroup:
         self.oracle = self.cfg.selection == "oracle"
         if self.oracle:  # token-level top-k over the exact keys of every candidate (analysis upper bound)
             self.sel_len = [min(lay.budget, lay.M * self.c) for lay in layers]
-            self.exact_k, Ps = _stack([lay.exact_k for lay in layers], dim=1)  # (B, H, Pmax, d)
-            for b, lay in enumerate(layers):
-                lay.exact_k = self.exact_k[b, :, : Ps[b]]
+            self.exact_k, _ = _adopt(layers, "exact_k")  # (B, H, Pmax, d)
             self.cand_valid = self.lm_valid.repeat_interleave(self.c, dim=1)  # (B, Mmax*c)
         else:
             self.sel_len = [min(lay.budget // self.c, lay.M) * self.c for lay in layers]
@@ -221,20 +222,15 @@ class SparseGroup:
         self.sel_valid = _lengths_mask(self.sel_len, self.k_sel, dev)
         segs = []
         for kname, vname in (("out_k", "out_v"), ("local_k", "local_v")):
-            ks, lens = _stack([getattr(lay, kname) for lay in layers], dim=1)
-            vs, _ = _stack([getattr(lay, vname) for lay in layers], dim=1)
-            for b, lay in enumerate(layers):
-                setattr(lay, kname, ks[b, :, : lens[b]])
-                setattr(lay, vname, vs[b, :, : lens[b]])
+            ks, lens = _adopt(layers, kname)
+            vs, _ = _adopt(layers, vname)
             segs.append((ks, vs, _lengths_mask(lens, ks.shape[2], dev)))
         self.res_k = torch.cat([s[0] for s in segs], 2)  # outliers + local window: resident, exact
         self.res_v = torch.cat([s[1] for s in segs], 2)
         self.res_valid = torch.cat([s[2] for s in segs], 1)
         self.rank = l0.rank
         if self.rank > 0:
-            self.U, Ps = _stack([lay.U for lay in layers], dim=0)  # (B, Pmax, r)
-            for b, lay in enumerate(layers):
-                lay.U = self.U[b, : Ps[b]]
+            self.U, _ = _adopt(layers, "U", dim=0)  # (B, Pmax, r)
             self.SV = torch.stack([lay.SV for lay in layers])  # (B, H, r, d)
             self.keys = None
         else:
@@ -246,12 +242,10 @@ class SparseGroup:
 
     def select(self, qg: torch.Tensor) -> torch.Tensor:
         """qg: (B, H, G, d) -> selected token positions (B, H, k_sel); entries past a row's sel_len are masked."""
-        B = qg.shape[0]
-        offs = torch.arange(self.c, device=self.cand.device)
         if self.k_sel == 0:
             return self.cand[:, :, :0]
         if self.oracle:
-            pos = (self.cand.unsqueeze(-1) * self.c + offs).reshape(B, self.H, -1)  # (B, H, Mmax*c)
+            pos = chunk_positions(self.cand, self.c)  # (B, H, Mmax*c)
             keys = torch.gather(self.exact_k, 2, pos.unsqueeze(-1).expand(-1, -1, -1, self.d))
             logits = torch.matmul(qg.float(), keys.float().transpose(-1, -2)) * self.ctx.scaling
             p = torch.softmax(logits.masked_fill(~self.cand_valid[:, None, None, :], NEG_INF), dim=-1)
@@ -270,8 +264,7 @@ class SparseGroup:
         # Padding ranks below every real candidate (a real probability may underflow to 0 but never below).
         score = score.masked_fill(~self.lm_valid[:, None, :], NEG_INF)
         top = topk_indices(score, self.k_sel // self.c)  # (B, H, k_sel/c)
-        chunks = torch.gather(self.cand, 2, top)
-        return (chunks.unsqueeze(-1) * self.c + offs).reshape(B, self.H, -1)
+        return chunk_positions(torch.gather(self.cand, 2, top), self.c)
 
     def step(self, q, k_pre, k_post, v, active, active_t):
         """q: (B, Hq, d); k_pre, k_post, v: (B, H, d) -> (B, Hq, d)."""
@@ -282,11 +275,11 @@ class SparseGroup:
         K = pos.shape[2]
         if K == 0:  # a budget below one chunk selects nothing
             sel_k = sel_v = self.res_k[:, :, :0]
-        elif self.rank > 0:
-            k_pre_sel = torch.matmul(self.U[self.b_idx, pos], self.SV)  # (B, H, K, r) @ (B, H, r, d)
         else:
-            k_pre_sel = self.keys.gather(pos)
-        if K:
+            if self.rank > 0:
+                k_pre_sel = torch.matmul(self.U[self.b_idx, pos], self.SV)  # (B, H, K, r) @ (B, H, r, d)
+            else:
+                k_pre_sel = self.keys.gather(pos)
             sel_k = self.ctx.rope(k_pre_sel.reshape(B * H, K, d), pos.reshape(B * H, K)).view(B, H, K, d)
             sel_v = self.values.gather(pos)
         self.last_pos = pos if self.last_pos is None else torch.where(active_t.bool()[:, None, None], pos, self.last_pos)
@@ -361,7 +354,6 @@ class BatchPlan:
             else:
                 kept.append(RowGroup(rows, self.all))
         self.groups = kept
-        dev = None
         pos = {r: j for j, r in enumerate(active)}
         self._maps = []
         for g in self.groups:
@@ -371,13 +363,9 @@ class BatchPlan:
             self._maps.append((
                 torch.tensor([pos[g.rows[s]] for s in slots], device=dev),  # positions in the model batch
                 torch.tensor(slots, device=dev), flags, torch.tensor(flags, device=dev, dtype=torch.long),
-                len(slots) == len(g.rows) and [pos[r] for r in g.rows] == list(range(len(g.rows))) and len(g.rows) == len(active),
+                g.rows == self.active,  # identity: this group is the whole model batch, in order
             ))
         self._per_row_active = [(pos[r], r) for r in active if r in self.per_row]
-
-    @property
-    def caches(self):  # what the per-row path (attention._forward) expects: the active rows' caches
-        return [self.all[r] for r in self.active]
 
     def decode_layer(self, layer_idx: int, q, k_pre, k_post, v) -> torch.Tensor:
         """q: (B_active, Hq, d); k_pre, k_post, v: (B_active, H, d) -> (B_active, Hq, d)."""

@@ -34,6 +34,11 @@ def _copy(x: torch.Tensor, device: torch.device) -> torch.Tensor:
     return x.to(device=device, copy=True, memory_format=torch.contiguous_format)
 
 
+def chunk_positions(chunk_ids: torch.Tensor, c: int) -> torch.Tensor:
+    """(..., n) chunk ids -> (..., n*c) token positions of those chunks, chunk by chunk."""
+    return (chunk_ids.unsqueeze(-1) * c + torch.arange(c, device=chunk_ids.device)).flatten(-2)
+
+
 def topk_indices(score: torch.Tensor, k: int) -> torch.Tensor:
     """Indices of the k largest scores along the last dim; ties go to the lowest index. The reference's bf16 chunk
     probabilities tie often, and torch.topk breaks ties differently across devices and shapes; a stable sort makes
@@ -131,8 +136,7 @@ class SparseLayer:
     # ------------------------------------------------------------------ prefill helpers
     def _chunk_positions(self, chunk_ids: torch.Tensor) -> torch.Tensor:
         """(H, n) chunk ids -> (H, n*c) token positions."""
-        offs = torch.arange(self.c, device=chunk_ids.device)
-        return (chunk_ids.unsqueeze(-1) * self.c + offs).reshape(chunk_ids.shape[0], -1)
+        return chunk_positions(chunk_ids, self.c)
 
     def _init_landmarks(self, lm: torch.Tensor) -> None:
         fmt = self.cfg.landmark_format

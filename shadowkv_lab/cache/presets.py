@@ -75,7 +75,11 @@ def key_compression(keys: str | int, sparse_budget: int | float = SHADOWKV_BUDGE
                      description=f"{keys} keys (no SVD)")
 
 
-def matched_rank(n_kv_heads: int, head_dim: int, ratio: float = 160 / 1024) -> int:
+# ShadowKV's rank 160 of Llama-3-8B's H*d = 1024, as a share: what `shadowkv_scaled` and matched_rank keep.
+SCALED_RANK_SHARE = 160 / 1024
+
+
+def matched_rank(n_kv_heads: int, head_dim: int, ratio: float = SCALED_RANK_SHARE) -> int:
     """Rank giving the same share of H*d as ShadowKV's 160 of Llama-3-8B's 1024 (algorithms.md)."""
     return max(1, round(ratio * n_kv_heads * head_dim))
 
@@ -89,7 +93,7 @@ def with_budget(config: OffloadConfig, sparse_budget: int | float) -> OffloadCon
 PRESETS: dict[str, OffloadConfig] = {
     "full": OffloadConfig(name="full", kind="full", description="exact attention, nothing compressed (accuracy ceiling)"),
     "shadowkv": _shadowkv(name="shadowkv", description="ShadowKV: rank-160 keys, chunk-8 bf16 landmarks, 48 outlier chunks"),
-    "shadowkv_scaled": _shadowkv(name="shadowkv_scaled", rank=160 / 1024,
+    "shadowkv_scaled": _shadowkv(name="shadowkv_scaled", rank=SCALED_RANK_SHARE,
                                  description="ShadowKV with the rank scaled to 15.6% of H*d (160 of Llama-3-8B's 1024)"),
     "shadowkv_fullkeys": _shadowkv(name="shadowkv_fullkeys", rank=-1, description="ShadowKV with exact keys (isolates low rank)"),
     "shadowkv_oracle": _shadowkv(name="shadowkv_oracle", selection="oracle", description="rank-160 keys, oracle token selection"),

@@ -28,7 +28,7 @@ import torch
 import triton
 import triton.language as tl
 
-from shadowkv_lab.cache.layer import topk_indices
+from shadowkv_lab.cache.layer import chunk_positions, topk_indices
 
 from .common import e4m3_to_f32, fwht_butterfly, hadamard, interpreting, mma, next_pow2, round_bf16
 
@@ -209,7 +209,4 @@ def select_topk(score: torch.Tensor, n_sel: int, cand_ids: torch.Tensor | None, 
     """Top n_sel chunks per row -> token positions (BH, n_sel * chunk) int64. cand_ids None: candidate i is chunk i."""
     top = topk_indices(score, n_sel)
     ids = top if cand_ids is None else torch.gather(cand_ids, 1, top).long()
-    if chunk == 1:
-        return ids
-    offs = torch.arange(chunk, device=ids.device)
-    return (ids.unsqueeze(-1) * chunk + offs).reshape(ids.shape[0], -1)
+    return ids if chunk == 1 else chunk_positions(ids, chunk)
