@@ -143,6 +143,8 @@ def main(argv=None) -> int:
     p.add_argument("--out-json", default=None, help="default: benchmarks/results/runner_<device>.json")
     p.add_argument("-q", "--quiet", action="store_true")
     args = p.parse_args(argv)
+    if args.naive_cells < 0:
+        raise SystemExit(f"--naive-cells {args.naive_cells}: must be >= 0 (0: every cell)")
     args.max_new_tokens = args.max_new_tokens or None
     methods = check_methods([m for m in args.methods.split(",") if m])
 

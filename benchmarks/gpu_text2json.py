@@ -82,7 +82,11 @@ def search(model, tok, name, args) -> None:
             print(json.dumps(rows[st]), flush=True)
         return rows
 
-    table = list(evaluate(lengths[0], args.settings.split(",") if args.settings else list(SETTINGS)).values())
+    names = args.settings.split(",") if args.settings else list(SETTINGS)
+    unknown = [n for n in names if n not in SETTINGS]
+    if unknown:
+        raise SystemExit(f"--settings: unknown {unknown}; allowed: {', '.join(SETTINGS)}")
+    table = list(evaluate(lengths[0], names).values())
     inside = sorted((r for r in table if 40 <= r["score"] <= 90), key=lambda r: abs(r["score"] - 65))
     chosen = None
     for r in inside:
