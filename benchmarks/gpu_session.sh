@@ -17,7 +17,12 @@ for stage in "$@"; do
   case $stage in
     prep) python -m shadowkv_lab model prepare $M 2>&1 | tail -1 ;;
     gputests) python -m pytest -q -p no:cacheprovider tests/test_cache_gpu.py 2>&1 | tail -12 ;;
-    kernels) OUT="$OUT" python benchmarks/check_kernels_e2e.py --model $M --tokens 8192 2>>"$OUT/log.txt" ;;
+    zctests) TRITON_INTERPRET=0 timeout "${TEST_LIMIT:-300}" python -m pytest -q -p no:cacheprovider -x tests/test_zero_copy.py tests/test_cache_gpu.py tests/test_kernels.py tests/test_kernels_dispatch.py 2>&1 | tail -15 ;;
+    search3) SETTINGS=e1_g1.0_f0.9_a0.3,e2_g1.0_f0.9_a0,e3_g1.0_f0.95_a0.3,e4_g1.5_f0.95_a0.3,e5_g1.0_f0.95_a0_x0,e6_g0.5_f0.95_a0,e7_g2.0_f0.95_a0.3,e8_g1.0_f0.9_a0.3_all,e9_g1.0_f0.95_a0.3_all
+      timeout "${SEARCH_LIMIT:-560}" python benchmarks/gpu_text2json.py --phase search --model $M --out .stage/results --tokens 8192,16384 --n 20 --batch-size 180 --settings $SETTINGS 2>>"$OUT/log.txt" | tail -20 ;;
+    decode) timeout "${DECODE_LIMIT:-300}" python benchmarks/bench_decode_step.py --out "$OUT/decode" 2>>"$OUT/log.txt" | tail -40 ;;
+    runner32) SHADOWKV_LAB_KERNELS=0 timeout "${RUNNER_LIMIT:-560}" python benchmarks/bench_runner.py --model $M --dtype fp32 --n "${RUNNER_N:-16}" --tokens 16384 --max-new-tokens "${RUNNER_NEW:-256}" --batch-size 128 --naive-cells "${NAIVE_CELLS:-8}" --out-json "$OUT/runner_h200.json" 2>>"$OUT/log.txt" | tail -14 ;;
+    kernels) OUT="$OUT" timeout "${KERNELS_LIMIT:-300}" python benchmarks/check_kernels_e2e.py --model $M --tokens 8192 2>>"$OUT/log.txt" ;;
     search) python benchmarks/gpu_text2json.py --phase search --model $M --out .stage/results --tokens 8192,16384 --n 20 --batch-size 120 ${SETTINGS:+--settings $SETTINGS} 2>>"$OUT/log.txt" | tail -20 ;;
     runner) timeout "${RUNNER_LIMIT:-280}" python benchmarks/bench_runner.py --model $M --n "${RUNNER_N:-8}" --tokens 16384 --max-new-tokens "${RUNNER_NEW:-256}" --batch-size 128 --naive-cells "${NAIVE_CELLS:-8}" --out-json "$OUT/runner_h200.json" 2>>"$OUT/log.txt" | tail -12 ;;
     cal8) python benchmarks/gpu_text2json.py --phase calibrate --model $M --out .stage/results --tokens 8192 --gold-per-1k 2.5 --n 20 --batch-size 40 2>>"$OUT/log.txt" | tail -12 ;;

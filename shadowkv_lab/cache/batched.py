@@ -24,7 +24,7 @@ import itertools
 import torch
 
 from .layer import ExactLayer, SparseLayer, chunk_positions, topk_indices
-from .stores import RowStore
+from .stores import RowStore, take_qrows, take_rows, zero_copy
 
 NEG_INF = float("-inf")
 
@@ -51,9 +51,9 @@ def _stack(xs: list[torch.Tensor], dim: int = 1) -> tuple[torch.Tensor, list[int
     n = max(lens)
     shape = list(xs[0].shape)
     shape[dim] = n
-    # Host-side stacks are pageable: the stacked gather indexes on the CPU and copies the rows (as RowStore.gather
-    # does), so pinning would only double the page-locked footprint while rows are re-stacked.
-    out = xs[0].new_zeros([len(xs)] + shape)
+    # A pinned source stays pinned: the stacked gather reads host rows zero-copy from the GPU (stores.take_rows).
+    pin = xs[0].device.type == "cpu" and xs[0].is_pinned()
+    out = torch.zeros([len(xs)] + shape, dtype=xs[0].dtype, device=xs[0].device, pin_memory=pin)
     for b, x in enumerate(xs):
         out[b].narrow(dim, 0, x.shape[dim]).copy_(x)
     return out, lens
@@ -145,32 +145,43 @@ class _StackedRows:
         self.quantizer, self.token_major = s0.quantizer, s0.token_major
         if self.quantizer is None:
             self.data, _ = _adopt(stores, "data")  # (B, H, Pmax, d) at home
+            self.zc = zero_copy(self.data, self.dev)
             return
         # Quantized: concatenate the per-row tensors (rows are independent) and address them with offsets.
         per_row = [s.P if self.token_major else s.H * s.P for s in stores]
         offs = list(itertools.accumulate(per_row[:-1], initial=0))
         keys = list(s0.data.rows)
         rows = {k: torch.cat([s.data.rows[k] for s in stores]) for k in keys}
+        if s0.data.rows[keys[0]].device.type == "cpu" and s0.data.rows[keys[0]].is_pinned():
+            rows = {k: v.pin_memory() for k, v in rows.items()}  # zero-copy gathers need pinned rows
         self.data = dataclasses.replace(s0.data, shape=(sum(per_row), s0.data.shape[1]), rows=rows)
         for s, o, n in zip(stores, offs, per_row):
             s.data = dataclasses.replace(s.data, rows={k: v[o : o + n] for k, v in rows.items()})
-        self.offs = torch.tensor(offs, device=self.home)
-        self.P = torch.tensor([s.P for s in stores], device=self.home)
+        self.zc = zero_copy(rows[keys[0]], self.dev)
+        idx_home = self.dev if self.zc else self.home  # where the row indices are computed
+        self.offs = torch.tensor(offs, device=idx_home)
+        self.P = torch.tensor([s.P for s in stores], device=idx_home)
 
     def gather(self, pos: torch.Tensor) -> torch.Tensor:
         B, H, K = pos.shape
-        pos = pos.to(self.home)
+        pos = pos.to(self.dev if self.zc else self.home)
+        idx_dev = pos.device
         if self.quantizer is None:
+            if self.zc:
+                Pm = self.data.shape[2]
+                flat = (pos + (torch.arange(B * H, device=idx_dev) * Pm).view(B, H, 1)).reshape(-1)
+                return take_rows(self.data.view(-1, self.d), flat, self.dev).view(B, H, K, self.d)
             rows = torch.gather(self.data, 2, pos.unsqueeze(-1).expand(B, H, K, self.d))
             return rows.to(self.dev, non_blocking=True)
+        offs, P = self.offs, self.P
         if self.token_major:  # whole token rows; each head keeps its slice (no unique(): it would sync the GPU)
-            flat = (pos + self.offs.view(B, 1, 1)).reshape(-1)
-            deq = self.quantizer.dequantize(self.data.select_rows(flat).to(self.dev)).view(B, H, K, self.H, self.d)
+            flat = (pos + offs.view(B, 1, 1)).reshape(-1)
+            deq = self.quantizer.dequantize(take_qrows(self.data, flat, self.dev)).view(B, H, K, self.H, self.d)
             heads = torch.arange(H, device=self.dev).view(1, H, 1, 1, 1).expand(B, H, K, 1, self.d)
             return torch.gather(deq, 3, heads).squeeze(3).to(self.dtype)
-        head_off = torch.arange(H, device=self.home).view(1, H, 1) * self.P.view(B, 1, 1)
-        flat = (pos + head_off + self.offs.view(B, 1, 1)).reshape(-1)
-        deq = self.quantizer.dequantize(self.data.select_rows(flat).to(self.dev))
+        head_off = torch.arange(H, device=idx_dev).view(1, H, 1) * P.view(B, 1, 1)
+        flat = (pos + head_off + offs.view(B, 1, 1)).reshape(-1)
+        deq = self.quantizer.dequantize(take_qrows(self.data, flat, self.dev))
         return deq.view(B, H, K, self.d).to(self.dtype)
 
 

@@ -2,9 +2,54 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
 from .config import NATIVE
+
+# None: zero-copy wherever it applies. Tests set True to drive the path on CPU tensors under TRITON_INTERPRET=1, and
+# False to get the host-side gather (the reference) on a GPU.
+FORCE_ZERO_COPY: bool | None = None
+
+
+def zero_copy(src: torch.Tensor, device: torch.device) -> bool:
+    """True when rows of `src` are read by the GPU itself: src in pinned host memory, compute on CUDA. The indices
+    then never visit the host (no synchronisation per layer) and only the selected rows cross PCIe."""
+    if FORCE_ZERO_COPY is not None:
+        return FORCE_ZERO_COPY
+    return device.type == "cuda" and src.device.type == "cpu" and src.is_pinned()
+
+
+def take_rows(src: torch.Tensor, rows: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """src[rows] on `device`, bit for bit. src (N, ...) rows with unit-stride trailing dims; rows (M,) long."""
+    if not zero_copy(src, device):
+        return src[rows.to(src.device)].to(device, non_blocking=True)
+    from shadowkv_lab.kernels.fetch import copy_rows
+
+    tail = src.shape[1:]
+    flat = src if src.dim() == 2 else src.unsqueeze(1) if src.dim() == 1 else src.flatten(1)
+    return copy_rows(flat, rows.to(device)).view(rows.shape[0], *tail)
+
+
+def take_qrows(q, rows: torch.Tensor, device: torch.device):
+    """QuantizedTensor.select_rows(rows) on `device`; zero-copy per row tensor where the store allows it."""
+    first = next(iter(q.rows.values()))
+    if q.parts or not zero_copy(first, device):
+        return q.select_rows(rows).to(device)
+    return dataclasses.replace(q, shape=(int(rows.numel()), q.shape[1]),
+                               rows={k: take_rows(v, rows, device) for k, v in q.rows.items()},
+                               consts={k: v.to(device) for k, v in q.consts.items()})
+
+
+def head_rows(x: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """x (H, P, d), a head-major view whose rows are d apart -> (rows (H * Ps, d), Ps): row h * Ps + p is x[h, p]
+    (Ps = P, or the padded length of a stack x is a view of)."""
+    H, P, d = x.shape
+    if x.stride(2) != 1 or x.stride(1) != d or x.stride(0) % d:
+        raise ValueError(f"head_rows needs rows d apart, got strides {x.stride()} for shape {tuple(x.shape)}")
+    Ps = x.stride(0) // d
+    return x.as_strided((H * Ps, d), (d, 1)), Ps
 
 
 class RowStore:
@@ -41,18 +86,24 @@ class RowStore:
     def gather(self, positions: torch.Tensor) -> torch.Tensor:
         """positions: (H, k) long, any device -> (H, k, d) on the compute device."""
         H, k = positions.shape
-        pos = positions.to(self.home)
+        dev = self.compute_device
+        zc = zero_copy(self.data if self.quantizer is None else next(iter(self.data.rows.values())), dev)
+        pos = positions.to(dev if zc else self.home)
         if self.quantizer is None:
+            if zc:
+                rows, Ps = head_rows(self.data)
+                flat = (pos + torch.arange(H, device=dev).unsqueeze(1) * Ps).reshape(-1)
+                return take_rows(rows, flat, dev).view(H, k, self.d)
             rows = torch.gather(self.data, 1, pos.unsqueeze(-1).expand(H, k, self.d))
-            return rows.to(self.compute_device, non_blocking=True)
+            return rows.to(dev, non_blocking=True)
         if self.token_major:
             uniq, inverse = torch.unique(pos, return_inverse=True)
-            deq = self.quantizer.dequantize(self.data.select_rows(uniq).to(self.compute_device))  # (U, H*d)
+            deq = self.quantizer.dequantize(take_qrows(self.data, uniq, dev))  # (U, H*d)
             deq = deq.view(-1, self.H, self.d).to(self.dtype)
-            heads = torch.arange(H, device=self.compute_device).unsqueeze(1).expand(H, k)
-            return deq[inverse.to(self.compute_device), heads]
+            heads = torch.arange(H, device=dev).unsqueeze(1).expand(H, k)
+            return deq[inverse.to(dev), heads]
         flat = (pos + torch.arange(H, device=pos.device).unsqueeze(1) * self.P).reshape(-1)
-        deq = self.quantizer.dequantize(self.data.select_rows(flat).to(self.compute_device))
+        deq = self.quantizer.dequantize(take_qrows(self.data, flat, dev))
         return deq.view(H, k, self.d).to(self.dtype)
 
     def all_rows(self) -> torch.Tensor:

@@ -14,7 +14,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .common import e4m3_to_f32, fwht_butterfly, host_arg, interpreting, mma, round_to
+from .common import e4m3_to_f32, fwht_butterfly, host_arg, interpreting, mma, next_pow2, round_to
 
 
 # ---------------------------------------------------------------------------------------------- cache-hit policy
@@ -136,6 +136,42 @@ def gather_rows_ref(src, strides, H, idx, out, slots=None, n=None, fmt=0, rope_t
     valid = torch.arange(K, device=idx.device)[None] < (n[:, None] if n is not None else K)
     for r in range(BH):
         out[r, slots[r][valid[r]]] = rows[r][valid[r]]
+
+
+# ---------------------------------------------------------------------------------------------- raw row copy
+_BITS = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+
+
+@triton.jit
+def _copy_rows(src_ptr, rows_ptr, out_ptr, M, W, row_stride, BN: tl.constexpr, BW: tl.constexpr):
+    """out[i, :W] = src[rows[i] * row_stride + (0..W)] for i < M: a bit copy (integer lanes, no float conversion)."""
+    i = tl.program_id(0) * BN + tl.arange(0, BN)
+    m = i < M
+    r = tl.load(rows_ptr + i, mask=m, other=0).to(tl.int64)
+    w = tl.arange(0, BW)
+    mask = m[:, None] & (w[None, :] < W)
+    x = tl.load(src_ptr + r[:, None] * row_stride + w[None, :], mask=mask, other=0)
+    tl.store(out_ptr + i.to(tl.int64)[:, None] * W + w[None, :], x, mask=mask)
+
+
+def copy_rows(src: torch.Tensor, rows: torch.Tensor, block: int = 32) -> torch.Tensor:
+    """src (N, W) with unit column stride (any device; pinned host memory is read zero-copy, so only the selected
+    rows cross PCIe and the host never waits), rows (M,) long on the compute device -> src[rows] (M, W) there, bit
+    for bit. No host synchronisation: the runner's stacked decode step gathers every method's rows this way."""
+    if src.dim() != 2 or src.stride(1) != 1:
+        raise ValueError(f"copy_rows needs a 2-D source with unit column stride, got shape {tuple(src.shape)} "
+                         f"strides {src.stride()}")
+    lanes = _BITS[src.element_size()]
+    out = torch.empty(rows.shape[0], src.shape[1], dtype=src.dtype, device=rows.device)
+    M, W = out.shape
+    if M and W:
+        _copy_rows[(triton.cdiv(M, block),)](host_arg(src.view(lanes)), rows.contiguous(), out.view(lanes), M, W,
+                                             src.stride(0), BN=block, BW=next_pow2(W), num_warps=4)
+    return out
+
+
+def copy_rows_ref(src: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    return src[rows.to(src.device)].to(rows.device)
 
 
 # ---------------------------------------------------------------------------------------------- HIGGS token rows

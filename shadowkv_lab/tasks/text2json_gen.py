@@ -308,7 +308,7 @@ class _Builder:
             text = r.choice(_SPLIT).format(n=n, N=_cap(n), pron=pron, clause=self._clause(e, split_key, e.stated[split_key]))
             where[split_key] = len(self.blocks)
             self.blocks.append(_Block(text, e.gold, after=prof_idx, entity=e.name, role="split"))
-        if r.random() < cfg.correction_rate:
+        if r.random() < cfg.correction_rate and e.stated:  # an entity stating nothing has nothing to correct
             asked_here = [k for k in self.asked if k in e.stated]
             pool = asked_here if (asked_here and r.random() < 0.8) else list(e.stated)
             key = r.choice(pool)
