@@ -165,6 +165,16 @@ def test_spread_knob():
     assert max(max(p) - min(p) for p in wide) > 0.5
 
 
+def test_distractors_per_gold_knob():
+    """The floor on distractor entities: int(r * n_gold) + 2 at a high filler share (where the floor binds)."""
+    base = dict(tokens=8000, n_gold=10, filler_share=0.97, near_duplicate_rate=0.0)
+    for r, want in ((0.0, 2), (0.2, 4), (0.5, 7)):
+        for seed in range(3):
+            assert generate_sample(seed, Text2JSONConfig(**base, distractors_per_gold=r)).meta["n_distractor_entities"] == want
+    with pytest.raises(ValueError, match="distractors_per_gold must be a number in \\[0, 10\\], got -1"):
+        Text2JSONConfig(distractors_per_gold=-1)
+
+
 def test_spelled_numbers_knob():
     """Digits only: no number words anywhere, and otherwise the same sample (same entities, same structure)."""
     import re

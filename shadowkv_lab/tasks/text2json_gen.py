@@ -98,6 +98,8 @@ class Text2JSONConfig:
     correction_rate: chance per entity of a correction/update of one attribute (the gold follows it).
     aggregate_rate: chance per filler sentence of an entity-free sentence carrying an attribute value.
     asked_attribute_rate: chance that a distractor entity states each of the two asked attributes.
+    distractors_per_gold: floor on the distractor entities, int(distractors_per_gold * n_gold) + 2, whatever the
+        filler share (small models list most other-kind entities they read, so this ratio sets their extras).
     extra_attributes: (min, max) other attributes stated per entity.
     domain / kind / attributes: fix the domain, asked kind or the two asked attribute keys.
     spelled_numbers: allow small numbers in words ("nineteen years"); False writes every number in digits (the gold
@@ -118,6 +120,7 @@ class Text2JSONConfig:
     correction_rate: float = 0.05
     aggregate_rate: float = 0.04
     asked_attribute_rate: float = 0.8
+    distractors_per_gold: float = 0.5
     extra_attributes: tuple[int, int] = (1, 3)
     domain: str | None = None
     kind: str | None = None
@@ -139,6 +142,8 @@ class Text2JSONConfig:
             v = getattr(self, name)
             if not 0 <= v <= 1:
                 raise ValueError(f"{name} must be in [0, 1], got {v}")
+        if not (isinstance(self.distractors_per_gold, (int, float)) and 0 <= self.distractors_per_gold <= 10):
+            raise ValueError(f"distractors_per_gold must be a number in [0, 10], got {self.distractors_per_gold!r}")
         if not 0 <= self.filler_share < 1:
             raise ValueError(f"filler_share must be in [0, 1), got {self.filler_share}")
         self.extra_attributes = tuple(self.extra_attributes)
@@ -480,7 +485,7 @@ def _generate_sample(seed, cfg: Text2JSONConfig, tokenizer, domain: str | None, 
     ratio = counter.tokens_per_char(sample_text)  # tokens per char from a tokenized sample
     target_chars = cfg.tokens / ratio
     content_chars = sum(len(x.text) + 2 for x in b.blocks) + len(heading) + len(b.instruction())
-    min_distractors = cfg.gold_count() // 2 + 2
+    min_distractors = int(cfg.distractors_per_gold * cfg.gold_count()) + 2
     n_distractors = len(b._groups)
     budget = (1 - cfg.filler_share) * target_chars
     while (content_chars < budget or n_distractors < min_distractors) and content_chars < 0.97 * target_chars:
