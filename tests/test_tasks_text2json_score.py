@@ -8,7 +8,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shadowkv_lab.tasks import get_task
-from shadowkv_lab.tasks.text2json_score import canonical, parse_gold, score, score_lenient, score_salvaged
+from shadowkv_lab.tasks.text2json_score import (
+    canonical, error_breakdown, parse_gold, score, score_lenient, score_salvaged,
+)
 
 GOLD = [{"name": "Alpha", "price": "$10", "weight": "2 kg"}, {"name": "Beta", "price": "$30", "weight": "4 kg"}]
 A = {"name": "Alpha", "price": "$10", "weight": "2 kg"}
@@ -168,6 +170,20 @@ def test_salvaged_scores_a_looping_cut_off_list():
     assert score_salvaged("no list", GOLD) == 0.0 and score_salvaged("[", GOLD) == 0.0
 
 
+def test_error_breakdown_counts_every_kind_of_error():
+    ents = [{"name": A["name"], "kind": "k", "gold": True}, {"name": B["name"], "kind": "k", "gold": True},
+            {"name": "Other Thing", "kind": "other", "gold": False}]
+    pred = js([{**A, "price": "wrong"}, {"name": "Other Thing", "price": "1"}, {"name": "Invented"}, A, 7])
+    got = error_breakdown(pred, GOLD, ents)
+    want_values = dict(values_right=len(A) - 2, values_wrong=1, values_missing=0)
+    assert got == dict(gold=len(GOLD), found=1, missed=len(GOLD) - 1, extra_other_kind=1, extra_unknown=1, duplicates=1,
+                       not_objects=1, unclosed=0, **want_values)
+    loop = "[" + js(A) + "," + js(B) + "," + js(A)  # cut off by the cap: counted on the salvaged elements
+    got = error_breakdown(loop, GOLD, None)
+    assert got["unclosed"] == 1 and got["found"] == 2 and got["extra_unknown"] == 0
+    assert error_breakdown(None, GOLD)["found"] == 0 and error_breakdown("x", [{"name": "a"}, {"name": "a"}]) == {}
+
+
 def test_deeply_nested_prediction_does_not_raise():
     deep = "[" + '{"a":' * 5000 + "1" + "}" * 5000 + "]"
     assert score(deep, GOLD) == 0.0
@@ -217,6 +233,8 @@ def test_property_structured_predictions(pred, gold, wrap):
             assert 0.0 <= v <= 100.0
         else:
             assert math.isnan(v)
+    b = error_breakdown(text, gold)
+    assert (b["found"] + b["missed"] == len(gold)) if _valid(gold) else b == {}
 
 
 @settings(max_examples=300, deadline=None)

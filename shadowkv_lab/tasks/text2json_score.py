@@ -177,3 +177,47 @@ def score_lenient(prediction: str, gold) -> float:
 def score_salvaged(prediction: str, gold) -> float:
     """Diagnostic: same matching on the complete, de-duplicated elements of a possibly unclosed first list."""
     return _score(prediction, gold, extract_salvaged)
+
+
+def error_breakdown(prediction: str, gold, entities: list[dict] | None = None) -> dict:
+    """Diagnostic: where a prediction's points went, on the salvaged elements (so a looping output still counts).
+
+    entities: the sample's meta["entities"] ({name, kind, gold}) of our generator, to tell listed entities of other
+    kinds (distractors read and wrongly kept) from names that appear nowhere. Returns counts: gold, found, missed,
+    values_right / values_wrong / values_missing (over the asked attributes of found entities), extra_other_kind,
+    extra_unknown (names not in the text's entity list; all extras when entities is None), duplicates, not_objects,
+    and unclosed (no complete list: the reference rule scores the sample 0). Never raises (an invalid gold: {})."""
+    try:
+        g = parse_gold(gold)
+        if g is None:
+            return {}
+        out = dict(gold=len(g), found=0, missed=0, values_right=0, values_wrong=0, values_missing=0,
+                   extra_other_kind=0, extra_unknown=0, duplicates=0, not_objects=0,
+                   unclosed=int(not isinstance(prediction, str) or extract_strict(prediction) is None))
+        by_name = {_norm(o["name"]): o for o in g}
+        known = {_norm(e["name"]) for e in entities or [] if isinstance(e, dict) and isinstance(e.get("name"), str)}
+        seen: set[str] = set()
+        for obj in (extract_salvaged(prediction) if isinstance(prediction, str) else None) or []:
+            if not isinstance(obj, dict):
+                out["not_objects"] += 1
+                continue
+            name = canonical(obj.get("name"))
+            if name in by_name and name not in seen:
+                seen.add(name)
+                out["found"] += 1
+                for key, want in by_name[name].items():
+                    if key == "name":
+                        continue
+                    got = canonical(obj.get(key))
+                    k = "values_missing" if got is None else "values_right" if got == canonical(want) else "values_wrong"
+                    out[k] += 1
+            elif name in seen:
+                out["duplicates"] += 1
+            elif name in known:
+                out["extra_other_kind"] += 1
+            else:
+                out["extra_unknown"] += 1
+        out["missed"] = out["gold"] - out["found"]
+        return out
+    except Exception:  # noqa: BLE001 - a diagnostic must never take an analysis down
+        return {}
