@@ -72,26 +72,35 @@ def parse_gold(gold) -> list[dict] | None:
     return gold
 
 
+def _pair(predicted: list, gold: list[dict]):
+    """Step 4's greedy name matching: yields (element, its gold entry or None) per predicted element. A gold entry is
+    consumed by its first match; an element that is not an object with a string name, or whose name is not among
+    the remaining gold names, pairs with None (an extra)."""
+    remaining = {_norm(g["name"]): g for g in gold}
+    for obj in predicted:
+        named = isinstance(obj, dict) and isinstance(obj.get("name"), str)
+        yield obj, (remaining.pop(_norm(obj["name"]), None) if named else None)
+
+
+def _value_status(obj: dict, key: str, gold_value) -> str:
+    """'missing' (absent or null), 'wrong' or 'right' for one gold key of a matched object."""
+    if key not in obj or obj[key] is None:
+        return "missing"
+    return "wrong" if canonical(obj[key]) != canonical(gold_value) else "right"
+
+
+_PENALTY = {"missing": 0.5, "wrong": 0.25, "right": 0.0}
+
+
 def match_objects(predicted: list, gold: list[dict]) -> float:
     """Steps 4-5 of the reference: greedy name matching with per-key penalties, 0..100."""
-    remaining = {_norm(g["name"]): g for g in gold}
     union = len(gold)
     total = 0.0
-    for obj in predicted:
-        if not isinstance(obj, dict) or not isinstance(obj.get("name"), str):
-            union += 1
-            continue
-        g = remaining.pop(_norm(obj["name"]), None)
+    for obj, g in _pair(predicted, gold):
         if g is None:
             union += 1
             continue
-        s = 1.0
-        for key, gv in g.items():
-            if key not in obj or obj[key] is None:
-                s -= 0.5
-            elif canonical(obj[key]) != canonical(gv):
-                s -= 0.25
-        total += max(s, 0.0)
+        total += max(1.0 - sum(_PENALTY[_value_status(obj, key, gv)] for key, gv in g.items()), 0.0)
     if union == 0:  # empty gold and empty prediction: nothing to find, nothing wrong
         return 100.0
     return 100.0 * total / union
@@ -194,29 +203,22 @@ def error_breakdown(prediction: str, gold, entities: list[dict] | None = None) -
         out = dict(gold=len(g), found=0, missed=0, values_right=0, values_wrong=0, values_missing=0,
                    extra_other_kind=0, extra_unknown=0, duplicates=0, not_objects=0,
                    unclosed=int(not isinstance(prediction, str) or extract_strict(prediction) is None))
-        by_name = {_norm(o["name"]): o for o in g}
+        gold_names = {_norm(o["name"]) for o in g}
         known = {_norm(e["name"]) for e in entities or [] if isinstance(e, dict) and isinstance(e.get("name"), str)}
-        seen: set[str] = set()
-        for obj in (extract_salvaged(prediction) if isinstance(prediction, str) else None) or []:
-            if not isinstance(obj, dict):
-                out["not_objects"] += 1
-                continue
-            name = canonical(obj.get("name"))
-            if name in by_name and name not in seen:
-                seen.add(name)
+        salvaged = (extract_salvaged(prediction) if isinstance(prediction, str) else None) or []
+        for obj, entry in _pair(salvaged, g):  # the scorer's own matching
+            if entry is not None:
                 out["found"] += 1
-                for key, want in by_name[name].items():
-                    if key == "name":
-                        continue
-                    got = canonical(obj.get(key))
-                    k = "values_missing" if got is None else "values_right" if got == canonical(want) else "values_wrong"
-                    out[k] += 1
-            elif name in seen:
-                out["duplicates"] += 1
-            elif name in known:
-                out["extra_other_kind"] += 1
+                for key, gv in entry.items():
+                    if key != "name":
+                        out["values_" + _value_status(obj, key, gv)] += 1
+            elif not isinstance(obj, dict):
+                out["not_objects"] += 1
             else:
-                out["extra_unknown"] += 1
+                name = obj.get("name")
+                name = _norm(name) if isinstance(name, str) else None
+                kind = "duplicates" if name in gold_names else "extra_other_kind" if name in known else "extra_unknown"
+                out[kind] += 1
         out["missed"] = out["gold"] - out["found"]
         return out
     except Exception:  # noqa: BLE001 - a diagnostic must never take an analysis down
