@@ -24,7 +24,7 @@ import itertools
 import torch
 
 from .layer import ExactLayer, SparseLayer, chunk_positions, topk_indices
-from .stores import RowStore, take_qrows, take_rows, zero_copy
+from .stores import RowStore, pinned_host, take_qrows, take_rows, zero_copy
 
 NEG_INF = float("-inf")
 
@@ -52,8 +52,7 @@ def _stack(xs: list[torch.Tensor], dim: int = 1) -> tuple[torch.Tensor, list[int
     shape = list(xs[0].shape)
     shape[dim] = n
     # A pinned source stays pinned: the stacked gather reads host rows zero-copy from the GPU (stores.take_rows).
-    pin = xs[0].device.type == "cpu" and xs[0].is_pinned()
-    out = torch.zeros([len(xs)] + shape, dtype=xs[0].dtype, device=xs[0].device, pin_memory=pin)
+    out = torch.zeros([len(xs)] + shape, dtype=xs[0].dtype, device=xs[0].device, pin_memory=pinned_host(xs[0]))
     for b, x in enumerate(xs):
         out[b].narrow(dim, 0, x.shape[dim]).copy_(x)
     return out, lens
@@ -152,7 +151,7 @@ class _StackedRows:
         offs = list(itertools.accumulate(per_row[:-1], initial=0))
         keys = list(s0.data.rows)
         rows = {k: torch.cat([s.data.rows[k] for s in stores]) for k in keys}
-        if s0.data.rows[keys[0]].device.type == "cpu" and s0.data.rows[keys[0]].is_pinned():
+        if pinned_host(s0.row_tensor):
             rows = {k: v.pin_memory() for k, v in rows.items()}  # zero-copy gathers need pinned rows
         self.data = dataclasses.replace(s0.data, shape=(sum(per_row), s0.data.shape[1]), rows=rows)
         for s, o, n in zip(stores, offs, per_row):

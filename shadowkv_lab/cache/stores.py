@@ -13,12 +13,17 @@ from .config import NATIVE
 FORCE_ZERO_COPY: bool | None = None
 
 
+def pinned_host(t: torch.Tensor) -> bool:
+    """t lives in page-locked host memory (what a CUDA kernel can read zero-copy)."""
+    return t.device.type == "cpu" and t.is_pinned()
+
+
 def zero_copy(src: torch.Tensor, device: torch.device) -> bool:
     """True when rows of `src` are read by the GPU itself: src in pinned host memory, compute on CUDA. The indices
     then never visit the host (no synchronisation per layer) and only the selected rows cross PCIe."""
     if FORCE_ZERO_COPY is not None:
         return FORCE_ZERO_COPY
-    return device.type == "cuda" and src.device.type == "cpu" and src.is_pinned()
+    return device.type == "cuda" and pinned_host(src)
 
 
 def take_rows(src: torch.Tensor, rows: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -87,7 +92,7 @@ class RowStore:
         """positions: (H, k) long, any device -> (H, k, d) on the compute device."""
         H, k = positions.shape
         dev = self.compute_device
-        zc = zero_copy(self.data if self.quantizer is None else next(iter(self.data.rows.values())), dev)
+        zc = zero_copy(self.row_tensor, dev)
         pos = positions.to(dev if zc else self.home)
         if self.quantizer is None:
             if zc:
@@ -105,6 +110,12 @@ class RowStore:
         flat = (pos + torch.arange(H, device=pos.device).unsqueeze(1) * self.P).reshape(-1)
         deq = self.quantizer.dequantize(take_qrows(self.data, flat, dev))
         return deq.view(H, k, self.d).to(self.dtype)
+
+    @property
+    def row_tensor(self) -> torch.Tensor:
+        """A tensor holding the store's rows (the native data, or a quantized store's first row tensor): where it lives
+        and whether it is pinned say how the rows can be gathered."""
+        return self.data if self.quantizer is None else next(iter(self.data.rows.values()))
 
     def all_rows(self) -> torch.Tensor:
         """Every row, dequantized, (H, P, d) on the compute device (used by the exact-attention analysis only)."""

@@ -51,7 +51,7 @@ def unsupported_reason(layer) -> str | None:
         return f"head_dim {layer.d} not a multiple of 32"
     stores = [("values", layer.values)] + ([("keys", layer.keys)] if layer.rank <= 0 else [])
     for name, st in stores:
-        first = st.data if st.quantizer is None else next(iter(st.data.rows.values()))
+        first = st.row_tensor
         if first.device.type == "cpu" and torch.cuda.is_available() and not first.is_pinned():
             return f"{name} in pageable host memory (after a stacked decode); zero-copy needs pinned rows"
         k = _quant_kind(st.quantizer)
