@@ -24,6 +24,8 @@ for stage in "$@"; do
     runner32) SHADOWKV_LAB_KERNELS=0 timeout "${RUNNER_LIMIT:-560}" python benchmarks/bench_runner.py --model $M --dtype fp32 --n "${RUNNER_N:-16}" --tokens 16384 --max-new-tokens "${RUNNER_NEW:-256}" --batch-size 128 --naive-cells "${NAIVE_CELLS:-8}" --out-json "$OUT/runner_h200.json" 2>>"$OUT/log.txt" | tail -14 ;;
     kernels) OUT="$OUT" timeout "${KERNELS_LIMIT:-300}" python benchmarks/check_kernels_e2e.py --model $M --tokens 8192 2>>"$OUT/log.txt" ;;
     search) python benchmarks/gpu_text2json.py --phase search --model $M --out "$OUT/results" --tokens 8192,16384 --n 20 --batch-size 120 ${SETTINGS:+--settings $SETTINGS} 2>>"$OUT/log.txt" | tail -20 ;;
+    grid8|grid16) t=$([ $stage = grid8 ] && echo 8192 || echo 16384)
+      timeout "${SEARCH_LIMIT:-540}" python benchmarks/gpu_text2json.py --phase search --grid --model $M --out .stage/results --tokens $t --n 20 --batch-size 120 ${SETTINGS:+--settings $SETTINGS} 2>>"$OUT/log.txt" | tail -20 ;;
     runner) timeout "${RUNNER_LIMIT:-280}" python benchmarks/bench_runner.py --model $M --n "${RUNNER_N:-8}" --tokens 16384 --max-new-tokens "${RUNNER_NEW:-256}" --batch-size 128 --naive-cells "${NAIVE_CELLS:-8}" --out-json "$OUT/runner_h200.json" 2>>"$OUT/log.txt" | tail -12 ;;
     cal8) python benchmarks/gpu_text2json.py --phase calibrate --model $M --out .stage/results --tokens 8192 --gold-per-1k 2.5 --n 20 --batch-size 40 2>>"$OUT/log.txt" | tail -12 ;;
     cal16) python benchmarks/gpu_text2json.py --phase calibrate --model $M --out .stage/results --tokens 16384 --gold-per-1k 2.5 --n 20 --batch-size 40 2>>"$OUT/log.txt" | tail -12 ;;
