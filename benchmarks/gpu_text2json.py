@@ -84,6 +84,20 @@ SETTINGS = {
     "h6_g0.5_r0": dict(ALL_LEAN, gold_per_1k_tokens=0.5, filler_share=0.95, distractors_per_gold=0.0),
     "h7_g1.0_r0.2_m10": dict(ALL_LEAN, gold_per_1k_tokens=1.0, max_gold=10, filler_share=0.95, distractors_per_gold=0.2),
     "h8_g1.0_r0_m10": dict(ALL_LEAN, gold_per_1k_tokens=1.0, max_gold=10, filler_share=0.95, distractors_per_gold=0.0),
+    # Search 6: h at 16k scored 17-26 (half the gold missed, 25-45% of outputs loop to the cap): fewer gold, fewer
+    # distractors (filler 0.97-0.98).
+    "k1_g0.5_r0_f0.98": dict(ALL_LEAN, gold_per_1k_tokens=0.5, filler_share=0.98, distractors_per_gold=0.0),
+    "k2_g0.375_r0_f0.97": dict(ALL_LEAN, gold_per_1k_tokens=0.375, filler_share=0.97, distractors_per_gold=0.0),
+    "k3_n6_r0_f0.97": dict(ALL_LEAN, n_gold=6, filler_share=0.97, distractors_per_gold=0.0),
+    "k4_n6_r0_f0.98_x0": dict(ALL_LEAN, n_gold=6, filler_share=0.98, distractors_per_gold=0.0, extra_attributes=(0, 0)),
+    "k5_g0.75_r0_f0.98": dict(ALL_LEAN, gold_per_1k_tokens=0.75, filler_share=0.98, distractors_per_gold=0.0),
+    # Search 7: k at 16k scored 31.8-36.2 (8k: 43-58); 30-40% of 16k outputs run to the cap, inventing entities or
+    # repeating one. The other difficulty knob of tasks.md: the gold's spread over the text.
+    "m1_n6_x0_s0.5": dict(ALL_LEAN, n_gold=6, filler_share=0.98, distractors_per_gold=0.0, extra_attributes=(0, 0), spread=0.5),
+    "m2_n6_x0_s0.25": dict(ALL_LEAN, n_gold=6, filler_share=0.98, distractors_per_gold=0.0, extra_attributes=(0, 0), spread=0.25),
+    "m3_n8_x0_s0.5": dict(ALL_LEAN, n_gold=8, filler_share=0.98, distractors_per_gold=0.0, extra_attributes=(0, 0), spread=0.5),
+    "m4_g0.75_f0.98_s0.5": dict(ALL_LEAN, gold_per_1k_tokens=0.75, filler_share=0.98, distractors_per_gold=0.0, spread=0.5),
+    "m5_n4_x0": dict(ALL_LEAN, n_gold=4, filler_share=0.98, distractors_per_gold=0.0, extra_attributes=(0, 0)),
 }
 
 
@@ -93,7 +107,7 @@ def samples_for(tok, tokens: int, gold_per_1k: float, n: int, seed: int, setting
     samples = task.load(n=n, tokens=tokens, seed=seed, tokenizer=tok, **kw)
     for i, s in enumerate(samples):  # ids that name the difficulty, so cells never collide across settings
         s.id = f"t{tokens}_{setting}_s{seed}_{i}" if setting else f"t{tokens}_g{gold_per_1k:g}_s{seed}_{i}"
-        s.meta["gold_per_1k"] = kw["gold_per_1k_tokens"]
+        s.meta["gold_per_1k"] = kw.get("gold_per_1k_tokens", 0.0)
         s.meta["setting"] = setting or ""
     return task, samples
 
