@@ -42,6 +42,7 @@ R, C_SKV, OUT_SKV, LOC_SKV, BUD_SKV = 160, 8, 48, 32, 2048
 LOC_YAKV, FRAC_YAKV = 64, 0.03125
 GEN = 16  # generated tokens already in the buffer
 N_TIME = 15  # timed replays per configuration (--n-time)
+SWEEP_SCORING = False  # --sweep-scoring
 DEV = torch.device("cuda" if torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET", "0") != "1" else "cpu")
 CUDA = DEV.type == "cuda"  # else: a CPU smoke run under TRITON_INTERPRET=1 (tiny sizes, wall-clock timing)
 
@@ -299,6 +300,17 @@ def bench_scoring(L, B, bufs, table):
             passes = 2 if rule == "softmax_max" else 1
             rows.append(dict(landmarks=name, rule=rule, ms=ms, ns_per_landmark=ms * 1e6 / (BH * M),
                              bytes_per_landmark=lm.nbytes / (BH * M), gbs=passes * lm.nbytes / ms / 1e6))
+    if SWEEP_SCORING:  # tile size x warps x stored logits, softmax-max (the default is the first row of each format)
+        for name, stores, bms in (("bf16", (False,), (128, 64)), ("higgs2", (True, False), (128, 64, 32))):
+            lm = fmts[name]
+            for store in stores:
+                for bm in bms:
+                    for nw in (8, 4):
+                        ms, _ = timed_steps(lambda: landmark_scores(lm, qq, D ** -0.5, "softmax_max", True, block_m=bm,
+                                                                    num_warps=nw, store_logits=store), qq, qs)
+                        rows.append(dict(landmarks=name, rule=f"softmax_max bm{bm} w{nw}{' stored' if store else ''}",
+                                         ms=ms, ns_per_landmark=ms * 1e6 / (BH * M), bytes_per_landmark=lm.nbytes / (BH * M)))
+                        print(f"  sweep {name} {rows[-1]['rule']}: {rows[-1]['ns_per_landmark']:.3f} ns/landmark", flush=True)
     sc = torch.rand(BH, M, device=DEV)
     ms, _ = timed_steps(lambda: torch.topk(sc, int(FRAC_YAKV * L), -1, sorted=False), qq, qs)
     rows.append(dict(landmarks="-", rule="topk(3.125%)", ms=ms, ns_per_landmark=ms * 1e6 / (BH * M)))
@@ -375,9 +387,11 @@ def main():
     ap.add_argument("--methods", nargs="+", default=["full", "shadowkv", "yakv_fp8", "yakv_h4"])
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
     ap.add_argument("--n-time", type=int, default=15)
+    ap.add_argument("--sweep-scoring", action="store_true", help="also time the scoring kernel's tile sizes, warps and stored logits")
+    ap.add_argument("--scoring-only", action="store_true", help="hit rates and scoring only, no decode steps")
     args = ap.parse_args()
-    global N_TIME
-    N_TIME = args.n_time
+    global N_TIME, SWEEP_SCORING
+    N_TIME, SWEEP_SCORING = args.n_time, args.sweep_scoring
     os.makedirs(args.out, exist_ok=True)
     torch.manual_seed(0)
     Lmax, Bmax = max(args.contexts), max(args.batches)
@@ -405,7 +419,8 @@ def main():
     if "v_bf16" in bufs:
         results["zero_copy"] = bench_zero_copy(bufs, n_rows=(1 << 18) if CUDA else 256)
     results["scoring"] = bench_scoring(Lmax, min(8, Bmax), bufs, table)
-    for L in args.contexts:
+    save(results, args.out)
+    for L in ([] if args.scoring_only else args.contexts):
         kv = None
         if "full" in args.methods:
             kv = [torch.randn(Bmax * H, L, D, device=DEV).to(torch.bfloat16) for _ in range(2)]

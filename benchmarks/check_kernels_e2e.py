@@ -1,6 +1,6 @@
 """Greedy tokens of the Triton decode path vs the torch reference path on a real prompt (CUDA).
 
-    python benchmarks/check_kernels_e2e.py --model qwen2.5-coder-1.5b --tokens 8192 --methods shadowkv,yakv,yakv_exactkv
+    python benchmarks/check_kernels_e2e.py --model qwen2.5-coder-1.5b --tokens 8192 --methods shadowkv,yakv,yakv_exactkv --seeds 7,8
 
 Both paths share one exact prefill and decode one row at a time (batched=False: the per-row step, where the kernels
 run); SHADOWKV_LAB_KERNELS=1 selects the kernels, 0 the torch reference. Each path runs once untimed first (Triton
@@ -34,11 +34,24 @@ def main(argv=None):
     ap.add_argument("--methods", default="shadowkv,yakv,yakv_exactkv")
     ap.add_argument("--max-new-tokens", type=int, default=128)
     ap.add_argument("--dtype", default="bf16")
+    ap.add_argument("--seeds", default="7", help="comma-separated generator seeds: one Text2JSON prompt each")
     args = ap.parse_args(argv)
     model, tok = load_model(args.model, dtype=args.dtype)
-    sample = get_task("text2json").load(n=1, tokens=args.tokens, seed=7, tokenizer=tok)[0]
-    state = prefill(model, encode_prompt(tok, sample.prompt))
     stops = stop_token_ids(model, tok)
+    rows = []
+    for seed in map(int, args.seeds.split(",")):
+        sample = get_task("text2json").load(n=1, tokens=args.tokens, seed=seed, tokenizer=tok)[0]
+        state = prefill(model, encode_prompt(tok, sample.prompt))
+        rows += compare(model, state, stops, args, seed)
+        del state
+        out = Path(os.environ.get("OUT", "benchmarks/results"))
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "kernels_e2e.json").write_text(json.dumps(  # after every prompt: a cut-off run keeps what it measured
+            {"model": args.model, "dtype": args.dtype, "max_new_tokens": args.max_new_tokens, "rows": rows}, indent=2))
+    os.environ.pop("SHADOWKV_LAB_KERNELS")
+
+
+def compare(model, state, stops, args, seed) -> list[dict]:
     rows = []
     for name in args.methods.split(","):
         out = {}
@@ -63,15 +76,12 @@ def main(argv=None):
         if first is not None and 0 < first <= len(ra):
             top2 = ra[first - 1].topk(2).values
             margin = float(top2[0] - top2[1])
-        rows.append({"method": name, "identical": a == b, "first_divergence": first, "n_tokens": len(b),
+        rows.append({"seed": seed, "prompt_tokens": state.prompt_len, "method": name, "identical": a == b, "first_divergence": first, "n_tokens": len(b),
                      "reference_margin_at_divergence": margin, "max_logit_diff_before": max(diffs) if diffs else None,
                      "median_logit_diff_before": sorted(diffs)[len(diffs) // 2] if diffs else None,
                      "kernels_s": out["kernels"][1], "reference_s": out["reference"][1]})
         print(rows[-1], flush=True)
-    os.environ.pop("SHADOWKV_LAB_KERNELS")
-    Path("benchmarks/results").mkdir(parents=True, exist_ok=True)
-    Path(os.environ.get("OUT", "benchmarks/results"), "kernels_e2e.json").write_text(json.dumps(
-        {"model": args.model, "prompt_tokens": state.prompt_len, "rows": rows}, indent=2))
+    return rows
 
 
 if __name__ == "__main__":

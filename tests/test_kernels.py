@@ -88,6 +88,32 @@ def test_landmark_scores_bf16_probs_and_chunks():
     assert pos.shape == (BH, 10 * c) and bool((pos % c == torch.arange(c, device=DEV).repeat(10)).all())
 
 
+@pytest.mark.parametrize("fmt", ["native", "higgs4"])
+@pytest.mark.parametrize("block_m", [16, 64])
+def test_stored_logits_bit_identical(fmt, block_m):
+    """Pass 1 reading pass 0's logits back gives the very scores of re-scoring the landmarks (any tile size)."""
+    gen = torch.Generator().manual_seed(3)
+    BH, G, M, D = 2, 4, 150, 64
+    q = torch.randn(BH, G, D, generator=gen).to(DEV, torch.bfloat16)
+    if fmt == "native":
+        lm = Landmarks(FMT_NATIVE, torch.randn(BH, M, D, generator=gen).to(DEV, torch.bfloat16))
+    else:
+        codes = torch.randint(0, 256, (BH, M, D // 4), generator=gen, dtype=torch.uint8).to(DEV)
+        lm = Landmarks(FMT_HIGGS, codes, torch.rand(BH, M, generator=gen).to(DEV) + 1, rand_grid(256, 4, gen), 4)
+    a = landmark_scores(lm, q, D ** -0.5, "softmax_max", True, block_m=block_m, store_logits=True)
+    b = landmark_scores(lm, q, D ** -0.5, "softmax_max", True, block_m=block_m, store_logits=False)
+    assert torch.equal(a, b)
+    assert rel(a, landmark_scores_ref(lm, q, D ** -0.5, "softmax_max", True)) < 1e-2
+
+
+@pytest.mark.parametrize("kw,msg", [(dict(block_m=48), "block_m must be a power of two >= 16, got 48"),
+                                    (dict(block_m=8), "got 8"), (dict(num_warps=3), "num_warps must be one of")])
+def test_scoring_knobs_validated(kw, msg):
+    lm = Landmarks(FMT_NATIVE, torch.zeros(1, 32, 64, dtype=torch.bfloat16, device=DEV))
+    with pytest.raises(ValueError, match=msg):
+        landmark_scores(lm, torch.zeros(1, 2, 64, dtype=torch.bfloat16, device=DEV), 0.1, **kw)
+
+
 def test_higgs_landmarks_match_quantizer():
     """The rotated-domain dequantization equals HiggsQuantizer.dequantize on its own storage layout."""
     quant = pytest.importorskip("shadowkv_lab.quant")

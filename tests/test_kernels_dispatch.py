@@ -42,7 +42,7 @@ CONFIGS = {
 }
 
 
-def _layer(cfg, seed):
+def _layer(cfg, seed, dtype=torch.bfloat16):
     gen = torch.Generator().manual_seed(seed)
     inv = 1.0 / (10000.0 ** (torch.arange(0, D, 2, dtype=torch.float32) / D))
     tab = rope_table_from_freqs(inv.to(DEV), 4096, torch.bfloat16)
@@ -50,10 +50,10 @@ def _layer(cfg, seed):
     # keys with a shared direction per head and low-rank structure, so attention is peaky and SVD meaningful
     base = torch.randn(H, 1, D, generator=gen) * 2
     k_pre = (base + torch.randn(H, L, 16, generator=gen) @ torch.randn(16, D, generator=gen) / 2
-             + 0.3 * torch.randn(H, L, D, generator=gen)).to(DEV, torch.bfloat16)
+             + 0.3 * torch.randn(H, L, D, generator=gen)).to(DEV, dtype)
     pos = torch.arange(L, device=DEV).expand(H, L)
     k_post = rope(k_pre, pos)
-    v = torch.randn(H, L, D, generator=gen).to(DEV, torch.bfloat16)
+    v = torch.randn(H, L, D, generator=gen).to(DEV, dtype)
     ctx = LayerContext(rope=rope, scaling=D ** -0.5, n_q_heads=H * G, compute_device=DEV,
                        offload_device=torch.device("cpu"), pin=GPU)
     return SparseLayer(cfg, k_pre, k_post, v, ctx), rope, tab
@@ -98,6 +98,25 @@ def test_unsupported_layout_warns_and_declines():
                   landmark_format="nvfp4")
     layer, _, _ = _layer(cfg, seed=1)
     assert "nvfp4" in dispatch.unsupported_reason(layer)
+    with pytest.warns(UserWarning, match="torch reference"):
+        assert dispatch.enabled(layer) is False
+
+
+def test_env_flag_selects_the_path(monkeypatch):
+    """The kernels are the default; SHADOWKV_LAB_KERNELS=0 selects the torch reference; other values are errors."""
+    layer, _, _ = _layer(_config("shadowkv", **CONFIGS["shadowkv"]), seed=2)
+    monkeypatch.delenv("SHADOWKV_LAB_KERNELS", raising=False)
+    assert dispatch.enabled(layer)
+    monkeypatch.setenv("SHADOWKV_LAB_KERNELS", "0")
+    assert dispatch.enabled(layer) is False
+    monkeypatch.setenv("SHADOWKV_LAB_KERNELS", "yes")
+    with pytest.raises(ValueError, match="SHADOWKV_LAB_KERNELS='yes': allowed are 1"):
+        dispatch.enabled(layer)
+
+
+def test_fp32_model_runs_the_reference():
+    layer, _, _ = _layer(_config("shadowkv", **CONFIGS["shadowkv"]), seed=2, dtype=torch.float32)
+    assert "model dtype torch.float32" in dispatch.unsupported_reason(layer)
     with pytest.warns(UserWarning, match="torch reference"):
         assert dispatch.enabled(layer) is False
 

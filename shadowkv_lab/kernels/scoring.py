@@ -105,13 +105,16 @@ def _load_landmarks(lm_ptr, grid_ptr, sc_ptr, sgn_ptr, row, srow, m, mmask, dd, 
 
 
 @triton.jit
-def _score_pass(q_ptr, lm_ptr, sc_ptr, grid_ptr, sgn_ptr, stat_ptr, out_ptr, M, NB, scaling,
+def _score_pass(q_ptr, lm_ptr, sc_ptr, grid_ptr, sgn_ptr, stat_ptr, out_ptr, lg_ptr, M, NB, scaling,
                 stride_lb, stride_lm, stride_sb,
                 G: tl.constexpr, GP: tl.constexpr, D: tl.constexpr, FMT: tl.constexpr, P: tl.constexpr,
                 LOG2D: tl.constexpr, SIGNS: tl.constexpr, LM_DT: tl.constexpr,
-                MODE: tl.constexpr, BF16_PROBS: tl.constexpr, BM: tl.constexpr, F32_DOT: tl.constexpr):
-    """MODE 0: per-block (max, sum-exp) of the scaled logits per query head -> stat (BH, 2, GP, NB).
-    MODE 1: softmax_max scores from the reduced (max, sum of exp(logit - max)) in stat (BH, 2, GP) -> out (BH, M).
+                MODE: tl.constexpr, BF16_PROBS: tl.constexpr, BM: tl.constexpr, F32_DOT: tl.constexpr,
+                STORE: tl.constexpr):
+    """MODE 0: per-block (max, sum-exp) of the scaled logits per query head -> stat (BH, 2, GP, NB); STORE: the
+    scaled logits themselves too -> lg (BH, G, M) fp32.
+    MODE 1: softmax_max scores from the reduced (max, sum of exp(logit - max)) in stat (BH, 2, GP) -> out (BH, M);
+    STORE: the logits are read back from lg instead of recomputed from the landmarks.
     MODE 2: mean_dot scores (q holds the group-mean query in row 0) -> out (BH, M)."""
     bh = tl.program_id(0).to(tl.int64)
     blk = tl.program_id(1)
@@ -119,15 +122,22 @@ def _score_pass(q_ptr, lm_ptr, sc_ptr, grid_ptr, sgn_ptr, stat_ptr, out_ptr, M, 
     mmask = m < M
     dd = tl.arange(0, D)
     gg = tl.arange(0, GP)
-    x = _load_landmarks(lm_ptr, grid_ptr, sc_ptr, sgn_ptr, bh * stride_lb, bh * stride_sb, m, mmask, dd, stride_lm,
-                        FMT, P, BM, D, LOG2D, SIGNS, LM_DT)
-    qt = tl.load(q_ptr + bh * GP * D + gg[None, :] * D + dd[:, None])  # (D, GP) bf16, zero rows past G
-    s = mma(x, qt, F32_DOT)  # (BM, GP) fp32
-    if MODE == 2:
-        tl.store(out_ptr + bh * M + m, tl.sum(tl.where(gg[None, :] == 0, s, 0.0), 1), mask=mmask)
-        return
-    s = tl.where(mmask[:, None], s * scaling, float("-inf"))
+    lg_off = lg_ptr + bh * G * M + gg[None, :] * M + m[:, None]
+    lg_mask = mmask[:, None] & (gg[None, :] < G)
+    if MODE == 1 and STORE:
+        s = tl.load(lg_off, mask=lg_mask, other=float("-inf"))  # bit for bit the logits of pass 0
+    else:
+        x = _load_landmarks(lm_ptr, grid_ptr, sc_ptr, sgn_ptr, bh * stride_lb, bh * stride_sb, m, mmask, dd,
+                            stride_lm, FMT, P, BM, D, LOG2D, SIGNS, LM_DT)
+        qt = tl.load(q_ptr + bh * GP * D + gg[None, :] * D + dd[:, None])  # (D, GP) bf16, zero rows past G
+        s = mma(x, qt, F32_DOT)  # (BM, GP) fp32
+        if MODE == 2:
+            tl.store(out_ptr + bh * M + m, tl.sum(tl.where(gg[None, :] == 0, s, 0.0), 1), mask=mmask)
+            return
+        s = tl.where(mmask[:, None], s * scaling, float("-inf"))
     if MODE == 0:
+        if STORE:
+            tl.store(lg_off, s, mask=lg_mask)
         mx = tl.max(s, 0)  # (GP,)
         se = tl.sum(tl.exp(s - mx[None, :]), 0)
         base = stat_ptr + bh * 2 * GP * NB + gg * NB + blk
@@ -162,17 +172,30 @@ _LM_DTYPES = {torch.bfloat16: 0, torch.float16: 1, torch.float32: 2}
 
 
 def landmark_scores(lm: Landmarks, q: torch.Tensor, scaling: float, rule: str = "softmax_max",
-                    bf16_probs: bool = False, block_m: int = 128) -> torch.Tensor:
-    """Triton scores (BH, M) fp32 of every candidate landmark; q (BH, G, D)."""
+                    bf16_probs: bool = False, block_m: int | None = None, num_warps: int | None = None,
+                    store_logits: bool | None = None) -> torch.Tensor:
+    """Triton scores (BH, M) fp32 of every candidate landmark; q (BH, G, D).
+
+    softmax_max needs every logit before any probability. store_logits (default: for HIGGS landmarks, whose
+    dequantization costs far more than re-reading 4 * G bytes per landmark) keeps pass 0's logits in a (BH, G, M)
+    fp32 buffer for pass 1; otherwise pass 1 dequantizes and scores the landmarks again (bf16 / fp8: re-reading them
+    is cheaper than a logit buffer). Both give bit-identical scores. block_m / num_warps: tile size (a power of two
+    >= 16) and warps, for tuning (benchmarks/bench_decode_step.py --sweep-scoring)."""
     BH, G, D = q.shape
     M = lm.M
+    higgs = lm.fmt == FMT_HIGGS
+    block_m = 128 if block_m is None else block_m
+    if block_m < 16 or block_m & (block_m - 1):
+        raise ValueError(f"block_m must be a power of two >= 16, got {block_m}")
+    if num_warps is not None and num_warps not in (1, 2, 4, 8, 16):
+        raise ValueError(f"num_warps must be one of 1, 2, 4, 8, 16, got {num_warps}")
+    store = higgs if store_logits is None else bool(store_logits)
     qk = prepare_query(lm, q, rule)
     GP = qk.shape[1]
     NB = triton.cdiv(M, block_m)
     out = torch.empty(BH, M, dtype=torch.float32, device=q.device)
     data = lm.data
     sc = lm.scales if lm.scales is not None else out
-    higgs = lm.fmt == FMT_HIGGS
     grid = lm.grid if higgs else out
     sgn = lm.signs if higgs and lm.signs is not None else out
     args = (data, sc, grid, sgn)
@@ -180,16 +203,17 @@ def landmark_scores(lm: Landmarks, q: torch.Tensor, scaling: float, rule: str = 
     # no FMA contraction: the HIGGS butterfly must round grid * s and every sum exactly as the torch reference
     kw = dict(GP=GP, D=D, FMT=lm.fmt, P=lm.p, LOG2D=D.bit_length() - 1, SIGNS=higgs and lm.signs is not None,
               LM_DT=_LM_DTYPES.get(lm.dtype, 0), BF16_PROBS=bf16_probs, BM=block_m, F32_DOT=interpreting(),
-              num_warps=8 if higgs else 4, enable_fp_fusion=not higgs)
+              num_warps=num_warps or (8 if higgs else 4), enable_fp_fusion=not higgs)
     if rule == "mean_dot":
-        _score_pass[(BH, NB)](qk, *args, out, out, M, NB, 1.0, *strides, G=1, MODE=2, **kw)
+        _score_pass[(BH, NB)](qk, *args, out, out, out, M, NB, 1.0, *strides, G=1, MODE=2, STORE=False, **kw)
         return out
     stat = torch.empty(BH, 2, GP, NB, dtype=torch.float32, device=q.device)
-    _score_pass[(BH, NB)](qk, *args, stat, out, M, NB, scaling, *strides, G=G, MODE=0, **kw)
+    lg = torch.empty(BH, G, M, dtype=torch.float32, device=q.device) if store else out
+    _score_pass[(BH, NB)](qk, *args, stat, out, lg, M, NB, scaling, *strides, G=G, MODE=0, STORE=store, **kw)
     mx, se = stat[:, 0], stat[:, 1]
     gm = mx.amax(-1, keepdim=True)
     red = torch.stack([gm.squeeze(-1), (se * torch.exp(mx - gm)).sum(-1)], 1).contiguous()  # (BH, 2, GP)
-    _score_pass[(BH, NB)](qk, *args, red, out, M, NB, scaling, *strides, G=G, MODE=1, **kw)
+    _score_pass[(BH, NB)](qk, *args, red, out, lg, M, NB, scaling, *strides, G=G, MODE=1, STORE=store, **kw)
     return out
 
 
