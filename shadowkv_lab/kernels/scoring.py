@@ -13,10 +13,12 @@ inverse-transformed) skipped that rounding and rounded elsewhere: on models with
 (Qwen2.5-Coder-1.5B layer 0: |k| ~ 390, |q| ~ 40; its small channels are cancellations of large Hadamard terms) its
 logits moved enough that the top-k lost up to a quarter of the reference's tokens, and with YAKV's noisy HIGGS keys
 those swapped tokens changed the next logits by up to 12.6 (benchmarks/results/kernels_e2e.json).
-softmax_max runs two passes over the landmarks (per-block max / sum-exp, then the scores), re-reading the landmarks
-instead of storing G fp32 logits. The exactness has a price, measured on the H200 (benchmarks/README.md): this pass
-gathers fp32 grid points per element and runs a log2(D)-stage butterfly per tile in each pass, 0.716 ns per 2-bit
-HIGGS landmark (softmax-max) against 0.210 for the former rotated-domain pass and 0.148 for bf16 landmarks.
+softmax_max runs two passes (per-block max / sum-exp, then the scores). bf16 / fp8 landmarks are re-read in the second
+pass; HIGGS landmarks are dequantized once, their G fp32 logits kept for the second pass (bit-identical scores).
+The exactness has a price, measured on the H200 (benchmarks/README.md): the HIGGS pass gathers fp32 grid points per
+element and runs a log2(D)-stage butterfly per tile, 0.443 ns per 2-bit HIGGS landmark (softmax-max, stored logits;
+0.352 on 64-landmark tiles and 4 warps; 0.716 when it dequantized in both passes) against 0.147 for bf16 landmarks
+and 0.210 for the former rotated-domain pass.
 Batched: BH = batch * KV heads rows.
 """
 
@@ -184,6 +186,9 @@ def landmark_scores(lm: Landmarks, q: torch.Tensor, scaling: float, rule: str = 
     BH, G, D = q.shape
     M = lm.M
     higgs = lm.fmt == FMT_HIGGS
+    # The defaults are the configuration the end-to-end check ran (benchmarks/results/kernels_e2e.json). The H200 sweep
+    # (benchmarks/results/scoring_sweep_h200.json) found HIGGS 20% faster on 64-landmark tiles and 4 warps (0.352 vs
+    # 0.443 ns/landmark); tiles change the softmax normalizer's summation order, so that switch waits for an e2e run.
     block_m = 128 if block_m is None else block_m
     if block_m < 16 or block_m & (block_m - 1):
         raise ValueError(f"block_m must be a power of two >= 16, got {block_m}")
