@@ -4,8 +4,8 @@
 
 One exact prefill of a filler-text prompt of `context` tokens, shared by every method and batch row; then greedy
 decode of `new` tokens (stop tokens ignored, so every row decodes exactly `new`) for B caches at once through
-`generation.decode`. --kernels routes SparseLayer.decode through shadowkv_lab.kernels.dispatch where it is
-enabled (the cache's own dispatch, once integrated, does the same). Every run also reports the step-to-step
+`generation.decode`. --kernels runs the Triton decode step (SHADOWKV_LAB_KERNELS=1, the CUDA default); without
+it the torch reference runs (SHADOWKV_LAB_KERNELS=0). Every run also reports the step-to-step
 selection overlap (the cache-hit rate a resident step buffer would get), measured on the real query stream.
 Runs on CPU too (slowly; use a short --context there): that is how the hit rates in benchmarks/README.md were taken.
 """
@@ -35,17 +35,12 @@ HITS = {"hit": 0, "sel": 0}
 def install_hooks(kernels: bool):
     """Wrap SparseLayer.decode: count rows selected again at the next step (per layer, per head); optionally
     run the Triton decode step."""
+    os.environ["SHADOWKV_LAB_KERNELS"] = "1" if kernels else "0"  # SparseLayer.decode dispatches on CUDA by this flag
     orig = SparseLayer.decode
 
     def decode_step(self, q, k_pre, k_post, v, recorder=None):
         prev = self.last_selection
-        if kernels:
-            from shadowkv_lab.kernels import dispatch
-
-            out = dispatch.sparse_decode(self, q, k_pre, k_post, v, recorder) if dispatch.enabled(self) else \
-                orig(self, q, k_pre, k_post, v, recorder)
-        else:
-            out = orig(self, q, k_pre, k_post, v, recorder)
+        out = orig(self, q, k_pre, k_post, v, recorder)
         cur = self.last_selection
         if prev is not None and prev.shape == cur.shape and cur.numel():
             s_prev = prev.sort(-1).values

@@ -19,6 +19,7 @@ import torch
 
 from shadowkv_lab import get_preset, load_model
 from shadowkv_lab.generation import build_cache, decode, encode_prompt, prefill, stop_token_ids
+from shadowkv_lab.kernels import scoring
 from shadowkv_lab.tasks import get_task
 
 
@@ -35,7 +36,11 @@ def main(argv=None):
     ap.add_argument("--max-new-tokens", type=int, default=128)
     ap.add_argument("--dtype", default="bf16")
     ap.add_argument("--seeds", default="7", help="comma-separated generator seeds: one Text2JSON prompt each")
+    ap.add_argument("--higgs-tile", default=None, help="BLOCK_M,WARPS of the HIGGS scoring pass (default: scoring.HIGGS_TILE)")
     args = ap.parse_args(argv)
+    if args.higgs_tile:
+        bm, nw = (int(x) for x in args.higgs_tile.split(","))
+        scoring.HIGGS_TILE = (bm, nw)
     model, tok = load_model(args.model, dtype=args.dtype)
     stops = stop_token_ids(model, tok)
     rows = []
@@ -47,7 +52,8 @@ def main(argv=None):
         out = Path(os.environ.get("OUT", "benchmarks/results"))
         out.mkdir(parents=True, exist_ok=True)
         (out / "kernels_e2e.json").write_text(json.dumps(  # after every prompt: a cut-off run keeps what it measured
-            {"model": args.model, "dtype": args.dtype, "max_new_tokens": args.max_new_tokens, "rows": rows}, indent=2))
+            {"model": args.model, "dtype": args.dtype, "max_new_tokens": args.max_new_tokens,
+             "higgs_tile": list(scoring.HIGGS_TILE), "rows": rows}, indent=2))
     os.environ.pop("SHADOWKV_LAB_KERNELS")
 
 

@@ -22,7 +22,7 @@ for stage in "$@"; do
       timeout "${SEARCH_LIMIT:-560}" python benchmarks/gpu_text2json.py --phase search --model $M --out .stage/results --tokens 8192,16384 --n 20 --batch-size 180 --settings $SETTINGS 2>>"$OUT/log.txt" | tail -20 ;;
     decode) timeout "${DECODE_LIMIT:-300}" python benchmarks/bench_decode_step.py --out "$OUT/decode" 2>>"$OUT/log.txt" | tail -40 ;;
     runner32) SHADOWKV_LAB_KERNELS=0 timeout "${RUNNER_LIMIT:-560}" python benchmarks/bench_runner.py --model $M --dtype fp32 --n "${RUNNER_N:-16}" --tokens 16384 --max-new-tokens "${RUNNER_NEW:-256}" --batch-size 128 --naive-cells "${NAIVE_CELLS:-8}" --out-json "$OUT/runner_h200.json" 2>>"$OUT/log.txt" | tail -14 ;;
-    kernels) OUT="$OUT" timeout "${KERNELS_LIMIT:-300}" python benchmarks/check_kernels_e2e.py --model $M --tokens 8192 --seeds "${SEEDS:-7,8}" 2>>"$OUT/log.txt" ;;
+    kernels) OUT="$OUT" timeout "${KERNELS_LIMIT:-300}" python benchmarks/check_kernels_e2e.py --model $M --tokens 8192 --seeds "${SEEDS:-7,8}" ${HIGGS_TILE:+--higgs-tile $HIGGS_TILE} 2>>"$OUT/log.txt" ;;
     scoring) timeout "${DECODE_LIMIT:-300}" python benchmarks/bench_decode_step.py --out "$OUT/scoring" --sweep-scoring --scoring-only --sweep-alphas 0.9 2>>"$OUT/log.txt" | tail -30 ;;
     search) python benchmarks/gpu_text2json.py --phase search --model $M --out "$OUT/results" --tokens 8192,16384 --n 20 --batch-size 120 ${SETTINGS:+--settings $SETTINGS} 2>>"$OUT/log.txt" | tail -20 ;;
     grid8|grid16) t=$([ $stage = grid8 ] && echo 8192 || echo 16384)

@@ -93,7 +93,8 @@ def test_sparse_decode_matches_reference(name):
     assert 0.0 < dispatch.hit_rate(layer) < 1.0
 
 
-def test_unsupported_layout_warns_and_declines():
+def test_unsupported_layout_warns_and_declines(monkeypatch):
+    monkeypatch.setattr(dispatch, "_WARNED", set())
     cfg = _config("nvfp4_lm", rank=-1, chunk_size=1, local_budget=64, outlier_chunks=0, sparse_budget=64,
                   landmark_format="nvfp4")
     layer, _, _ = _layer(cfg, seed=1)
@@ -114,7 +115,8 @@ def test_env_flag_selects_the_path(monkeypatch):
         dispatch.enabled(layer)
 
 
-def test_fp32_model_runs_the_reference():
+def test_fp32_model_runs_the_reference(monkeypatch):
+    monkeypatch.setattr(dispatch, "_WARNED", set())  # warned once per process: an earlier test may have used it up
     layer, _, _ = _layer(_config("shadowkv", **CONFIGS["shadowkv"]), seed=2, dtype=torch.float32)
     assert "model dtype torch.float32" in dispatch.unsupported_reason(layer)
     with pytest.warns(UserWarning, match="torch reference"):

@@ -36,6 +36,12 @@ from .common import e4m3_to_f32, fwht_butterfly, hadamard, interpreting, mma, ne
 
 FMT_NATIVE, FMT_FP8, FMT_HIGGS = 0, 1, 2
 
+# (landmarks per tile, warps) of the HIGGS scoring pass: the configuration the end-to-end token check ran with
+# (benchmarks/results/kernels_e2e.json). The H200 sweep (benchmarks/results/scoring_sweep_h200.json) found (64, 4) 20%
+# faster (0.352 vs 0.443 ns/landmark); the tile changes the softmax normalizer's summation order, so the switch waits
+# for an end-to-end run with it (check_kernels_e2e.py --higgs-tile 64,4).
+HIGGS_TILE = (128, 8)
+
 
 @dataclass
 class Landmarks:
@@ -186,10 +192,7 @@ def landmark_scores(lm: Landmarks, q: torch.Tensor, scaling: float, rule: str = 
     BH, G, D = q.shape
     M = lm.M
     higgs = lm.fmt == FMT_HIGGS
-    # The defaults are the configuration the end-to-end check ran (benchmarks/results/kernels_e2e.json). The H200 sweep
-    # (benchmarks/results/scoring_sweep_h200.json) found HIGGS 20% faster on 64-landmark tiles and 4 warps (0.352 vs
-    # 0.443 ns/landmark); tiles change the softmax normalizer's summation order, so that switch waits for an e2e run.
-    block_m = 128 if block_m is None else block_m
+    block_m = (HIGGS_TILE[0] if higgs else 128) if block_m is None else block_m
     if block_m < 16 or block_m & (block_m - 1):
         raise ValueError(f"block_m must be a power of two >= 16, got {block_m}")
     if num_warps is not None and num_warps not in (1, 2, 4, 8, 16):
@@ -208,7 +211,7 @@ def landmark_scores(lm: Landmarks, q: torch.Tensor, scaling: float, rule: str = 
     # no FMA contraction: the HIGGS butterfly must round grid * s and every sum exactly as the torch reference
     kw = dict(GP=GP, D=D, FMT=lm.fmt, P=lm.p, LOG2D=D.bit_length() - 1, SIGNS=higgs and lm.signs is not None,
               LM_DT=_LM_DTYPES.get(lm.dtype, 0), BF16_PROBS=bf16_probs, BM=block_m, F32_DOT=interpreting(),
-              num_warps=num_warps or (8 if higgs else 4), enable_fp_fusion=not higgs)
+              num_warps=num_warps or (HIGGS_TILE[1] if higgs else 4), enable_fp_fusion=not higgs)
     if rule == "mean_dot":
         _score_pass[(BH, NB)](qk, *args, out, out, out, M, NB, 1.0, *strides, G=1, MODE=2, STORE=False, **kw)
         return out
