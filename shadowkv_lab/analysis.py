@@ -561,6 +561,32 @@ def load_benchmarks(path="benchmarks/results") -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def scoring_rows(bench: pd.DataFrame) -> pd.DataFrame:
+    """The landmark-scoring rows (landmarks, rule, ns_per_landmark) of the newest benchmark file that has them (by
+    its `date` field, else the file name order of load_benchmarks); empty when there are none."""
+    need = {"table", "landmarks", "rule", "ns_per_landmark"}
+    if bench is None or bench.empty or not need <= set(bench.columns):
+        return pd.DataFrame(columns=sorted(need))
+    s = bench[(bench["table"] == "scoring") & bench["ns_per_landmark"].notna() & (bench["landmarks"] != "-")]
+    if s.empty:
+        return s
+    order = s.groupby("source")["date"].max().fillna("").sort_values() if "date" in s else None
+    newest = order.index[-1] if order is not None else s["source"].iloc[-1]
+    return s[s["source"] == newest]
+
+
+def kernel_agreement(bench: pd.DataFrame) -> pd.DataFrame:
+    """The end-to-end check of the Triton decode path against the torch reference (check_kernels_e2e.py,
+    kernels_e2e.json): per prompt and method, whether greedy tokens are identical, where they first diverge and the
+    reference's own top-2 logit margin there (0: a tie that rounding decides)."""
+    cols = ["seed", "prompt_tokens", "method", "identical", "first_divergence", "n_tokens",
+            "reference_margin_at_divergence", "max_logit_diff_before", "median_logit_diff_before", "kernels_s", "reference_s"]
+    if bench is None or bench.empty or "identical" not in bench:
+        return pd.DataFrame(columns=cols)
+    k = bench[bench["identical"].notna()]
+    return k[[c for c in cols if c in k]].reset_index(drop=True)
+
+
 # --------------------------------------------------------------------------------------------- writers
 def to_markdown(df: pd.DataFrame, digits: int = 2, index: bool = False) -> str:
     """A GitHub Markdown table (no tabulate dependency); floats rounded to `digits`."""

@@ -701,6 +701,45 @@ def capacity(bench: pd.DataFrame, title: str | None = None):
     return fig
 
 
+def landmark_scoring(bench: pd.DataFrame, title: str | None = None):
+    """Cost per landmark of the fused scoring kernel by landmark format and selection rule, from the newest
+    `scoring` table of the GPU benchmarks (bench_decode_step.py; analysis.scoring_rows), and, when that file holds a
+    sweep (--sweep-scoring), every tile / warps / kept-logits configuration beside it. The price of landmark
+    precision at decode time: the study's HIGGS landmarks are 7x smaller than bf16 ones."""
+    s = A.scoring_rows(bench)
+    if s.empty:
+        return _empty("No landmark scoring benchmark rows (bench_decode_step.py writes them) found.")
+    base = s[s["rule"].isin(["softmax_max", "mean_dot"])]
+    sweep = s[~s["rule"].isin(["softmax_max", "mean_dot"])].sort_values("ns_per_landmark")
+    fig, axes = _panels(1 + (not sweep.empty), 4.2, 3.2, sharey=False)
+    ax = axes[0]
+    fmts = list(dict.fromkeys(base["landmarks"]))
+    for j, rule in enumerate(["softmax_max", "mean_dot"]):
+        v = [base[(base["landmarks"] == f) & (base["rule"] == rule)]["ns_per_landmark"].median() for f in fmts]
+        x = np.arange(len(fmts)) + (j - 0.5) * 0.38
+        ax.bar(x, v, 0.38, label=rule.replace("_", "-"), color=["#4C72B0", "#DD8452"][j])
+        for xi, vi in zip(x, v):
+            if np.isfinite(vi):
+                ax.annotate(f"{vi:.3f}", (xi, vi), ha="center", va="bottom", fontsize=7)
+    ax.set_xticks(np.arange(len(fmts)), fmts)
+    ax.set_ylabel("ns per landmark")
+    ax.set_title("default kernels", fontsize=9)
+    ax.legend(fontsize=8)
+    if not sweep.empty:
+        ax2 = axes[1]
+        names = [f"{f} {r.replace('softmax_max ', '')}" for f, r in zip(sweep["landmarks"], sweep["rule"])]
+        ax2.barh(range(len(sweep)), sweep["ns_per_landmark"],
+                 color=["#4C72B0" if f == "bf16" else "#55A868" for f in sweep["landmarks"]])
+        ax2.set_yticks(range(len(sweep)), names, fontsize=7)
+        ax2.invert_yaxis()
+        ax2.set_xlabel("ns per landmark (softmax-max)")
+        ax2.set_title("tile (bm), warps (w), kept logits", fontsize=9)
+    src = s["source"].iloc[0] if "source" in s else ""
+    dev = s["device"].dropna().iloc[0] if "device" in s and s["device"].notna().any() else ""
+    fig.suptitle(title or f"Landmark scoring cost {dev} ({src})".strip(), fontsize=10)
+    return fig
+
+
 def cpu_decode_speed(df: pd.DataFrame, title: str | None = None):
     """Decode tokens/s per method measured by the runner (the machine the results were made on; on CPU this
     is the simulation's speed, not a serving number)."""

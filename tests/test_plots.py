@@ -51,7 +51,35 @@ def _figures(df, rec, tmp_path):
                                                  {"method": "yakv", "context": 131072, "max_batch": 29, "tokens_per_s[yakv_fp8]": 70.0,
                                                   "tokens_per_s[yakv_fp8_nocache]": 75.0}])),
         "cpu_decode_speed": plots.cpu_decode_speed(df),
+        "landmark_scoring": plots.landmark_scoring(_scoring_bench(tmp_path)),
+        "landmark_scoring_absent": plots.landmark_scoring(bench),
     }
+
+
+def _scoring_bench(tmp_path):
+    """Two benchmark files with scoring tables; the newer (by date) holds a sweep row."""
+    d = tmp_path / "scoring_bench"
+    d.mkdir(exist_ok=True)
+    rows = lambda k: [{"landmarks": f, "rule": r, "ns_per_landmark": k * v} for f, v in (("bf16", 0.15), ("higgs2", 0.44))  # noqa: E731
+                      for r in ("softmax_max", "mean_dot")]
+    (d / "a_old.json").write_text(json.dumps({"date": "2026-11-28", "device": "H200", "scoring": rows(2.0)}))
+    (d / "b_new.json").write_text(json.dumps({"date": "2026-11-29", "device": "H200", "scoring": rows(1.0) + [
+        {"landmarks": "higgs2", "rule": "softmax_max bm64 w4 stored", "ns_per_landmark": 0.35},
+        {"landmarks": "-", "rule": "topk(3.125%)", "ns_per_landmark": 0.02}]}))
+    (d / "kernels_e2e.json").write_text(json.dumps({"model": "m", "rows": [
+        {"seed": 7, "method": "shadowkv", "identical": True, "first_divergence": None},
+        {"seed": 7, "method": "yakv", "identical": False, "first_divergence": 30, "reference_margin_at_divergence": 0.0}]}))
+    return A.load_benchmarks(d)
+
+
+def test_scoring_rows_take_the_newest_file_and_kernel_agreement_its_rows(tmp_path):
+    b = _scoring_bench(tmp_path)
+    s = A.scoring_rows(b)
+    assert set(s["source"]) == {"b_new.json"} and len(s) == 5  # top-k row ("-") dropped
+    assert s[(s.landmarks == "bf16") & (s.rule == "softmax_max")]["ns_per_landmark"].iloc[0] == pytest.approx(0.15)
+    k = A.kernel_agreement(b)
+    assert list(k["method"]) == ["shadowkv", "yakv"] and list(k["identical"]) == [True, False]
+    assert A.scoring_rows(pd.DataFrame()).empty and A.kernel_agreement(pd.DataFrame()).empty
 
 
 def test_every_figure_saves_pdf_type42_and_png(demo, tmp_path):
@@ -75,6 +103,8 @@ def test_empty_inputs_give_a_message_figure_not_an_error(tmp_path):
         fig = fn(empty)
         assert fig.axes and fig.axes[0].texts, fn.__name__
         matplotlib.pyplot.close(fig)
+    fig = plots.landmark_scoring(pd.DataFrame())
+    assert "No landmark scoring" in fig.axes[0].texts[0].get_text()
     fig = plots.decode_speed(pd.DataFrame(), source="benchmarks/results")
     assert "No GPU decode benchmark results" in fig.axes[0].texts[0].get_text()
     fig = plots.error_attribution(pd.DataFrame())
