@@ -107,9 +107,10 @@ def test_stored_logits_bit_identical(fmt, block_m):
 
 
 @pytest.mark.parametrize("kw,msg", [(dict(block_m=48), "block_m must be a power of two >= 16, got 48"),
-                                    (dict(block_m=8), "got 8"), (dict(num_warps=3), "num_warps must be one of")])
+                                    (dict(block_m=8), "got 8"), (dict(num_warps=3), "num_warps must be one of"),
+                                    (dict(lm_dtype=torch.float64), "landmark dtype torch.float64 not supported")])
 def test_scoring_knobs_validated(kw, msg):
-    lm = Landmarks(FMT_NATIVE, torch.zeros(1, 32, 64, dtype=torch.bfloat16, device=DEV))
+    lm = Landmarks(FMT_NATIVE, torch.zeros(1, 32, 64, dtype=torch.bfloat16, device=DEV), dtype=kw.pop("lm_dtype", torch.bfloat16))
     with pytest.raises(ValueError, match=msg):
         landmark_scores(lm, torch.zeros(1, 2, 64, dtype=torch.bfloat16, device=DEV), 0.1, **kw)
 

@@ -197,6 +197,8 @@ def landmark_scores(lm: Landmarks, q: torch.Tensor, scaling: float, rule: str = 
         raise ValueError(f"block_m must be a power of two >= 16, got {block_m}")
     if num_warps is not None and num_warps not in (1, 2, 4, 8, 16):
         raise ValueError(f"num_warps must be one of 1, 2, 4, 8, 16, got {num_warps}")
+    if lm.dtype not in _LM_DTYPES:
+        raise ValueError(f"landmark dtype {lm.dtype} not supported; allowed: {', '.join(map(str, _LM_DTYPES))}")
     store = higgs if store_logits is None else bool(store_logits)
     qk = prepare_query(lm, q, rule)
     GP = qk.shape[1]
@@ -210,7 +212,7 @@ def landmark_scores(lm: Landmarks, q: torch.Tensor, scaling: float, rule: str = 
     strides = (data.stride(0), data.stride(1), sc.stride(0) if lm.scales is not None else 0)
     # no FMA contraction: the HIGGS butterfly must round grid * s and every sum exactly as the torch reference
     kw = dict(GP=GP, D=D, FMT=lm.fmt, P=lm.p, LOG2D=D.bit_length() - 1, SIGNS=higgs and lm.signs is not None,
-              LM_DT=_LM_DTYPES.get(lm.dtype, 0), BF16_PROBS=bf16_probs, BM=block_m, F32_DOT=interpreting(),
+              LM_DT=_LM_DTYPES[lm.dtype], BF16_PROBS=bf16_probs, BM=block_m, F32_DOT=interpreting(),
               num_warps=num_warps or (HIGGS_TILE[1] if higgs else 4), enable_fp_fusion=not higgs)
     if rule == "mean_dot":
         _score_pass[(BH, NB)](qk, *args, out, out, out, M, NB, 1.0, *strides, G=1, MODE=2, STORE=False, **kw)
