@@ -39,8 +39,10 @@ def main(argv=None):
     ap.add_argument("--higgs-tile", default=None, help="BLOCK_M,WARPS of the HIGGS scoring pass (default: scoring.HIGGS_TILE)")
     args = ap.parse_args(argv)
     if args.higgs_tile:
-        bm, nw = (int(x) for x in args.higgs_tile.split(","))
-        scoring.HIGGS_TILE = (bm, nw)
+        parts = args.higgs_tile.split(",")
+        if len(parts) != 2 or not all(x.strip().isdigit() for x in parts):
+            ap.error(f"--higgs-tile {args.higgs_tile!r}: expected BLOCK_M,WARPS, e.g. 64,4")
+        scoring.HIGGS_TILE = (int(parts[0]), int(parts[1]))  # landmark_scores validates both values
     model, tok = load_model(args.model, dtype=args.dtype)
     stops = stop_token_ids(model, tok)
     rows = []
