@@ -133,3 +133,13 @@ def test_option_errors(tmp_path):
         get_task("ruler_fwe").load(tmp_path / "hay.txt", n=1)
     with pytest.raises(TypeError):
         get_task("longproc_html_to_tsv").load(tokens=5, depth=3)
+
+
+def test_text2json_named_difficulty(tmp_path, capsys):
+    data = tmp_path / "cal.jsonl"
+    assert run(["data", "text2json", "--n", "2", "--tokens", "2500", "--out", str(data), "--set", "difficulty=calibrated"]) == 0
+    rows = [json.loads(x) for x in data.read_text().splitlines()]
+    assert [r["meta"]["n_gold"] for r in rows] == [6, 6]
+    assert rows[0]["problem"].startswith("Read the text below.")
+    with pytest.raises(ValueError, match="'nope'.*spec, easy, calibrated"):
+        run(["data", "text2json", "--n", "1", "--tokens", "2500", "--out", str(tmp_path / "x.jsonl"), "--set", "difficulty=nope"])

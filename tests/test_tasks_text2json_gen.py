@@ -206,11 +206,66 @@ def test_too_many_gold_for_length_raises():
     "kw",
     [dict(tokens=10), dict(spread=0), dict(spread=1.5), dict(n_gold=0), dict(filler_share=1.0),
      dict(correction_rate=-0.1), dict(domain="cars"), dict(kind="spaceship"), dict(attributes=("price", "price")),
-     dict(extra_attributes=(3, 1)), dict(min_gold=5, max_gold=2)],
+     dict(extra_attributes=(3, 1)), dict(min_gold=5, max_gold=2), dict(filler_style="lorem"),
+     dict(ask_each_once="yes"), dict(preview_task=1)],
 )
 def test_config_validation(kw):
     with pytest.raises(ValueError):
         Text2JSONConfig(**kw)
+
+
+def test_filler_style_error_names_value_and_choices():
+    with pytest.raises(ValueError, match=r"lorem.*|.*templates.*rich"):
+        Text2JSONConfig(filler_style="lorem")
+
+
+def test_loop_knobs_change_only_the_prompt_wording():
+    """ask_each_once / preview_task add their sentences, keep the gold, and still land within the length tolerance."""
+    base = dict(tokens=3000, n_gold=5, domain="products")
+    plain = generate_sample(3, Text2JSONConfig(**base))
+    once = generate_sample(3, Text2JSONConfig(**base, ask_each_once=True))
+    both = generate_sample(3, Text2JSONConfig(**base, ask_each_once=True, preview_task=True))
+    kind = plain.meta["kind"]
+    assert "exactly once" not in plain.prompt and not plain.prompt.startswith("Read the text below")
+    assert once.prompt.endswith(f"List each {kind} exactly once and close the list after the last one.")
+    assert both.prompt.startswith(f"Read the text below. After it, you will be asked to list every {kind}")
+    def by_name(s):  # the gold's order follows the text's layout, which the added sentences shift
+        return sorted(s.gold, key=lambda o: o["name"])
+
+    assert by_name(plain) == by_name(once) == by_name(both)
+    for s in (plain, once, both):
+        assert abs(s.meta["n_tokens"] - 3000) <= 0.05 * 3000
+
+
+def test_named_difficulties():
+    from shadowkv_lab.tasks.text2json_gen import CALIBRATED, DIFFICULTIES
+
+    cal = generate(2, tokens=3000, seed=1, difficulty="calibrated")
+    assert [s.meta["n_gold"] for s in cal] == [6, 6]
+    assert all(s.meta["config"]["filler_style"] == "rich" and s.meta["config"]["ask_each_once"] for s in cal)
+    assert [s.prompt for s in generate(2, tokens=3000, seed=1, difficulty="spec")] == [s.prompt for s in generate(2, tokens=3000, seed=1)]
+    assert generate(1, tokens=3000, seed=1, difficulty="calibrated", n_gold=4)[0].meta["n_gold"] == 4  # overrides win
+    with pytest.raises(ValueError, match="hard.*allowed: spec, easy, calibrated"):
+        generate(1, tokens=3000, difficulty="hard")
+    assert set(DIFFICULTIES) == {"spec", "easy", "calibrated"}
+    # the preset is the setting the H200 search measured (benchmarks/gpu_text2json.py)
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from gpu_text2json import SETTINGS
+
+    measured = Text2JSONConfig(**SETTINGS["n5_k4_all"])
+    assert dataclasses.replace(Text2JSONConfig(), **CALIBRATED) == measured
+
+
+def test_rich_filler_is_used_and_keeps_the_gold():
+    base = dict(tokens=4000, n_gold=5, domain="medical", filler_share=0.95)
+    a = generate_sample(4, Text2JSONConfig(**base))
+    b = generate_sample(4, Text2JSONConfig(**base, filler_style="rich"))
+    assert a.prompt != b.prompt
+    assert sorted(a.gold, key=lambda o: o["name"]) == sorted(b.gold, key=lambda o: o["name"])
+    assert b.meta["config"]["filler_style"] == "rich"
+    assert generate_sample(4, Text2JSONConfig(**base, filler_style="rich")).prompt == b.prompt
 
 
 # -- loading and writing -----------------------------------------------------------------------------
