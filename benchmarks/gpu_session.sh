@@ -26,7 +26,7 @@ for stage in "$@"; do
     scoring) timeout "${DECODE_LIMIT:-300}" python benchmarks/bench_decode_step.py --out "$OUT/scoring" --sweep-scoring --scoring-only --sweep-alphas 0.9 2>>"$OUT/log.txt" | tail -30 ;;
     search) python benchmarks/gpu_text2json.py --phase search --model $M --out "$OUT/results" --tokens 8192,16384 --n 20 --batch-size 120 ${SETTINGS:+--settings $SETTINGS} 2>>"$OUT/log.txt" | tail -20 ;;
     grid8|grid16) t=$([ $stage = grid8 ] && echo 8192 || echo 16384)
-      timeout "${SEARCH_LIMIT:-540}" python benchmarks/gpu_text2json.py --phase search --grid --model $M --out .stage/results --tokens $t --n "${N:-20}" --seed "${SEED:-0}" --batch-size 120 ${SETTINGS:+--settings $SETTINGS} 2>>"$OUT/log.txt" | tail -20 ;;
+      timeout "${SEARCH_LIMIT:-540}" python benchmarks/gpu_text2json.py --phase search --grid --model $M --out .stage/results --tokens $t --n "${N:-20}" --seed "${SEED:-0}" --batch-size 120 ${DTYPE:+--dtype $DTYPE} ${SETTINGS:+--settings $SETTINGS} 2>>"$OUT/log.txt" | tail -20 ;;
     # confirm: the TOP (2) settings of the last grid's calibration.json, N (40) samples, seeds SEEDS_T2J (0 1), 16k then 8k
     confirm) top=$(python -c "import json; r=json.load(open('.stage/results/calibration.json'))['rows']; print(','.join(x['setting'] for x in sorted(r, key=lambda x: -x['score'])[:${TOP:-2}]))")
       echo "confirm: $top"; cp .stage/results/calibration.json "$OUT/calibration_grid.json"
