@@ -142,7 +142,7 @@ def search(model, tok, name, args) -> None:
     import pandas as pd
 
     from shadowkv_lab.results import load
-    from shadowkv_lab.tasks.text2json_score import error_breakdown
+    from shadowkv_lab.tasks.text2json_score import ending, error_breakdown
 
     lengths = [int(t) for t in args.tokens.split(",")]
     cfg = [get_preset("full").replace(offload=False)]
@@ -169,7 +169,8 @@ def search(model, tok, name, args) -> None:
             rows[st] = dict(tokens=tokens, setting=st, score=float(d["score"].mean()), lenient=float(d["metric_score_lenient"].mean()),
                             salvaged=float(d["metric_score_salvaged"].mean()), n=int(len(d)),
                             cap_hits=int((d["finish_reason"] == "length").sum()), new_tokens=float(d["new_tokens"].mean()),
-                            prompt_tokens=float(d["prompt_tokens"].mean()), errors={k: int(v) for k, v in errors.items()})
+                            prompt_tokens=float(d["prompt_tokens"].mean()), errors={k: int(v) for k, v in errors.items()},
+                            endings={k: int(v) for k, v in d["prediction"].map(ending).value_counts().items()})
             print(json.dumps(rows[st]), flush=True)
             table.append(rows[st])
             save()

@@ -243,3 +243,44 @@ def test_property_arbitrary_text(text, gold):
     for fn in (score, score_lenient, score_salvaged):
         v = fn(text, gold)
         assert math.isnan(v) if not _valid(gold) else 0.0 <= v <= 100.0
+
+
+# -- how an output ends (diagnostic for the loops to the token cap) -----------------------------------------------
+
+def _obj(name, v="1"):
+    return '{"name": "%s", "x": "%s"}' % (name, v)
+
+
+@pytest.mark.parametrize("prediction, expected", [
+    ("```json\n[" + ", ".join(_obj(n) for n in "ABC") + "]\n```", "closed"),
+    ("[" + ", ".join([_obj("A"), _obj("B")] + [_obj("C")] * 5) + ", {\"na", "repeats_one"),
+    ("[" + ", ".join(_obj(n) for n in "ABCDBCDBC") + ", {", "cycles"),
+    ("[" + ", ".join(_obj(n) for n in "ABCDEFGH") + ", {\"name\": \"I", "runs_on"),
+    ("[" + ", ".join(_obj(n) for n in "AB") + ", {", "runs_on"),  # too short to call a loop
+    ("I could not find any.", "no_list"),
+    ("[{\"name\": \"A\"", "no_list"),
+    ("", "no_list"),
+    (None, "no_list"),
+    ("[" + ", ".join(_obj(n) for n in "AB") + "] and [1]", "rejected"),  # two lists: the reference rule fails
+    ('[{"name": "A [draft]", "x": "1"}]', "rejected"),
+    ('[{"name": "A", "x": 380-846-4007}]\n```', "malformed"),
+    ('```json\n[{"name": "A", "x": "1"}, {"name": "B", "x": Walter"}\n]\n```', "malformed"),
+])
+def test_ending(prediction, expected):
+    from shadowkv_lab.tasks.text2json_score import ENDINGS, ending
+
+    assert ending(prediction) == expected and expected in ENDINGS
+
+
+def test_ending_same_name_other_values_is_a_cycle_not_a_repeat():
+    from shadowkv_lab.tasks.text2json_score import ending
+
+    pred = "[" + ", ".join(_obj(n, v) for n, v in zip("ABABABAB", "12345678")) + ", {"
+    assert ending(pred) == "cycles"
+
+
+@given(st.text(max_size=300))
+def test_ending_never_raises(text):
+    from shadowkv_lab.tasks.text2json_score import ENDINGS, ending
+
+    assert ending(text) in ENDINGS

@@ -136,25 +136,73 @@ def extract_lenient(prediction: str) -> list | None:
     return None
 
 
-def extract_salvaged(prediction: str) -> list | None:
-    """Complete elements of the first JSON list, in order, exact repeats dropped; the list need not be closed."""
+def _scan(prediction: str) -> tuple[list | None, bool]:
+    """(every complete element of the first JSON list, in order, repeats kept; whether an element failed to decode
+    with a ']' still ahead, i.e. malformed JSON rather than a list cut off by the token cap). The list need not be closed."""
     i = prediction.find("[")
     if i < 0:
-        return None
-    dec, out, seen, pos, n = json.JSONDecoder(), [], set(), i + 1, len(prediction)
+        return None, False
+    dec, out, pos, n = json.JSONDecoder(), [], i + 1, len(prediction)
     while True:
         while pos < n and prediction[pos] in " \t\r\n,":
             pos += 1
         if pos >= n or prediction[pos] == "]":
-            return out
+            return out, False
         try:
             obj, pos = dec.raw_decode(prediction, pos)
         except (ValueError, RecursionError):
-            return out
+            return out, "]" in prediction[pos:]
+        out.append(obj)
+
+
+def extract_salvaged(prediction: str) -> list | None:
+    """Complete elements of the first JSON list, in order, exact repeats dropped; the list need not be closed."""
+    elements, _ = _scan(prediction)
+    if elements is None:
+        return None
+    out, seen = [], set()
+    for obj in elements:
         key = json.dumps(obj, sort_keys=True)
         if key not in seen:
             seen.add(key)
             out.append(obj)
+    return out
+
+
+ENDINGS = ("closed", "rejected", "malformed", "repeats_one", "cycles", "runs_on", "no_list")
+
+
+def ending(prediction: str, tail: int = 4) -> str:
+    """Diagnostic: how an output ends, one of ENDINGS. closed: the reference rule parses it; rejected: it does not, but
+    a complete list is there (two lists, brackets inside strings); malformed: the list is closed but not valid JSON
+    (an unquoted value). Otherwise the first list is unclosed (at the token cap, a loop): repeats_one (its last `tail` elements are one object), cycles (their names
+    were all listed before: the list restarted), runs_on (it keeps listing new names), no_list (no complete element)."""
+    try:
+        if not isinstance(prediction, str):
+            return "no_list"
+        if extract_strict(prediction) is not None:
+            return "closed"
+        if extract_lenient(prediction) is not None:
+            return "rejected"
+        elements, malformed = _scan(prediction)
+        if malformed:
+            return "malformed"
+        elements = elements or []
+        if not elements:
+            return "no_list"
+        keys = [json.dumps(o, sort_keys=True) for o in elements]
+        if len(keys) >= tail and len(set(keys[-tail:])) == 1:
+            return "repeats_one"
+
+        def name(o):
+            return _norm(o["name"]) if isinstance(o, dict) and isinstance(o.get("name"), str) else json.dumps(o)
+
+        names = [name(o) for o in elements]
+        if len(names) > tail and set(names[-tail:]) <= set(names[:-tail]):
+            return "cycles"
+        return "runs_on"
+    except Exception:  # noqa: BLE001 - a diagnostic must never take an analysis down
+        return "no_list"
 
 
 def _score(prediction, gold, extract) -> float:
