@@ -198,7 +198,10 @@ def test_canonical():
 def test_task_score_dict():
     t = get_task("text2json")
     out = t.score("```json\n" + js([A]) + "\n```", GOLD)
-    assert out == {"score": 50.0, "score_lenient": 50.0, "score_salvaged": 50.0}
+    assert out == {"score": 50.0, "score_lenient": 50.0, "score_salvaged": 50.0, "looped": 0.0}
+    loop = "[" + ", ".join([js(A)] + [js(B)] * 5) + ", {"
+    assert t.score(loop, GOLD) == {"score": 0.0, "score_lenient": 0.0, "score_salvaged": 100.0, "looped": 100.0}
+    assert t.score(None, GOLD)["looped"] == 0.0 and t.score("", GOLD)["looped"] == 0.0
     assert t.primary_metric == "score" and t.max_new_tokens == 1024
 
 

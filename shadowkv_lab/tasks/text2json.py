@@ -21,6 +21,7 @@ from typing import Iterable
 from .base import DEFAULT_N, Sample, Task
 from .jsonl import read_jsonl, write_jsonl
 from .text2json_gen import Text2JSONConfig, generate, generate_sample  # noqa: F401 (re-exported)
+from .text2json_score import LOOPS, ending
 from .text2json_score import canonical, parse_gold, score, score_lenient, score_salvaged  # noqa: F401 (re-exported)
 from .tokens import annotate_lengths
 
@@ -123,7 +124,10 @@ class Text2JSONTask(Task):
 
     def score(self, prediction: str, gold) -> dict[str, float]:
         return {"score": score(prediction, gold), "score_lenient": score_lenient(prediction, gold),
-                "score_salvaged": score_salvaged(prediction, gold)}
+                "score_salvaged": score_salvaged(prediction, gold),
+                # 100 when the output is a loop (its list unclosed: one object repeated, the list restarted, or a
+                # series run on), else 0: its mean over rows is the loop rate, which the reference rule scores 0
+                "looped": 100.0 * (ending(prediction) in LOOPS)}
 
     def to_record(self, sample: Sample) -> dict:
         return sample_to_row(sample)

@@ -170,6 +170,7 @@ def extract_salvaged(prediction: str) -> list | None:
 
 
 ENDINGS = ("closed", "rejected", "malformed", "repeats_one", "cycles", "runs_on", "no_list")
+LOOPS = ("repeats_one", "cycles", "runs_on")  # the endings of an output that ran into the token cap
 
 
 def ending(prediction: str, tail: int = 4) -> str:
