@@ -336,3 +336,14 @@ def test_hub_id_rows_are_converted(monkeypatch):
 def test_missing_file_raises(tmp_path):
     with pytest.raises(FileNotFoundError):
         load_text2json(tmp_path / "nope.jsonl")
+
+
+def test_loop_dtype_script_first_difference():
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from loop_dtype_cpu import first_difference
+
+    assert first_difference("abc", "abc") is None
+    assert first_difference("abc", "abd") == 2
+    assert first_difference("ab", "abc") == 2 and first_difference("", "x") == 0
