@@ -114,7 +114,8 @@ def register(subparsers) -> None:
     p.add_argument("--source", default=None,
                    help="official/user data or haystack: file, folder or hub id (default: generate offline)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
-                   help="extra loader/generator option, repeatable (e.g. n_gold=20, spread=0.3, split=8k)")
+                   help="extra loader/generator option, repeatable (e.g. n_gold=20, spread=0.3, split=8k; Text2JSON: "
+                        "difficulty=spec|easy|calibrated)")
     p.set_defaults(func=cmd_data)
 
     s = subparsers.add_parser("score", help="score predictions against a task's dataset",
