@@ -207,7 +207,7 @@ def test_too_many_gold_for_length_raises():
     [dict(tokens=10), dict(spread=0), dict(spread=1.5), dict(n_gold=0), dict(filler_share=1.0),
      dict(correction_rate=-0.1), dict(domain="cars"), dict(kind="spaceship"), dict(attributes=("price", "price")),
      dict(extra_attributes=(3, 1)), dict(min_gold=5, max_gold=2), dict(filler_style="lorem"),
-     dict(ask_each_once="yes"), dict(preview_task=1)],
+     dict(ask_each_once="yes"), dict(preview_task=1), dict(uniform_formats=None)],
 )
 def test_config_validation(kw):
     with pytest.raises(ValueError):
@@ -256,6 +256,24 @@ def test_named_difficulties():
 
     measured = Text2JSONConfig(**SETTINGS["n5_k4_all"])
     assert dataclasses.replace(Text2JSONConfig(), **CALIBRATED) == measured
+
+
+@pytest.mark.parametrize("domain, attrs", [("products", ("price", "weight")), ("medical", ("phone", "license_number")),
+                                           ("movies", ("box_office", "genre"))])
+def test_uniform_formats_pin_one_format_per_attribute(domain, attrs):
+    import re
+
+    def formats(s, key):  # the surface format of a value: its digits masked
+        return {re.sub(r"[\d.,]+", "N", o[key]) for o in s.gold}
+
+    kw = dict(tokens=6000, seed=3, domain=domain, attributes=attrs, n_gold=12)
+    varied = generate(1, **kw)[0]
+    pinned = generate(1, uniform_formats=True, **kw)[0]
+    assert len(formats(varied, attrs[0])) > 1 and len(formats(pinned, attrs[0])) == 1
+    # only the formats change: the same entities, and (in the prose) each pinned value stated as the gold has it
+    assert sorted(o["name"] for o in varied.gold) == sorted(o["name"] for o in pinned.gold)
+    assert all(o[a] in pinned.prompt for o in pinned.gold for a in attrs)
+    assert generate(1, uniform_formats=True, **kw)[0].prompt == pinned.prompt
 
 
 def test_rich_filler_is_used_and_keeps_the_gold():

@@ -33,6 +33,22 @@ _TENS = "_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()
 SPELL_NUMBERS: contextvars.ContextVar[bool] = contextvars.ContextVar("SPELL_NUMBERS", default=True)
 
 
+# One surface format per attribute within a sample (Text2JSONConfig.uniform_formats): while this holds a dict, _fmt
+# returns, for each format key, the format the sample drew first. Small models harmonise the values they list ("$279"
+# becomes "279 dollars" next to other prices written that way), which the exact-match scorer counts as wrong.
+PIN_FORMATS: contextvars.ContextVar[dict | None] = contextvars.ContextVar("PIN_FORMATS", default=None)
+
+
+def _fmt(rng, key: str, options: list[str]) -> str:
+    """rng.choice(options), or under PIN_FORMATS the option at the index first drawn for `key` in this sample.
+    Draws from rng either way, so every other choice of the sample stays the same."""
+    pick = rng.choice(options)
+    pins = PIN_FORMATS.get()
+    if pins is None:
+        return pick
+    return options[pins.setdefault(key, options.index(pick))]
+
+
 def num_words(n: int) -> str:
     """English words for 0..99 ("forty-two"); larger numbers stay digits, as prose would write them."""
     if n < 0 or n > 99 or not SPELL_NUMBERS.get():
@@ -242,16 +258,16 @@ _STORAGE = {"laptop": ("256 GB", "512 GB", "1 TB", "2 TB"), "smartphone": ("64 G
 def _price(rng, kind, name):
     lo, hi = _PRICE.get(kind, (99, 1999))
     n = rng.randrange(lo, hi) // 10 * 10 + 9
-    return rng.choice([f"${n:,}", f"${n:,}", f"{n:,} dollars", f"US${n:,}", f"${n:,}.00"])
+    return _fmt(rng, "price", [f"${n:,}", f"${n:,}", f"{n:,} dollars", f"US${n:,}", f"${n:,}.00"])
 
 
 def _weight(rng, kind, name):
     lo, hi = _GRAMS.get(kind, (100, 2000))
     g = rng.randrange(lo, hi)
     if g >= 1000:
-        return rng.choice([f"{_trim(g / 1000, 2)} kg", f"{_trim(g / 1000, 2)} kilograms", f"{g:,} grams",
+        return _fmt(rng, "weight_kg", [f"{_trim(g / 1000, 2)} kg", f"{_trim(g / 1000, 2)} kilograms", f"{g:,} grams",
                            f"{_trim(g / 453.6, 1)} pounds"])
-    return rng.choice([f"{g} grams", f"{g} g", f"{_trim(g / 28.35, 1)} ounces"])
+    return _fmt(rng, "weight_g", [f"{g} grams", f"{g} g", f"{_trim(g / 28.35, 1)} ounces"])
 
 
 def _battery(rng, kind, name):
@@ -259,16 +275,16 @@ def _battery(rng, kind, name):
         return f"{rng.randrange(25, 95) * 10} shots"
     if kind == "e-reader":
         n = rng.randrange(3, 9)
-        return rng.choice([f"{n} weeks", f"{num_words(n)} weeks"])
+        return _fmt(rng, "battery_weeks", [f"{n} weeks", f"{num_words(n)} weeks"])
     lo, hi = {"laptop": (6, 23), "smartphone": (18, 41), "tablet": (8, 16), "smartwatch": (18, 73)}.get(kind, (5, 30))
     n = rng.randrange(lo, hi)
-    return rng.choice([f"{n} hours", f"{num_words(n)} hours", f"{n} hours"])
+    return _fmt(rng, "battery_hours", [f"{n} hours", f"{num_words(n)} hours", f"{n} hours"])
 
 
 def _storage(rng, kind, name):
     v = rng.choice(_STORAGE.get(kind, ("64 GB", "128 GB")))
     n, unit = v.split()
-    return rng.choice([v, v, f"{n} {'gigabytes' if unit == 'GB' else 'terabytes' if n != '1' else 'terabyte'}", f"{n}{unit}"])
+    return _fmt(rng, "storage", [v, v, f"{n} {'gigabytes' if unit == 'GB' else 'terabytes' if n != '1' else 'terabyte'}", f"{n}{unit}"])
 
 
 def _screen(rng, kind, name):
@@ -382,12 +398,12 @@ def _workplace(rng, kind, name):
 def _license(rng, kind, name):
     p = _LICENSE_PREFIX.get(kind, "LIC")
     d = rng.randrange(10000, 1000000)
-    return rng.choice([f"{p}-{d}", f"{p}-{d}", f"{p} {d}", f"{p}{d}"])
+    return _fmt(rng, "license", [f"{p}-{d}", f"{p}-{d}", f"{p} {d}", f"{p}{d}"])
 
 
 def _experience(rng, kind, name):
     n = rng.randrange(2, 39)
-    return rng.choice([f"{n} years", f"{num_words(n)} years"])
+    return _fmt(rng, "experience", [f"{n} years", f"{num_words(n)} years"])
 
 
 def _school(rng, kind, name):
@@ -398,7 +414,7 @@ def _school(rng, kind, name):
 
 def _phone(rng, kind, name):
     a, b, c = rng.randrange(200, 999), rng.randrange(200, 999), rng.randrange(1000, 9999)
-    return rng.choice([f"({a}) {b}-{c}", f"{a}-{b}-{c}", f"+1 {a} {b} {c}"])
+    return _fmt(rng, "phone", [f"({a}) {b}-{c}", f"{a}-{b}-{c}", f"+1 {a} {b} {c}"])
 
 
 MEDICAL = Domain(
@@ -504,7 +520,7 @@ def _budget(rng, kind, name):
     if rng.random() < 0.35:
         return f"{cur}{_trim(rng.uniform(1.1, 9.9), 1)} billion"
     n = rng.randrange(3, 950)
-    return rng.choice([f"{cur}{n} million", f"{n} million {'dollars' if cur == '$' else 'euros' if cur == '€' else 'pounds'}"])
+    return _fmt(rng, "budget", [f"{cur}{n} million", f"{n} million {'dollars' if cur == '$' else 'euros' if cur == '€' else 'pounds'}"])
 
 
 def _employees(rng, kind, name):
@@ -618,7 +634,7 @@ def _runtime(rng, kind, name):
     if m >= 60 and rng.random() < 0.4:
         h, mm = divmod(m, 60)
         return f"{h} hour{'s' if h > 1 else ''}" + (f" {mm} minutes" if mm else "")
-    return rng.choice([f"{m} minutes", f"{m} minutes", f"{m} min"])
+    return _fmt(rng, "runtime", [f"{m} minutes", f"{m} minutes", f"{m} min"])
 
 
 def _money_film(rng, kind, name):
@@ -627,7 +643,7 @@ def _money_film(rng, kind, name):
     if rng.random() < 0.2:
         return f"${_trim(rng.uniform(1.0, 2.6), 1)} billion"
     n = rng.randrange(2, 320)
-    return rng.choice([f"${n} million", f"{n} million dollars", f"${_trim(n / 10, 1)} million"])
+    return _fmt(rng, "box_office", [f"${n} million", f"{n} million dollars", f"${_trim(n / 10, 1)} million"])
 
 
 MOVIES = Domain(

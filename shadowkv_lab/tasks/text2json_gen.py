@@ -26,7 +26,7 @@ from typing import Sequence
 
 from .base import Sample
 from .filler import FILLER_STYLES, Filler
-from .text2json_domains import DOMAINS, SPELL_NUMBERS, Domain, article, is_female
+from .text2json_domains import DOMAINS, PIN_FORMATS, SPELL_NUMBERS, Domain, article, is_female
 from .tokens import LengthError, UnitPool, as_counter, fit_to_length
 
 GENERATOR_VERSION = "t2j-gen-2"  # 2: calibrated defaults (density 1.5/1k, filler 0.8, digits)
@@ -125,6 +125,8 @@ class Text2JSONConfig:
         text rarely repeats a phrase): see tasks.filler.Filler.
     ask_each_once: end the instruction with "List each <kind> exactly once and close the list after the last one."
     preview_task: also state the task, briefly, before the text (the full instruction still follows the text).
+    uniform_formats: one surface format per attribute within a sample (every price "$1,299", never also "949 dollars");
+        values and every other choice of the sample stay the same. Off: formats vary value by value.
     spelled_numbers: allow small numbers in words ("nineteen years"); False writes every number in digits (the gold
         copies the text verbatim either way, so words only test whether a model copies instead of normalising).
     tolerance: relative length tolerance.
@@ -152,6 +154,7 @@ class Text2JSONConfig:
     filler_style: str = "templates"
     ask_each_once: bool = False
     preview_task: bool = False
+    uniform_formats: bool = False
     tolerance: float = 0.05
 
     def __post_init__(self):
@@ -176,7 +179,7 @@ class Text2JSONConfig:
         lo, hi = self.extra_attributes
         if not 0 <= lo <= hi:
             raise ValueError(f"extra_attributes must be (min, max) with 0 <= min <= max, got {self.extra_attributes}")
-        for name in ("spelled_numbers", "ask_each_once", "preview_task"):
+        for name in ("spelled_numbers", "ask_each_once", "preview_task", "uniform_formats"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
         if self.filler_style not in FILLER_STYLES:
@@ -501,9 +504,11 @@ def generate_sample(seed, cfg: Text2JSONConfig | None = None, tokenizer=None, *,
     """Generate one Text2JSON-style sample from a seed (int or str); deterministic."""
     cfg = cfg or Text2JSONConfig()
     token = SPELL_NUMBERS.set(cfg.spelled_numbers)
+    pins = PIN_FORMATS.set({} if cfg.uniform_formats else None)  # a fresh dict: formats are pinned per sample
     try:
         return _generate_sample(seed, cfg, tokenizer, domain, sample_id)
     finally:
+        PIN_FORMATS.reset(pins)
         SPELL_NUMBERS.reset(token)
 
 
