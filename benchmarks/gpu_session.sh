@@ -13,6 +13,10 @@ if [ ! -f "$g" ] && ls .stage/m.* >/dev/null 2>&1; then
 fi
 [ -d .pylib ] || pip install -q --no-deps --target .pylib .whl/*.whl
 M=qwen2.5-coder-1.5b
+# grid LIMIT TOKENS ARGS...: full attention on generator settings at one length, every setting (search --grid);
+# resumable store .stage/results, DTYPE (bf16 default) picks the model dtype.
+grid() { timeout "$1" python benchmarks/gpu_text2json.py --phase search --grid --model $M --out .stage/results --tokens "$2" \
+  --batch-size 120 ${DTYPE:+--dtype $DTYPE} "${@:3}" 2>>"$OUT/log.txt"; }
 for stage in "$@"; do
   case $stage in
     prep) python -m shadowkv_lab model prepare $M 2>&1 | tail -1 ;;
@@ -26,12 +30,12 @@ for stage in "$@"; do
     scoring) timeout "${DECODE_LIMIT:-300}" python benchmarks/bench_decode_step.py --out "$OUT/scoring" --sweep-scoring --scoring-only --sweep-alphas 0.9 2>>"$OUT/log.txt" | tail -30 ;;
     search) python benchmarks/gpu_text2json.py --phase search --model $M --out "$OUT/results" --tokens 8192,16384 --n 20 --batch-size 120 ${SETTINGS:+--settings $SETTINGS} 2>>"$OUT/log.txt" | tail -20 ;;
     grid8|grid16) t=$([ $stage = grid8 ] && echo 8192 || echo 16384)
-      timeout "${SEARCH_LIMIT:-540}" python benchmarks/gpu_text2json.py --phase search --grid --model $M --out .stage/results --tokens $t --n "${N:-20}" --seed "${SEED:-0}" --batch-size 120 ${DTYPE:+--dtype $DTYPE} ${SETTINGS:+--settings $SETTINGS} 2>>"$OUT/log.txt" | tail -20 ;;
+      grid "${SEARCH_LIMIT:-540}" $t --n "${N:-20}" --seed "${SEED:-0}" ${SETTINGS:+--settings $SETTINGS} | tail -20 ;;
     # confirm: the TOP (2) settings of the last grid's calibration.json, N (40) samples, seeds SEEDS_T2J (0 1), 16k then 8k
     confirm) top=$(python -c "import json; r=json.load(open('.stage/results/calibration.json'))['rows']; print(','.join(x['setting'] for x in sorted(r, key=lambda x: -x['score'])[:${TOP:-2}]))")
       echo "confirm: $top"; cp .stage/results/calibration.json "$OUT/calibration_grid.json"
       for t in 16384 8192; do for sd in ${SEEDS_T2J:-0 1}; do
-        timeout "${SEARCH_LIMIT:-250}" python benchmarks/gpu_text2json.py --phase search --grid --model $M --out .stage/results --tokens $t --n "${N:-40}" --seed $sd --batch-size 120 --settings "$top" 2>>"$OUT/log.txt" | grep -v '^chosen' | cut -c1-200
+        grid "${SEARCH_LIMIT:-250}" $t --n "${N:-40}" --seed $sd --settings "$top" | grep -v '^chosen' | cut -c1-200
         cp .stage/results/calibration.json "$OUT/calibration_${t}_s$sd.json"
       done; done ;;
     runner) timeout "${RUNNER_LIMIT:-280}" python benchmarks/bench_runner.py --model $M --n "${RUNNER_N:-8}" --tokens 16384 --max-new-tokens "${RUNNER_NEW:-256}" --batch-size 128 --naive-cells "${NAIVE_CELLS:-8}" --out-json "$OUT/runner_h200.json" 2>>"$OUT/log.txt" | tail -12 ;;
