@@ -215,7 +215,7 @@ def test_config_validation(kw):
 
 
 def test_filler_style_error_names_value_and_choices():
-    with pytest.raises(ValueError, match=r"lorem.*|.*templates.*rich"):
+    with pytest.raises(ValueError, match=r"filler_style must be one of .*templates.*rich.*, got 'lorem'"):
         Text2JSONConfig(filler_style="lorem")
 
 

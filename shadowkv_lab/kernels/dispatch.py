@@ -24,6 +24,8 @@ import warnings
 
 import torch
 
+from shadowkv_lab.cache.stores import pinned_host
+
 from .attention import decode_attention
 from .common import can_run, interpreting, rope_table
 from .fetch import ResidentSet, gather_rows, higgs_rows, lowrank_rows, union_rows
@@ -56,7 +58,7 @@ def unsupported_reason(layer) -> str | None:
     stores = [("values", layer.values)] + ([("keys", layer.keys)] if layer.rank <= 0 else [])
     for name, st in stores:
         first = st.row_tensor
-        if first.device.type == "cpu" and torch.cuda.is_available() and not first.is_pinned():
+        if first.device.type == "cpu" and torch.cuda.is_available() and not pinned_host(first):
             return f"{name} in pageable host memory (after a stacked decode); zero-copy needs pinned rows"
         k = _quant_kind(st.quantizer)
         if k not in ("native", "PlainQuantizer", "FP8Quantizer", "HiggsQuantizer"):
