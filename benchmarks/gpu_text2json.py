@@ -123,6 +123,8 @@ SETTINGS = {
     # 63% of n5's wrong values are copy-format errors (a unit dropped, "$279" rewritten "279 dollars" to match the
     # other objects): one surface format per attribute within a sample.
     "c4_cal_uniform": dict(M1, spread=1.0, **FIXES, uniform_formats=True),
+    # all of search 9's changes at once (the fewest ways left to get a value wrong)
+    "c5_cal_plain_a0_uniform": dict(M1, spread=1.0, **{**FIXES, **PLAIN, "asked_attribute_rate": 0.0}, uniform_formats=True),
 }
 
 
