@@ -165,6 +165,40 @@ def test_spread_knob():
     assert max(max(p) - min(p) for p in wide) > 0.5
 
 
+def test_placement_even_puts_one_gold_passage_in_each_stratum():
+    """even: the window cut into n_gold equal strata, one gold passage in each, so the last one is in the final
+    1/n_gold (the 1.5B's loops follow a gold-free tail before the question; benchmarks/text2json_tail.py)."""
+    for spread in (1.0, 0.5):
+        cfg = Text2JSONConfig(tokens=8000, n_gold=6, spread=spread, split_rate=0.0, correction_rate=0.0,
+                              near_duplicate_rate=0.0, filler_share=0.95, placement="even")
+        for seed in range(5):
+            pos = sorted(generate_sample(seed, cfg).meta["gold_positions"])
+            assert max(pos) - min(pos) <= spread + 0.02
+            if spread == 1.0:  # positions are passage index / (passages - 1): allow a passage's worth of slack
+                assert all(k / 6 - 0.02 <= p <= (k + 1) / 6 + 0.02 for k, p in enumerate(pos)), (seed, pos)
+    random_last = [max(generate_sample(seed, dataclasses.replace(cfg, spread=1.0, placement="random")).meta["gold_positions"])
+                   for seed in range(12)]
+    assert min(random_last) < 5 / 6  # random placement can leave the final sixth gold-free; even never does
+
+
+def test_generator_output_is_pinned():
+    """Same seed, same bytes across versions: a change to any default-path draw must bump GENERATOR_VERSION and these
+    digests (placement="random" and the knobs added since keep the default samples byte-identical)."""
+    import hashlib
+
+    def digest(**kw):
+        h = hashlib.sha256()
+        for s in generate(8, tokens=3000, seed=5, **kw):
+            h.update(s.prompt.encode())
+            h.update(json.dumps(s.gold, sort_keys=True).encode())
+        return h.hexdigest()[:16]
+
+    assert digest() == "8e8335ed174e82fb"
+    assert digest(difficulty="easy") == "9291b786d7600a75"
+    assert digest(difficulty="calibrated") == "bcde631ba3443f42"
+    assert digest(spread=0.3, n_gold=5) == "b546b25a57ef4342"
+
+
 def test_distractors_per_gold_knob():
     """The floor on distractor entities: int(r * n_gold) + 2 at a high filler share (where the floor binds)."""
     base = dict(tokens=8000, n_gold=10, filler_share=0.97, near_duplicate_rate=0.0)
@@ -207,7 +241,7 @@ def test_too_many_gold_for_length_raises():
     [dict(tokens=10), dict(spread=0), dict(spread=1.5), dict(n_gold=0), dict(filler_share=1.0),
      dict(correction_rate=-0.1), dict(domain="cars"), dict(kind="spaceship"), dict(attributes=("price", "price")),
      dict(extra_attributes=(3, 1)), dict(min_gold=5, max_gold=2), dict(filler_style="lorem"),
-     dict(ask_each_once="yes"), dict(preview_task=1), dict(uniform_formats=None)],
+     dict(ask_each_once="yes"), dict(preview_task=1), dict(uniform_formats=None), dict(placement="middle")],
 )
 def test_config_validation(kw):
     with pytest.raises(ValueError):
@@ -217,6 +251,8 @@ def test_config_validation(kw):
 def test_filler_style_error_names_value_and_choices():
     with pytest.raises(ValueError, match=r"filler_style must be one of .*templates.*rich.*, got 'lorem'"):
         Text2JSONConfig(filler_style="lorem")
+    with pytest.raises(ValueError, match=r"placement must be one of \('random', 'even'\), got 'middle'"):
+        Text2JSONConfig(placement="middle")
 
 
 def test_loop_knobs_change_only_the_prompt_wording():
@@ -243,6 +279,7 @@ def test_named_difficulties():
     cal = generate(2, tokens=3000, seed=1, difficulty="calibrated")
     assert [s.meta["n_gold"] for s in cal] == [6, 6]
     assert all(s.meta["config"]["filler_style"] == "rich" and s.meta["config"]["ask_each_once"] for s in cal)
+    assert all(s.meta["n_near_duplicates"] == 0 and not s.meta["corrections"] for s in cal)
     assert [s.prompt for s in generate(2, tokens=3000, seed=1, difficulty="spec")] == [s.prompt for s in generate(2, tokens=3000, seed=1)]
     assert generate(1, tokens=3000, seed=1, difficulty="calibrated", n_gold=4)[0].meta["n_gold"] == 4  # overrides win
     with pytest.raises(ValueError, match="hard.*allowed: spec, easy, calibrated"):
@@ -254,7 +291,7 @@ def test_named_difficulties():
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
     from gpu_text2json import SETTINGS
 
-    measured = Text2JSONConfig(**SETTINGS["n5_k4_all"])
+    measured = Text2JSONConfig(**SETTINGS["c1_cal_plain"])
     assert dataclasses.replace(Text2JSONConfig(), **CALIBRATED) == measured
 
 
@@ -365,3 +402,26 @@ def test_loop_dtype_script_first_difference():
     assert first_difference("abc", "abc") is None
     assert first_difference("abc", "abd") == 2
     assert first_difference("ab", "abc") == 2 and first_difference("", "x") == 0
+
+
+def test_tail_script_splits_by_the_last_gold_passage():
+    """text2json_tail: ids parsed into setting / length / seed, loops counted by ending, late = last gold passage in
+    the final 1/n_gold; rows of unknown settings are dropped."""
+    import sys
+    from pathlib import Path
+
+    import pandas as pd
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from text2json_tail import parse_ids, tail_table
+
+    closed, loop = '[{"name": "A", "k": "1"}]', '[{"name": "A", "k": "1"}, ' + '{"name": "A", "k": "1"}, ' * 40
+    ids = [f"t16384_c1_cal_plain_s0_{i}" for i in range(4)] + ["t8192_nosuch_s0_0", "other"]
+    rows = parse_ids(pd.DataFrame({"sample_id": ids, "prediction": [closed, loop, loop, closed, closed, closed],
+                                   "score": [60.0, 0.0, 0.0, 40.0, 99.0, 99.0]}))
+    assert list(rows["sample_id"]) == ids[:4] and set(rows["tokens"]) == {16384} and list(rows["index"]) == [0, 1, 2, 3]
+    positions = {ids[0]: [0.1, 0.9], ids[1]: [0.1, 0.3], ids[2]: [0.2, 0.6], ids[3]: [0.5, 0.5]}  # 2 gold: late >= 0.5
+    t = tail_table(rows, positions).set_index("where")
+    assert t.loc["all", "n"] == 4 and t.loc["all", "loop_rate"] == 0.5 and t.loc["all", "score"] == 25.0
+    assert (t.loc["late", "n"], t.loc["late", "score"], t.loc["late", "loop_rate"]) == (3, 33.33, 0.333)
+    assert (t.loc["early", "n"], t.loc["early", "score"], t.loc["early", "loop_rate"]) == (1, 0.0, 1.0)
