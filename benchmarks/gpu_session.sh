@@ -4,6 +4,9 @@
 # .stage/results, copied to $OUT at the end). Usage: bash benchmarks/gpu_session.sh STAGE [STAGE...]
 set -uo pipefail
 export PYTHONPATH="$PWD:$PWD/.pylib" SHADOWKV_LAB_CACHE="$PWD/.stage/cache" TQDM_MININTERVAL=60 HF_HUB_OFFLINE=1
+# grid8/grid16 need SETTINGS (names, or "all": every setting, ~57 of them, ~14 device-minutes at 16k); checked first
+for stage in "$@"; do case $stage in grid8|grid16) [ -n "${SETTINGS:-}" ] || {
+  echo "$stage: set SETTINGS=name,name,... (or SETTINGS=all)" >&2; exit 2; } ;; esac; done
 OUT="${OUT:-/tmp/out}"; mkdir -p "$OUT" .stage/results
 sha=cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046
 g=".stage/cache/${sha:0:16}/qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"
@@ -30,7 +33,7 @@ for stage in "$@"; do
     scoring) timeout "${DECODE_LIMIT:-300}" python benchmarks/bench_decode_step.py --out "$OUT/scoring" --sweep-scoring --scoring-only --sweep-alphas 0.9 2>>"$OUT/log.txt" | tail -30 ;;
     search) python benchmarks/gpu_text2json.py --phase search --model $M --out "$OUT/results" --tokens 8192,16384 --n 20 --batch-size 120 ${SETTINGS:+--settings $SETTINGS} 2>>"$OUT/log.txt" | tail -20 ;;
     grid8|grid16) t=$([ $stage = grid8 ] && echo 8192 || echo 16384)
-      grid "${SEARCH_LIMIT:-540}" $t --n "${N:-20}" --seed "${SEED:-0}" ${SETTINGS:+--settings $SETTINGS} | tail -20 ;;
+      grid "${SEARCH_LIMIT:-540}" $t --n "${N:-20}" --seed "${SEED:-0}" $([ "$SETTINGS" = all ] || echo --settings "$SETTINGS") | tail -20 ;;
     # confirm: the TOP (2) settings of the last grid's calibration.json, N (40) samples, seeds SEEDS_T2J (0 1), 16k then 8k
     confirm) top=$(python -c "import json; r=json.load(open('.stage/results/calibration.json'))['rows']; print(','.join(x['setting'] for x in sorted(r, key=lambda x: -x['score'])[:${TOP:-2}]))")
       echo "confirm: $top"; cp .stage/results/calibration.json "$OUT/calibration_grid.json"

@@ -425,3 +425,18 @@ def test_tail_script_splits_by_the_last_gold_passage():
     assert t.loc["all", "n"] == 4 and t.loc["all", "loop_rate"] == 0.5 and t.loc["all", "score"] == 25.0
     assert (t.loc["late", "n"], t.loc["late", "score"], t.loc["late", "loop_rate"]) == (3, 33.33, 0.333)
     assert (t.loc["early", "n"], t.loc["early", "score"], t.loc["early", "loop_rate"]) == (1, 0.0, 1.0)
+
+
+@pytest.mark.parametrize("stage", ["grid8", "grid16"])
+def test_gpu_session_grid_stages_need_settings(tmp_path, stage):
+    """Unset SETTINGS used to run every setting (~14 device-minutes); the grids now refuse before touching anything."""
+    import os
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = {k: v for k, v in os.environ.items() if k != "SETTINGS"} | {"OUT": str(tmp_path / "out")}
+    r = subprocess.run(["bash", "benchmarks/gpu_session.sh", "prep", stage], cwd=root, env=env, capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 2 and f"{stage}: set SETTINGS=name,name,... (or SETTINGS=all)" in r.stderr
+    assert not (tmp_path / "out").exists()  # refused before any stage ran (nothing assembled, installed or written)
