@@ -36,6 +36,7 @@ LEAN = dict(PLAIN, extra_attributes=(0, 1), aggregate_rate=0.0)
 ALL_LEAN = dict(asked_attribute_rate=0.3, spelled_numbers=False, extra_attributes=(0, 1), aggregate_rate=0.0)
 M1 = dict(ALL_LEAN, n_gold=6, filler_share=0.98, distractors_per_gold=0.0, extra_attributes=(0, 0), spread=0.5)
 FIXES = dict(filler_style="rich", ask_each_once=True, preview_task=True)
+C1 = dict(M1, spread=1.0, **FIXES, **PLAIN)  # search 9's c1, the base of searches 10-11 (= text2json_gen.CALIBRATED)
 SETTINGS = {
     # Search 1 (all scored 7-25 at 8k: 25-60% of outputs loop to the cap, same-kind near-duplicate twins confuse it).
     "g1.0_f0.6": dict(gold_per_1k_tokens=1.0, filler_share=0.6, spelled_numbers=False),
@@ -118,24 +119,24 @@ SETTINGS = {
     # fewer distractor types (twins, corrections, split facts, cross-mentions) or distractors that never state the
     # asked attributes should lift the non-looping outputs (salvaged 46-57) without touching the loop rate.
     # c1 = text2json_gen.CALIBRATED (tests/test_tasks_text2json_gen.py)
-    "c1_cal_plain": dict(M1, spread=1.0, **FIXES, **{k: v for k, v in PLAIN.items() if k != "spelled_numbers"}),
+    "c1_cal_plain": C1,
     "c2_cal_a0": dict(M1, spread=1.0, **{**FIXES, "asked_attribute_rate": 0.0}),
-    "c3_cal_plain_a0": dict(M1, spread=1.0, **{**FIXES, **PLAIN, "asked_attribute_rate": 0.0}),
+    "c3_cal_plain_a0": dict(C1, asked_attribute_rate=0.0),
     # 63% of n5's wrong values are copy-format errors (a unit dropped, "$279" rewritten "279 dollars" to match the
     # other objects): one surface format per attribute within a sample.
     "c4_cal_uniform": dict(M1, spread=1.0, **FIXES, uniform_formats=True),
     # all of search 9's changes at once (the fewest ways left to get a value wrong)
-    "c5_cal_plain_a0_uniform": dict(M1, spread=1.0, **{**FIXES, **PLAIN, "asked_attribute_rate": 0.0}, uniform_formats=True),
+    "c5_cal_plain_a0_uniform": dict(C1, asked_attribute_rate=0.0, uniform_formats=True),
     # Search 10. Search 9 (120 samples, seeds 0-2): c1 46.4 at 8k, 38.8 at 16k; c3 46.2 / 38.1 -- fewer distractor
     # types do not lift 16k. The spec's other difficulty knob, the gold's spread (m2, spread 0.25, was search 7's best
     # at 16k), on top of c1:
-    "d1_c1_s0.25": dict(M1, spread=0.25, **FIXES, **{k: v for k, v in PLAIN.items() if k != "spelled_numbers"}),
-    "d2_c1_s0.5": dict(M1, spread=0.5, **FIXES, **{k: v for k, v in PLAIN.items() if k != "spelled_numbers"}),
+    "d1_c1_s0.25": dict(C1, spread=0.25),
+    "d2_c1_s0.5": dict(C1, spread=0.5),
     # Search 11 (not yet run). Search 10 concentrated the gold and the loops rose (cap hits 32-42% at 16k): the loops
     # follow a gold-free stretch before the question. Over search 9-10's 860 outputs, samples whose last gold passage
     # lies in the text's final sixth loop 0-18% of the time (c4: 4 of 11), the rest 20-51% (c1 at 16k: 43.9 vs 26.7;
     # benchmarks/text2json_tail.py). Even placement (one gold passage per sixth of the text) always puts one there.
-    "p1_c1_even": dict(M1, spread=1.0, **FIXES, **{k: v for k, v in PLAIN.items() if k != "spelled_numbers"}, placement="even"),
+    "p1_c1_even": dict(C1, placement="even"),
     "p2_n5_even": dict(M1, spread=1.0, **FIXES, placement="even"),
 }
 
