@@ -19,6 +19,7 @@ Rows go to the results store under --out (resumable); a summary table is printed
 from __future__ import annotations
 
 import argparse
+import re
 
 import torch
 
@@ -139,6 +140,10 @@ SETTINGS = {
     "p1_c1_even": dict(C1, placement="even"),
     "p2_n5_even": dict(M1, spread=1.0, **FIXES, placement="even"),
 }
+
+
+# The ids samples_for gives a setting's samples (t{tokens}_{setting}_s{seed}_{index}), parsed back by text2json_tail.py
+SAMPLE_ID = re.compile(r"^t(?P<tokens>\d+)_(?P<setting>.+)_s(?P<seed>\d+)_(?P<index>\d+)$")
 
 
 def samples_for(tok, tokens: int, gold_per_1k: float, n: int, seed: int, setting: str | None = None):

@@ -15,20 +15,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from pathlib import Path
 
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from gpu_text2json import SETTINGS, samples_for  # noqa: E402
+from gpu_text2json import SAMPLE_ID, SETTINGS, samples_for  # noqa: E402
 
 from shadowkv_lab.results import load  # noqa: E402
 from shadowkv_lab.tasks.text2json_score import LOOPS, ending  # noqa: E402
-
-SAMPLE_ID = re.compile(r"^t(?P<tokens>\d+)_(?P<setting>.+)_s(?P<seed>\d+)_(?P<index>\d+)$")
-
 
 def parse_ids(rows: pd.DataFrame) -> pd.DataFrame:
     """Rows whose sample_id names a search setting, with tokens / setting / seed / index columns added."""

@@ -413,7 +413,12 @@ def test_tail_script_splits_by_the_last_gold_passage():
     import pandas as pd
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from gpu_text2json import samples_for
     from text2json_tail import parse_ids, tail_table
+
+    _, made = samples_for(None, 3000, 0, 2, 1, "c1_cal_plain")  # the ids the search writes parse back
+    back = parse_ids(pd.DataFrame({"sample_id": [s.id for s in made]}))
+    assert back[["tokens", "setting", "seed", "index"]].values.tolist() == [[3000, "c1_cal_plain", 1, 0], [3000, "c1_cal_plain", 1, 1]]
 
     closed, loop = '[{"name": "A", "k": "1"}]', '[{"name": "A", "k": "1"}, ' + '{"name": "A", "k": "1"}, ' * 40
     ids = [f"t16384_c1_cal_plain_s0_{i}" for i in range(4)] + ["t8192_nosuch_s0_0", "other"]
