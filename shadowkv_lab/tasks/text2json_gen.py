@@ -465,12 +465,11 @@ class _Builder:
         total = len(gold_ids) + len(rest)
         w = min(total, max(len(gold_ids), round(self.cfg.spread * total)))
         start = r.randrange(0, total - w + 1)
-        window = list(range(start, start + w))
         if self.cfg.placement == "even":  # one gold passage per equal stratum of the window
             cuts = [start + k * w // len(gold_ids) for k in range(len(gold_ids) + 1)]
             gold_pos = [r.randrange(lo, hi) for lo, hi in zip(cuts, cuts[1:])]
         else:
-            gold_pos = sorted(r.sample(window, len(gold_ids)))
+            gold_pos = sorted(r.sample(range(start, start + w), len(gold_ids)))
         r.shuffle(gold_ids)
         other_pos = sorted(set(range(total)) - set(gold_pos))
         r.shuffle(rest)
