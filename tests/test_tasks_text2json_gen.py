@@ -195,7 +195,8 @@ def test_generator_output_is_pinned():
 
     assert digest() == "8e8335ed174e82fb"
     assert digest(difficulty="easy") == "9291b786d7600a75"
-    assert digest(difficulty="calibrated") == "bcde631ba3443f42"
+    assert digest(difficulty="calibrated") == "40c823994f516e27"
+    assert digest(difficulty="calibrated", placement="random") == "bcde631ba3443f42"  # search 9's c1, the old preset
     assert digest(spread=0.3, n_gold=5) == "b546b25a57ef4342"
 
 
@@ -280,6 +281,7 @@ def test_named_difficulties():
     assert [s.meta["n_gold"] for s in cal] == [6, 6]
     assert all(s.meta["config"]["filler_style"] == "rich" and s.meta["config"]["ask_each_once"] for s in cal)
     assert all(s.meta["n_near_duplicates"] == 0 and not s.meta["corrections"] for s in cal)
+    assert all(s.meta["config"]["placement"] == "even" for s in cal)
     assert [s.prompt for s in generate(2, tokens=3000, seed=1, difficulty="spec")] == [s.prompt for s in generate(2, tokens=3000, seed=1)]
     assert generate(1, tokens=3000, seed=1, difficulty="calibrated", n_gold=4)[0].meta["n_gold"] == 4  # overrides win
     with pytest.raises(ValueError, match="hard.*allowed: spec, easy, calibrated"):
@@ -291,7 +293,7 @@ def test_named_difficulties():
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
     from gpu_text2json import SETTINGS
 
-    measured = Text2JSONConfig(**SETTINGS["c1_cal_plain"])
+    measured = Text2JSONConfig(**SETTINGS["p1_c1_even"])
     assert dataclasses.replace(Text2JSONConfig(), **CALIBRATED) == measured
 
 
