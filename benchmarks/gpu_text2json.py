@@ -37,7 +37,8 @@ LEAN = dict(PLAIN, extra_attributes=(0, 1), aggregate_rate=0.0)
 ALL_LEAN = dict(asked_attribute_rate=0.3, spelled_numbers=False, extra_attributes=(0, 1), aggregate_rate=0.0)
 M1 = dict(ALL_LEAN, n_gold=6, filler_share=0.98, distractors_per_gold=0.0, extra_attributes=(0, 0), spread=0.5)
 FIXES = dict(filler_style="rich", ask_each_once=True, preview_task=True)
-C1 = dict(M1, spread=1.0, **FIXES, **PLAIN)  # search 9's c1, the base of searches 10-11
+N5 = dict(M1, spread=1.0, **FIXES)  # search 8's n5, the base of search 9 (c2, c4) and p2
+C1 = dict(N5, **PLAIN)  # search 9's c1, the base of searches 10-11
 SETTINGS = {
     # Search 1 (all scored 7-25 at 8k: 25-60% of outputs loop to the cap, same-kind near-duplicate twins confuse it).
     "g1.0_f0.6": dict(gold_per_1k_tokens=1.0, filler_share=0.6, spelled_numbers=False),
@@ -110,7 +111,7 @@ SETTINGS = {
     "n2_m1_preview": dict(M1, preview_task=True),
     "n3_m1_rich": dict(M1, filler_style="rich"),
     "n4_m1_all": dict(M1, **FIXES),
-    "n5_k4_all": dict(M1, spread=1.0, **FIXES),
+    "n5_k4_all": N5,
     "n6_k5_all": dict(ALL_LEAN, gold_per_1k_tokens=0.75, filler_share=0.98, distractors_per_gold=0.0, **FIXES),
     "n7_m1_rich_once": dict(M1, filler_style="rich", ask_each_once=True),
     "n8_m1_preview_once": dict(M1, preview_task=True, ask_each_once=True),
@@ -121,11 +122,11 @@ SETTINGS = {
     # asked attributes should lift the non-looping outputs (salvaged 46-57) without touching the loop rate.
     # c1 was text2json_gen.CALIBRATED until search 11
     "c1_cal_plain": C1,
-    "c2_cal_a0": dict(M1, spread=1.0, **{**FIXES, "asked_attribute_rate": 0.0}),
+    "c2_cal_a0": dict(N5, asked_attribute_rate=0.0),
     "c3_cal_plain_a0": dict(C1, asked_attribute_rate=0.0),
     # 63% of n5's wrong values are copy-format errors (a unit dropped, "$279" rewritten "279 dollars" to match the
     # other objects): one surface format per attribute within a sample.
-    "c4_cal_uniform": dict(M1, spread=1.0, **FIXES, uniform_formats=True),
+    "c4_cal_uniform": dict(N5, uniform_formats=True),
     # all of search 9's changes at once (the fewest ways left to get a value wrong)
     "c5_cal_plain_a0_uniform": dict(C1, asked_attribute_rate=0.0, uniform_formats=True),
     # Search 10. Search 9 (120 samples, seeds 0-2): c1 46.4 at 8k, 38.8 at 16k; c3 46.2 / 38.1 -- fewer distractor
@@ -139,7 +140,7 @@ SETTINGS = {
     # lies in the text's final sixth loop 0-18% of the time (c4: 4 of 11), the rest 20-51% (c1 at 16k: 43.9 vs 26.7;
     # benchmarks/text2json_tail.py). Even placement (one gold passage per sixth of the text) always puts one there.
     "p1_c1_even": dict(C1, placement="even"),
-    "p2_n5_even": dict(M1, spread=1.0, **FIXES, placement="even"),
+    "p2_n5_even": dict(N5, placement="even"),
 }
 
 
