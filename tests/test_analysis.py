@@ -12,10 +12,37 @@ from shadowkv_lab.workbook import demo_results
 
 
 def test_mean_ci_matches_t_interval_and_drops_nan():
-    m, h, n = A.mean_ci([1.0, 2.0, 3.0, float("nan")])
-    assert (m, n) == (2.0, 3)
-    assert h == pytest.approx(4.303 * 1.0 / math.sqrt(3), rel=1e-4)  # t(2) = 4.303, sd = 1
+    m, h, n = A.mean_ci([1.0, 2.0, 3.0, 4.0, 5.0, float("nan")])
+    assert (m, n) == (3.0, 5)
+    assert h == pytest.approx(2.776 * math.sqrt(2.5) / math.sqrt(5), rel=1e-4)  # t(4) = 2.776, sd = sqrt(2.5)
     assert math.isnan(A.mean_ci([5.0])[1]) and A.mean_ci([])[2] == 0
+    assert A.mean_ci([1.0, 2.0, 3.0], min_n=3)[1] == pytest.approx(4.303 / math.sqrt(3), rel=1e-4)
+
+
+def test_no_interval_below_five_samples():
+    m, h, n = A.mean_ci([1.0, 2.0, 3.0, 4.0])
+    assert (m, n) == (2.5, 4) and math.isnan(h)
+    assert A.MIN_N_CI == 5 and A.is_smoke([2, 8]) and not A.is_smoke([5, 8])
+    assert A.smoke_note([2]).startswith("Smoke test: n = 2 samples") and "clipped" in A.smoke_note([6])
+
+
+def test_summary_clips_interval_to_the_metric_range():
+    df = pd.DataFrame({"model": "m", "task": "t", "sample_id": list("abcde"), "method": "full", "score": [0, 0, 100, 100, 100]})
+    s = A.summary(df).iloc[0]
+    assert 60 < s["ci95"] < 100 and s["hi"] == 100 and s["lo"] == 0  # t interval 60 ± 68, clipped to 0-100
+    assert s["values"] == (0, 0, 100, 100, 100)
+
+
+def test_win_tie_loss_and_small_n_paired_delta():
+    df = pd.DataFrame({"model": "m", "task": "t", "sample_id": list("abc") * 2, "method": ["full"] * 3 + ["yakv"] * 3,
+                       "score": [50, 60, 70, 60, 60, 40]})
+    w = A.win_tie_loss(df).iloc[0]
+    assert (w["wins"], w["ties"], w["losses"], w["record"]) == (1, 1, 1, "1-1-1")
+    d = A.paired_delta(df).iloc[0]
+    assert d["delta"] == pytest.approx(-20 / 3) and math.isnan(d["ci95"]) and d["record"] == "1-1-1"
+    assert d["values"] == (10.0, 0.0, -30.0)
+    t = A.per_sample(df)
+    assert list(t.columns) == ["full", "yakv"] and t.loc[("m", "t", "c"), "yakv"] == 40
     assert A.t95(1000) == pytest.approx(1.96, abs=0.01) and A.t95(31) == pytest.approx(2.04, abs=0.005)
 
 
@@ -27,7 +54,7 @@ def test_summary_and_score_table():
     full_t = s[(s.task == "t") & (s.method == "full")].iloc[0]
     assert full_t["mean"] == 50 and full_t["n"] == 1 and full_t["n_nan"] == 1
     t = A.score_table(df)
-    assert t.loc["shadowkv", "t"] == f"20.0 ± {12.706 * math.sqrt(200) / math.sqrt(2):.1f}"
+    assert t.loc["shadowkv", "t"] == "20.0 (10.0, 30.0)"  # n = 2: the samples, no interval
     d = A.paired_delta(df)
     assert d.loc[d.task == "t", "delta"].item() == -40  # only sample a has both
 
@@ -50,7 +77,7 @@ def test_factorial_attribution_arithmetic():
     assert r["key_main"] == 22.5 and r["landmark_main"] == 12.5 and r["key_main"] + r["landmark_main"] == 75 - 40
     m = means.iloc[0]
     assert m["n"] == 2 and m["total_loss"] == 20 and m["interaction"] == -2.5
-    assert m["total_loss_ci95"] == pytest.approx(12.706 * math.sqrt(800) / math.sqrt(2))
+    assert math.isnan(m["total_loss_ci95"])  # two samples: no interval
 
 
 def test_factorial_attribution_custom_cells_and_missing():
@@ -134,7 +161,7 @@ def test_depth_scores_and_sweep_on_demo():
     df, _ = demo_results(n=2)
     d = A.depth_scores(df)
     assert set(d["depth"]) == set(range(0, 101, 10)) and (d["task"] == "multineedle").all()
-    s = A.sweep(df[df.method.str.startswith("chunk")], "chunk_size")
+    s = A.sweep(df[df.method.str.startswith("yakv_exactkv_c")], "chunk_size")  # chunk_size_ablation's derived names
     assert set(s["chunk_size"]) == {2, 4, 8, 16}
 
 

@@ -111,18 +111,80 @@ def test_empty_inputs_give_a_message_figure_not_an_error(tmp_path):
     assert fig.axes[0].texts
 
 
-def test_method_colors_are_consistent_and_labels_readable():
-    assert plots.method_color("shadowkv") == plots.method_color("shadowkv_r20") == plots.method_color("shadowkv@0.15625")
-    assert plots.method_color("lm_higgs2_c1") == plots.method_color("lm_higgs2_c1")
-    assert plots.method_color("full") != plots.method_color("yakv")
-    assert plots.method_label("shadowkv_r20") == "ShadowKV (rank 20)"
-    assert plots.method_label("shadowkv_scaled") == "ShadowKV (rank 15.6% of H·d)"
-    assert plots.method_color("shadowkv_oracle_scaled@0.05") == plots.method_color("shadowkv_oracle")
-    assert plots.method_label("shadowkv_oracle_r40") == "ShadowKV keys, oracle selection (rank 40)"
-    assert plots.method_label("yakv@0.0625") == "YAKV @ 6.25% budget"
-    assert plots.method_label("lm_higgs2_c1") == "landmarks higgs2, chunk 1"
-    assert plots.method_label("keys_rank20") == "rank-20 keys"
-    assert plots.method_label("chunk8") == "chunk size 8"
+def test_method_labels_and_colours_come_from_configs_not_names():
+    from shadowkv_lab.cache.presets import PRESETS, with_budget
+
+    yakv = PRESETS["yakv"].to_dict()
+    assert plots.config_label(yakv) == "YAKV" and plots.method_label("full") == "Full attention"
+    budget = with_budget(PRESETS["yakv"], 0.0625).to_dict()
+    assert plots.config_label(budget) == "YAKV, budget 6.25%"
+    assert plots.method_color("whatever-name", budget) == plots.method_color("yakv") != plots.method_color("full")
+    r20 = PRESETS["shadowkv"].replace(name="misleading_name_r99", rank=20).to_dict()
+    assert plots.config_label(r20) == "ShadowKV, rank 20"  # the config says rank 20, whatever the name says
+    assert plots.is_main("yakv") and plots.is_main("x", budget) and not plots.is_main("x", r20)
+    df = pd.DataFrame({"method": ["a", "b"], "config": [json.dumps(yakv), json.dumps(r20)]})
+    assert plots.method_labels(df) == {"a": "YAKV", "b": "ShadowKV, rank 20"}
+    assert plots.method_colors(df)["a"] == plots.METHOD_COLORS["yakv"]
+
+
+def test_formats_are_named_by_bits_per_dimension():
+    from shadowkv_lab.cache.presets import LANDMARK_PRECISIONS, RESIDUAL_LANDMARKS
+
+    assert plots.format_name(LANDMARK_PRECISIONS["higgs2"]) == "HIGGS 2-bit"  # higgs-4-256: 8 bits per 4 dims
+    assert plots.format_name(LANDMARK_PRECISIONS["higgs4"]) == "HIGGS 4-bit"
+    assert plots.format_name(RESIDUAL_LANDMARKS) == "residual 2+0.5-bit"
+    assert plots.format_name("native") == "bf16 16-bit" and plots.format_name("nvfp4") == "NVFP4 4-bit"
+    assert plots.format_label("higgs-4-256", 2.5) == "HIGGS 2-bit (2.5 b/dim)"
+
+
+def test_residual_saving_compares_with_two_bit_higgs_by_exact_bits():
+    plain = pd.DataFrame({"landmark_format": ["higgs-8-256", "higgs-4-256", "higgs-2-256"], "landmark_bits": [1.5, 2.5, 4.5]})
+    saving, ref = plots.residual_saving(plain, 2.25)
+    assert ref == 2.5 and saving == pytest.approx(10.0)  # not 1.5 bits (np.round(1.5) == 2), not -50%
+    assert plots.residual_saving(plain[plain.landmark_format != "higgs-4-256"], 2.25) is None
+
+
+def test_figures_are_paper_sized_and_stamped(demo, tmp_path):
+    from PIL import Image
+
+    df, _ = demo
+    stamp = plots.Stamp(profile="quick", model="demo-model", n=2, commit="0123456789abcdef")
+    assert stamp.smoke and "smoke test" in stamp.footer() and "commit 0123456789" in stamp.footer()
+    col = plots.accuracy_vs_memory(df[df.task == "text2json"])
+    page = plots.accuracy_by_task(df)
+    for fig, width in ((col, plots.COLUMN), (page, plots.PAGE)):
+        pdf, png = plots.save(fig, f"w{width}", tmp_path, stamp)
+        assert b"profile=quick; model=demo-model; n=2; commit=0123456789abcdef" in pdf.read_bytes()
+        im = Image.open(png)
+        assert im.size[0] == pytest.approx(width * 300, abs=2), im.size
+        assert "smoke test" in im.info.get("Description", "")
+        assert any("smoke test" in t.get_text() for t in fig.texts)  # the footer
+        matplotlib.pyplot.close(fig)
+    assert plots.make_stamp("full", "m", 24, commit="abc").smoke is False
+
+
+def test_small_n_figures_draw_no_interval(demo):
+    df, _ = demo
+    d = df[(df.task == "text2json") & df.sample_id.isin(["text2json-0", "text2json-1"])]
+    fig = plots.accuracy_by_task(d, methods=["full", "shadowkv", "yakv"])
+    ax = fig.axes[0]
+    assert "no CI" in ax.get_ylabel()
+    segs = [c for c in ax.collections if type(c).__name__ == "LineCollection"]
+    assert all(abs(s[0][1] - s[1][1]) < 1e-9 for c in segs for s in c.get_segments())  # zero-length error bars
+    matplotlib.pyplot.close(fig)
+
+
+def test_accuracy_vs_memory_names_main_methods_and_greys_ablations(demo):
+    df, _ = demo
+    fig = plots.accuracy_vs_memory(df[df.task == "text2json"])
+    ax = fig.axes[0]
+    texts = {t.get_text() for t in ax.texts}
+    assert {"Full attention", "ShadowKV", "YAKV", "YAKV, residual landmarks"} <= texts
+    assert not any("lm_" in t or "chunk" in t for t in texts)  # ablations are not named
+    grey = [c for c in ax.collections if c.get_label() == "ablations / diagnostics"]
+    assert grey and len(grey[0].get_offsets()) > 5
+    assert ax.get_legend() is None or len(ax.get_legend().texts) <= 3
+    matplotlib.pyplot.close(fig)
 
 
 def test_rcparams_embed_type42():

@@ -1,0 +1,89 @@
+"""Memory figures: accuracy against GPU bytes per token, and bytes per token by storage category."""
+
+from __future__ import annotations
+
+import matplotlib
+import matplotlib.ticker
+import numpy as np
+import pandas as pd
+
+from .. import analysis as A
+from . import labels as L
+from .style import empty, figure, interval_note, legend, model_title, panels, plain_log_ticks, yerr
+
+MEM_LABEL = "GPU bytes / token / layer"
+ABLATION_GREY = "#BBBBBB"
+
+
+def accuracy_vs_memory(df: pd.DataFrame, metric: str = "score", per_task: bool = True, title: str | None = None):
+    """Mean score against GPU bytes per prompt token per layer (log x). The study's methods (labels.MAIN_METHODS and
+    their budget variants) in colour with their names written beside them and the Pareto frontier drawn over them
+    alone; every other config (ablations, diagnostics) a small grey point, unnamed."""
+    s = A.accuracy_vs_memory(df, metric, per_task=per_task)
+    s = s[np.isfinite(pd.to_numeric(s["device_B_per_token_layer"], errors="coerce"))] if len(s) else s
+    if s.empty:
+        return empty("no memory accounting in these results")
+    first = df.drop_duplicates("method")
+    cfg = dict(zip(first["method"], first["config"])) if "config" in first else {}
+    main = {m: L.is_main(m, cfg.get(m)) for m in s["method"]}
+    names, colors = L.method_labels(df), L.method_colors(df)
+    tasks = list(dict.fromkeys(s["task"]))
+    fig, axes = panels(len(tasks), 2.8)
+    for ax, t in zip(axes, tasks):
+        g = s[s["task"] == t]
+        abl = g[~g["method"].map(main)]
+        if len(abl):
+            ax.scatter(abl["device_B_per_token_layer"], abl["mean"], s=10, color=ABLATION_GREY, zorder=1,
+                       label="ablations / diagnostics")
+        mg = g[g["method"].map(main)]
+        front = A.pareto_front(mg["device_B_per_token_layer"], mg["mean"])
+        for (_, r), on in zip(mg.iterrows(), front):
+            c = colors.get(r["method"])
+            ax.errorbar(r["device_B_per_token_layer"], r["mean"], yerr=yerr([r["mean"]], [r["ci95"]]), marker="o", ms=4.5,
+                        color=c, ecolor=matplotlib.colors.to_rgba(c, 0.4), capsize=1.5, elinewidth=0.7, zorder=3,
+                        mec="black" if on else c, mew=0.6)
+            ax.annotate(names.get(r["method"], r["method"]), (r["device_B_per_token_layer"], r["mean"]), textcoords="offset points",
+                        xytext=(3, 3), fontsize=6, color=c, zorder=4)
+        f = mg[front].sort_values("device_B_per_token_layer")
+        ax.step(f["device_B_per_token_layer"], f["mean"], where="post", color="black", lw=0.7, alpha=0.6, zorder=2,
+                label="Pareto frontier (study's methods)")
+        ax.set_xscale("log")
+        ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(base=10, subs=(1, 2, 5)))
+        plain_log_ticks(ax.xaxis)
+        ax.set_xlabel(MEM_LABEL + " (log)")
+        ax.set_title(L.task_label(t))
+    axes[0].set_ylabel(f"{metric} (0-100)\n{interval_note(s['n'])}")
+    axes[0].set_ylim(-2, 105)
+    legend(axes[-1], ncol=2)
+    fig.suptitle(title or f"Accuracy vs GPU memory ({model_title(df)})")
+    return fig
+
+
+def memory_breakdown(df: pd.DataFrame, title: str | None = None):
+    """Stacked bars of bytes/token/layer per method by storage category (one fixed colour per category in every
+    figure): GPU-resident solid, offloaded hatched beside it."""
+    b = A.memory_breakdown(df)
+    if b.empty:
+        return empty("no memory categories in these results")
+    methods = A.method_order(b["method"])
+    names = L.method_labels(df)
+    cats = list(dict.fromkeys(b["category"]))
+    fig, ax = figure("page" if len(methods) > 4 else "column", 2.8)
+    x = np.arange(len(methods))
+    seen = set()
+    for role, off, hatch in (("device", -0.2, None), ("offloaded", 0.2, "//")):
+        bottom = np.zeros(len(methods))
+        for c in cats:
+            v = b[(b["role"] == role) & (b["category"] == c)].groupby("method")["B_per_token_layer"].median().reindex(methods).fillna(0).to_numpy()
+            if v.any():
+                ax.bar(x + off, v, 0.38, bottom=bottom, color=L.category_color(c), hatch=hatch, edgecolor="white", lw=0.3,
+                       label=None if c in seen else L.category_label(c))
+                seen.add(c)
+                bottom += v
+    ax.set_xticks(x, [names.get(m, m) for m in methods], rotation=30, ha="right", fontsize=6)
+    ax.set_ylabel("bytes / prompt token / layer")
+    ax.bar([0], [0], color="white", edgecolor="grey", label="solid: GPU")
+    ax.bar([0], [0], color="white", edgecolor="grey", hatch="//", label="hatched: offloaded")
+    legend(ax, max_right=12, ncol=4)
+    ax.set_title(title or f"Memory by category ({model_title(df)})")
+    return fig

@@ -1,0 +1,180 @@
+"""Paper-sized figures and how they are saved.
+
+Every figure is one column (3.25 in) or one page (6.75 in) wide at 8 pt text, laid out by matplotlib's constrained
+layout (no tight-bbox cropping, so the saved size is the size asked for). `save` writes PDF (TrueType / Type 42
+fonts) and PNG, stamped with the run that made it: profile, model, n and commit in the PDF / PNG metadata and in a
+small footer ("smoke test" when n is below analysis.MIN_N_CI).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import matplotlib
+import matplotlib.pyplot as plt
+import matplotlib.ticker
+import numpy as np
+
+from ..analysis.stats import MIN_N_CI
+
+COLUMN = 3.25  # single-column width, inches
+PAGE = 6.75  # double-column width, inches
+FOOTER_PT = 5.5
+
+# Type 42 (TrueType) fonts in PDF/PS: editable text and accepted by publishers (Type 3 is not).
+RC = {
+    "pdf.fonttype": 42, "ps.fonttype": 42, "savefig.bbox": None, "savefig.dpi": 300, "figure.dpi": 100,
+    "axes.spines.top": False, "axes.spines.right": False, "axes.grid": True, "grid.alpha": 0.3, "grid.linewidth": 0.5,
+    "font.size": 8, "axes.titlesize": 8, "axes.labelsize": 8, "xtick.labelsize": 7, "ytick.labelsize": 7,
+    "legend.fontsize": 7, "legend.frameon": False, "figure.titlesize": 9, "lines.linewidth": 1.2, "lines.markersize": 4,
+    "figure.constrained_layout.use": True,  # suptitles, legends and long tick labels never overlap
+}
+matplotlib.rcParams.update(RC)
+
+
+def figure(width: str = "column", height: float = 2.4, nrows: int = 1, ncols: int = 1, **kw):
+    """(fig, axes) at a paper width ('column' 3.25 in or 'page' 6.75 in); axes squeezed like plt.subplots."""
+    w = {"column": COLUMN, "page": PAGE}[width]
+    return plt.subplots(nrows, ncols, figsize=(w, height), **kw)
+
+
+def panels(n: int, height: float = 2.4, sharey=True):
+    """A row of n panels: one column wide for a single panel, one page wide for several."""
+    fig, axes = figure("column" if n <= 1 else "page", height, 1, max(n, 1), sharey=sharey, squeeze=False)
+    return fig, axes[0]
+
+
+def empty(message: str, width: str = "column"):
+    """A figure that says why it has no data (notebooks show it instead of failing)."""
+    fig, ax = figure(width, 1.4)
+    ax.axis("off")
+    ax.text(0.5, 0.5, message, ha="center", va="center", wrap=True, fontsize=8)
+    return fig
+
+
+def yerr(mean, ci, lo: float = 0.0, hi: float = 100.0):
+    """Asymmetric error bars of a 95% interval clipped to the metric range; no bar where there is no interval
+    (NaN: fewer than MIN_N_CI samples)."""
+    m = np.asarray(mean, float)
+    c = np.nan_to_num(np.asarray(ci, float), nan=0.0)
+    return np.vstack([np.clip(np.minimum(c, m - lo), 0, None), np.clip(np.minimum(c, hi - m), 0, None)])
+
+
+def interval_note(n) -> str:
+    """Axis-label suffix saying what the bars are: '95% CI' or 'dots: samples, no CI (n < 5)'."""
+    n = np.asarray(n, float)
+    if len(n) and np.nanmin(n) >= MIN_N_CI:
+        return "mean ± 95% CI"
+    return f"mean; dots: samples (no CI, n < {MIN_N_CI})"
+
+
+def legend(ax, max_right: int = 6, ncol: int = 2):
+    """Legend without duplicate labels: beside the axes when short, below the figure when long."""
+    h, labels = ax.get_legend_handles_labels()
+    uniq = dict(zip(labels, h))
+    if not uniq:
+        return
+    if len(uniq) <= max_right and ax.figure.get_figwidth() > COLUMN + 0.1:
+        ax.legend(uniq.values(), uniq.keys(), loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    else:
+        ax.figure.legend(uniq.values(), uniq.keys(), loc="outside lower center", ncol=ncol)
+
+
+def plain_log_ticks(axis):
+    """Log axis with plain numbers (64, 128, 1024) instead of 2x10^2."""
+    axis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+
+
+def model_title(df) -> str:
+    models = list(dict.fromkeys(df["model"])) if "model" in df else []
+    return ", ".join(map(str, models))
+
+
+# ---------------------------------------------------------------------------------------------- stamping
+@dataclasses.dataclass(frozen=True)
+class Stamp:
+    """What made a figure: the run_all profile, the model, samples per cell and the commit."""
+
+    profile: str = "custom"
+    model: str = ""
+    n: int | None = None
+    commit: str | None = None
+
+    @property
+    def smoke(self) -> bool:
+        return self.n is not None and self.n < MIN_N_CI
+
+    def footer(self) -> str:
+        parts = [f"{self.profile} profile" + (" · smoke test" if self.smoke else "")]
+        parts += [self.model] if self.model else []
+        parts += [f"n = {self.n}"] if self.n is not None else []
+        parts += [f"commit {self.commit[:10]}"] if self.commit else []
+        return " · ".join(parts)
+
+    def keywords(self) -> str:
+        return f"profile={self.profile}; model={self.model}; n={self.n}; commit={self.commit}; smoke_test={self.smoke}"
+
+
+def make_stamp(profile: str = "custom", model: str = "", n: int | None = None, commit: str | None = None) -> Stamp:
+    """A Stamp with the checkout's commit filled in (provenance.git_commit) unless given."""
+    if commit is None:
+        from ..provenance import git_commit
+
+        commit = git_commit()
+    return Stamp(profile=str(profile), model=str(model), n=None if n is None else int(n), commit=commit)
+
+
+def _add_footer(fig, text: str):
+    """The stamp as a small line under everything (the constrained layout leaves room for it)."""
+    h = fig.get_figheight()
+    strip = (FOOTER_PT + 4) / 72 / h
+    engine = fig.get_layout_engine()
+    if hasattr(engine, "set"):
+        engine.set(rect=(0, strip, 1, 1 - strip))
+    return fig.text(0.005, 0.003, text, fontsize=FOOTER_PT, color="#555555", ha="left", va="bottom")
+
+
+def save(fig, name: str, outdir="figures", stamp: Stamp | None = None, formats=("pdf", "png")) -> list[Path]:
+    """Write `fig` as outdir/name.pdf and outdir/name.png (fonts embedded as Type 42); with a stamp, its footer on
+    the figure and its fields in the files' metadata. Returns the paths."""
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    footer = None
+    if stamp is not None and not getattr(fig, "_skv_stamped", False):
+        footer = _add_footer(fig, stamp.footer())
+        fig._skv_stamped = True
+    paths = []
+    with matplotlib.rc_context(RC):
+        for fmt in formats:
+            p = outdir / f"{name}.{fmt}"
+            meta = {"Title": name}
+            if stamp is not None:
+                meta.update({"Subject": stamp.footer(), "Keywords": stamp.keywords()} if fmt == "pdf"
+                            else {"Description": stamp.footer(), "Comment": stamp.keywords()})
+            fig.savefig(p, format=fmt, metadata=meta)
+            paths.append(p)
+    del footer
+    return paths
+
+
+class FigureSaver:
+    """Saves a notebook's figures into one folder with one stamp: `figs.show(fig, "01_accuracy")` writes PDF + PNG,
+    displays the figure inline (in Jupyter) and closes it."""
+
+    def __init__(self, figures_dir, profile: str = "custom", model: str = "", n: int | None = None, commit: str | None = None):
+        self.dir = Path(figures_dir)
+        self.stamp = make_stamp(profile, model, n, commit)
+
+    def show(self, fig, name: str) -> list[Path]:
+        paths = save(fig, name, self.dir, self.stamp)
+        try:
+            from IPython.display import display
+
+            display(fig)
+        except ImportError:
+            pass
+        plt.close(fig)  # displayed once; without close the inline backend would show it again at cell end
+        print("saved " + ", ".join(map(str, paths)))
+        return paths
