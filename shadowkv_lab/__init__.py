@@ -6,7 +6,7 @@ Reproduction workbook for "KV Cache Offloading for Context-Intensive Tasks" (arX
 __version__ = "0.1.0"
 
 from .cache.config import OffloadConfig  # noqa: E402
-from .cache.presets import PRESETS, get_preset  # noqa: E402
+from .cache.presets import PRESETS, get_preset, resolve  # noqa: E402
 from .models import load_model, load_tokenizer, prepare_model  # noqa: E402
 
 
@@ -21,4 +21,4 @@ def __getattr__(name):
     raise AttributeError(name)
 
 
-__all__ = ["OffloadConfig", "PRESETS", "get_preset", "load_model", "load_tokenizer", "prepare_model", "generate", "run", "__version__"]
+__all__ = ["OffloadConfig", "PRESETS", "get_preset", "resolve", "load_model", "load_tokenizer", "prepare_model", "generate", "run", "__version__"]

@@ -52,7 +52,19 @@ def make_rope(model):
         cos, sin = cos.view(H, k, d), sin.view(H, k, d)
         return x * cos + rotate_half(x) * sin
 
+    rope.freq_key = rope_freq_key(rot)
     return rope
+
+
+def rope_freq_key(rot) -> tuple | None:
+    """What fixes a rotary module's cos/sin at every position: its rope type, inverse frequencies and attention
+    scaling (kernels.common.rope_table caches its tables under this key). None for rope types whose frequencies
+    change with the sequence length ("dynamic"): their tables are never cached."""
+    kind = str(getattr(rot, "rope_type", "default"))
+    inv = getattr(rot, "inv_freq", None)
+    if inv is None or "dynamic" in kind:
+        return None
+    return kind, tuple(inv.detach().float().cpu().tolist()), float(getattr(rot, "attention_scaling", 1.0))
 
 
 def layer_contexts(model) -> list[LayerContext]:

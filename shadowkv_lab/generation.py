@@ -15,7 +15,7 @@ from .attention import DecodeBatch, PrefillCapture, layer_contexts, patch_model,
 from .cache.batched import BatchPlan
 from .cache.config import OffloadConfig
 from .cache.memory import MemoryReport
-from .cache.presets import get_preset
+from .cache.presets import resolve
 from .cache.sequence import PrefillState, SequenceCache
 
 END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|end_of_text|>", "<|endoftext|>", "</s>", "<|end|>")
@@ -79,9 +79,9 @@ def prefill(model, input_ids: torch.Tensor) -> PrefillState:
                         first_logits=out.logits[0, -1].float(), prefill_s=time.perf_counter() - t0)
 
 
-def build_cache(model, state: PrefillState, config: OffloadConfig, record: bool = False, keep_positions: bool = False) -> SequenceCache:
+def build_cache(model, state: PrefillState, config: OffloadConfig, record: bool = False) -> SequenceCache:
     """Compress one prefilled prompt under `config` (SVD, landmarks, outliers, quantization, offload)."""
-    return SequenceCache(config, state, layer_contexts(model), record=record, keep_positions=keep_positions)
+    return SequenceCache(config, state, layer_contexts(model), record=record)
 
 
 @dataclass
@@ -175,22 +175,14 @@ class GenerationResult:
         return self.finish_reason == "length"
 
 
-def resolve_config(config) -> OffloadConfig:
-    if isinstance(config, OffloadConfig):
-        return config
-    if isinstance(config, str):
-        return get_preset(config)
-    raise TypeError(f"config must be an OffloadConfig or a preset name, got {type(config).__name__}")
-
-
 def generate(model, tokenizer, prompt, config: OffloadConfig | str = "shadowkv", max_new_tokens: int = 256,
-             record: bool = False, keep_positions: bool = False, state: PrefillState | None = None) -> GenerationResult:
+             record: bool = False, state: PrefillState | None = None) -> GenerationResult:
     """Greedy generation of one prompt under one method. Stops on the model's end-of-turn tokens; if
     `max_new_tokens` is reached first, finish_reason is "length" (result.truncated is True)."""
-    config = resolve_config(config)
+    config = resolve(config)
     if state is None:
         state = prefill(model, encode_prompt(tokenizer, prompt))
-    cache = build_cache(model, state, config, record=record, keep_positions=keep_positions)
+    cache = build_cache(model, state, config, record=record)
     first = int(state.first_logits.argmax())
     out = decode(model, [cache], [first], max_new_tokens, stop_token_ids(model, tokenizer))[0]
     text = tokenizer.decode(out.token_ids, skip_special_tokens=True) if tokenizer is not None else ""

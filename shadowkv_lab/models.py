@@ -240,13 +240,10 @@ def load_model(name_or_path: str = DEFAULT_MODEL, device: str | None = None, dty
     dtype = _DTYPES[dtype] if isinstance(dtype, str) and dtype in _DTYPES else dtype
     if isinstance(dtype, str):
         raise ValueError(f"dtype {dtype!r} not allowed; use one of {sorted(_DTYPES)}")
-    if name_or_path.startswith("tiny-"):  # tiny random in-code models, for smoke tests and CI
-        from .testing import TINY_ARCHS, tiny_model
+    from .testing import TINY_PREFIX, load_tiny
 
-        arch = name_or_path[len("tiny-"):]
-        if arch not in TINY_ARCHS:
-            raise ValueError(f"unknown tiny model {name_or_path!r}; use one of {['tiny-' + a for a in TINY_ARCHS]}")
-        return tiny_model(arch, dtype=dtype or torch.float32, device=device or "cpu")
+    if name_or_path.startswith(TINY_PREFIX):  # tiny random in-code models, for smoke tests and CI
+        return load_tiny(name_or_path, dtype=dtype, device=device)
     path = resolve(name_or_path)
     config = AutoConfig.from_pretrained(path)
     check_architecture(config)

@@ -7,12 +7,18 @@ Why shards and not one file: a run is killed at any moment (preemption, OOM, Ctr
 would risk the whole table, while a shard is written to a hidden temp file in the same folder, fsynced, then
 renamed into place (os.replace is atomic on POSIX), so a reader sees either the whole shard or nothing. Several
 processes (torchrun ranks) write their own shards without locking. Loading is one call: `load(out)`.
+
+One store per experiment: a cell is (model, task, sample_id, config_hash, recorded). `recorded` says that the
+cell's attention records are stored too; recording only observes, so a recorded row also serves a request without
+recording, and `load` returns one row per (model, task, sample_id, config_hash), the recorded one first.
+`make_row` is the one builder of a results row (the runner and the workbook's demo data use it).
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import math
 import os
 import time
 from pathlib import Path
@@ -22,6 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 KEY = ("model", "task", "sample_id", "config_hash")  # one cell of the grid; the runner skips cells already stored
+RECORDED = "recorded"  # the last part of a cell's key: True when its attention records are stored (records/)
 RECORDS = "records"
 RECORD_KEYS = ("model", "task", "sample_id", "method", "config_hash")
 
@@ -34,12 +41,66 @@ ROW_COLUMNS = (
     "kind", "rank", "chunk_size", "sparse_budget", "budget_tokens",
     "landmark_format", "key_format", "value_format", "landmark_bits", "key_bits", "value_bits",
     "mem_device_bytes", "mem_offloaded_bytes", "mem_device_bytes_per_token_layer", "mem_offloaded_bytes_per_token_layer",
-    "fallback",
+    "fallback", "recorded",
     "package_version", "git_commit", "torch_version", "transformers_version", "device", "device_name", "dtype",
     "timestamp", "process_rank",
 )
 
+PROVENANCE_COLUMNS = ROW_COLUMNS[ROW_COLUMNS.index("package_version"):]
+
 _seq = itertools.count()
+
+
+def _is_scalar(v) -> bool:
+    return v is None or isinstance(v, (str, int, float, bool))
+
+
+def config_columns(config, n_kv_heads: int, head_dim: int, prompt_len: int, dtype_bits: int) -> dict:
+    """The method's columns of a row: kind, rank (resolved for the model; the config column keeps a share of H*d
+    as given), chunk size, budgets, formats and their bits per element (cache.memory.format_bits)."""
+    from .cache.memory import format_bits
+
+    return {
+        "kind": config.kind, "rank": config.rank_for(n_kv_heads, head_dim), "chunk_size": config.chunk_size,
+        "sparse_budget": float(config.sparse_budget),
+        "budget_tokens": None if config.kind == "full" else config.budget_tokens(prompt_len),
+        "landmark_format": config.landmark_format, "key_format": config.key_format, "value_format": config.value_format,
+        **format_bits(config, n_kv_heads, head_dim, dtype_bits),
+    }
+
+
+def make_row(*, model: str, task: str, sample_id, config, primary_metric: str, metrics: dict, prediction: str,
+             prompt_tokens: int, new_tokens: int, finish_reason: str, n_kv_heads: int, head_dim: int, dtype_bits: int,
+             memory: dict, prefill_s: float, decode_s: float, build_s: float = math.nan, batch_rows: int = 1,
+             token_ids=None, fallback: str = "", recorded: bool = False, meta: dict | None = None,
+             provenance: dict | None = None) -> dict:
+    """One results row: ROW_COLUMNS in order, then metric_<key> (every score key of the task), meta_<key> (scalar
+    sample meta) and mem_<key> (every MemoryReport.to_dict() key). `memory` is MemoryReport.to_dict();
+    `provenance` the provenance.provenance() columns (missing ones are null)."""
+    unknown = set(provenance or {}) - set(PROVENANCE_COLUMNS)
+    if unknown:
+        raise ValueError(f"unknown provenance columns {sorted(unknown)}; allowed {PROVENANCE_COLUMNS}")
+    n = int(new_tokens)
+    row = {
+        "model": model, "task": task, "sample_id": str(sample_id), "method": config.name, "config_hash": config.config_hash(),
+        "config": json.dumps(config.to_dict(), sort_keys=True), "prompt_tokens": int(prompt_tokens), "new_tokens": n,
+        "finish_reason": finish_reason, "prediction": prediction,
+        "token_ids": None if token_ids is None else json.dumps(list(token_ids)),
+        "score": metrics.get(primary_metric, math.nan), "metrics": json.dumps(metrics, sort_keys=True),
+        "prefill_s": prefill_s, "build_s": build_s, "decode_s": decode_s,
+        # tokens made by decode steps (the first comes from the prefill logits) per second of this row's decode
+        "decode_tok_s": (n - 1) / decode_s if n > 1 and decode_s > 0 else math.nan, "batch_rows": batch_rows,
+        **config_columns(config, n_kv_heads, head_dim, prompt_len=int(prompt_tokens), dtype_bits=dtype_bits),
+        **{f"mem_{k}": v for k, v in memory.items()},
+        "fallback": fallback, "recorded": bool(recorded),
+        **{c: (provenance or {}).get(c) for c in PROVENANCE_COLUMNS},
+        **{f"metric_{k}": v for k, v in metrics.items()},
+        **{f"meta_{k}": v for k, v in (meta or {}).items() if _is_scalar(v)},
+    }
+    missing = [c for c in ROW_COLUMNS if c not in row]
+    if missing:  # the memory report lost a total column: the schema would silently change
+        raise ValueError(f"a results row lacks {missing}")
+    return {**{c: row[c] for c in ROW_COLUMNS}, **row}
 
 
 def _column(values: list) -> pa.Array:
@@ -119,7 +180,8 @@ def _read(path, columns=None, first: tuple = (), only=None) -> pd.DataFrame | No
     tables = []
     for f in files:
         try:
-            tables.append(pq.read_table(f, columns=list(columns) if columns else None))
+            cols = [c for c in columns if c in pq.read_schema(f).names] if columns else None
+            tables.append(pq.read_table(f, columns=cols))
         except Exception as e:  # a foreign or damaged file: say which one
             raise ValueError(f"cannot read results shard {f}: {e}") from e
     try:
@@ -131,12 +193,32 @@ def _read(path, columns=None, first: tuple = (), only=None) -> pd.DataFrame | No
     return df[cols + sorted(c for c in df.columns if c not in cols)]
 
 
-def load(path) -> pd.DataFrame:
-    """All result rows under `path` as one DataFrame (fixed ROW_COLUMNS first, then metric_/meta_/mem_ columns
-    sorted). An empty DataFrame with ROW_COLUMNS when nothing has been written yet. `config` and `metrics` are
-    JSON strings: `df.config.map(json.loads)`; so is `token_ids` (the generated ids, for exact comparisons)."""
+def _with_recorded(path, df: pd.DataFrame) -> pd.DataFrame:
+    """Fill `recorded` for rows written before it was a column: a row is recorded when the store holds attention
+    records of its cell."""
+    col = df[RECORDED] if RECORDED in df else pd.Series(None, index=df.index, dtype=object)
+    if col.notna().all():
+        return df.assign(**{RECORDED: col.astype(bool)})
+    rec = load_records(path)
+    cells = set(zip(*(rec[k].astype(str) for k in KEY))) if len(rec) else set()
+    legacy = [tuple(map(str, t)) in cells for t in zip(*(df[k] for k in KEY))]
+    return df.assign(**{RECORDED: [bool(v) if v is not None and v == v else lg for v, lg in zip(col, legacy)]})
+
+
+def load(path, all_rows: bool = False) -> pd.DataFrame:
+    """The result rows under `path` as one DataFrame (fixed ROW_COLUMNS first, then metric_/meta_/mem_ columns
+    sorted), one row per (model, task, sample_id, config_hash): a recorded row first, else the oldest
+    (all_rows=True keeps every stored row). An empty DataFrame with ROW_COLUMNS when nothing has been written yet.
+    `config` and `metrics` are JSON strings: `df.config.map(json.loads)`; so is `token_ids` (the generated ids, for
+    exact comparisons)."""
     df = _read(path, first=ROW_COLUMNS)
-    return pd.DataFrame(columns=list(ROW_COLUMNS)) if df is None else df
+    if df is None:
+        return pd.DataFrame(columns=list(ROW_COLUMNS))
+    df = _with_recorded(path, df)
+    if all_rows:
+        return df
+    first = df.sort_values(RECORDED, ascending=False, kind="stable").drop_duplicates(list(KEY))
+    return df.loc[sorted(first.index)].reset_index(drop=True)
 
 
 def load_records(path) -> pd.DataFrame:
@@ -149,9 +231,13 @@ def load_records(path) -> pd.DataFrame:
     return pd.DataFrame(columns=list(RECORD_KEYS)) if df is None else df
 
 
-def done_keys(path) -> set[tuple[str, str, str, str]]:
-    """(model, task, sample_id, config_hash) of every stored row: the cells a rerun skips."""
-    df = _read(path, columns=KEY)
+def done_keys(path, recorded: bool = False) -> set[tuple[str, str, str, str]]:
+    """(model, task, sample_id, config_hash) of every stored row (recorded=True: of every recorded row): the cells a
+    rerun skips."""
+    df = _read(path, columns=(*KEY, RECORDED))
     if df is None:
         return set()
+    if recorded:
+        df = _with_recorded(path, df)
+        df = df[df[RECORDED]]
     return set(zip(*(df[k].astype(str) for k in KEY)))

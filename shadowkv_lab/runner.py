@@ -17,9 +17,6 @@ Why it is shaped this way:
 
 from __future__ import annotations
 
-import functools
-import json
-import math
 import os
 import sys
 import time
@@ -28,26 +25,20 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .cache.config import NATIVE, OffloadConfig
-from .cache.presets import PRESETS
+from .cache.config import OffloadConfig
+from .cache.presets import resolve
 from .generation import build_cache, decode, encode_prompt, prefill, stop_token_ids
 from .provenance import provenance
-from .results import RECORDS, ResultsWriter, done_keys, load
+from .results import RECORDS, ResultsWriter, done_keys, load, make_row
 
 
 # ---------------------------------------------------------------------------------------------- inputs
 def resolve_methods(methods) -> list[OffloadConfig]:
-    """Preset names or OffloadConfigs -> configs; unknown names raise listing the presets; duplicate cells dropped."""
+    """Preset names or OffloadConfigs -> configs (cache.presets.resolve); duplicate cells dropped."""
     if isinstance(methods, (str, OffloadConfig)):
         methods = [methods]
     out, seen = [], {}
-    for m in methods:
-        if isinstance(m, str):
-            if m not in PRESETS:
-                raise ValueError(f"unknown method {m!r}; allowed: {', '.join(PRESETS)}")
-            m = PRESETS[m]
-        elif not isinstance(m, OffloadConfig):
-            raise TypeError(f"a method is a preset name or an OffloadConfig, got {type(m).__name__}")
+    for m in map(resolve, methods):
         h = m.config_hash()
         if h in seen:  # same hash = same cell in the store: running it twice would duplicate rows
             warnings.warn(f"method {m.name!r} has the same config as {seen[h]!r} (hash {h}); running it once")
@@ -94,36 +85,6 @@ def dist_env() -> tuple[int, int, int]:
 
 
 # ---------------------------------------------------------------------------------------------- row columns
-@functools.lru_cache(maxsize=None)
-def _quant_bits(fmt: str, group: int, width: int) -> float:
-    from .quant import make_quantizer
-
-    return float(make_quantizer(fmt, group=group).bits_per_element(width))
-
-
-def format_bits(cfg: OffloadConfig, n_kv_heads: int, head_dim: int, dtype_bits: int) -> dict[str, float]:
-    """Bits per stored element, scales included, of the landmarks, keys and values as the cache stores them
-    (native = the model dtype). Landmarks are quantized per head row (width d); keys/values per token row of H*d
-    channels when their group spans more than one head, else per head row. No landmarks -> NaN (kind "full")."""
-    HD = n_kv_heads * head_dim
-
-    def bits(fmt, group, default_group):
-        if fmt == NATIVE:
-            return float(dtype_bits)
-        g = group or default_group
-        return _quant_bits(fmt, g, HD if g > head_dim else head_dim)
-
-    return {
-        "landmark_bits": math.nan if cfg.kind == "full" else bits(cfg.landmark_format, cfg.landmark_group, head_dim),
-        "key_bits": bits(cfg.key_format, cfg.key_group, HD),
-        "value_bits": bits(cfg.value_format, cfg.value_group, HD),
-    }
-
-
-def _is_scalar(v) -> bool:
-    return v is None or isinstance(v, (str, int, float, bool))
-
-
 def _score(task, prediction: str, gold) -> dict[str, float]:
     """Task.score never raises by contract; if one does anyway, the cell scores 0 (warned) instead of killing a run."""
     try:
@@ -147,7 +108,19 @@ class _Item:
     _state: object = field(default=None, repr=False)  # PrefillState while some of its rows are not built yet
 
 
-def _plan(task_samples, cfgs, done: set, model_name: str, max_new_tokens, rank: int, world: int) -> list[_Item]:
+def _needs_records(cfg: OffloadConfig, record: bool) -> bool:
+    """Whether a cell of `cfg` stores attention records when run with `record` (full attention has none)."""
+    return record and cfg.kind != "full"
+
+
+def _done_cells(out, cfgs, record: bool) -> dict[str, set]:
+    """config_hash -> the stored (model, task, sample_id, config_hash) cells that satisfy this run: a recorded row
+    serves every request, a row without records only requests that record nothing."""
+    done, done_rec = done_keys(out), (done_keys(out, recorded=True) if record else set())
+    return {c.config_hash(): done_rec if _needs_records(c, record) else done for c in cfgs}
+
+
+def _plan(task_samples, cfgs, done: dict[str, set], model_name: str, max_new_tokens, rank: int, world: int) -> list[_Item]:
     items, i = [], 0
     for task, samples in task_samples:
         for s in samples:
@@ -155,7 +128,7 @@ def _plan(task_samples, cfgs, done: set, model_name: str, max_new_tokens, rank: 
             i += 1
             if not mine:
                 continue
-            pending = [c for c in cfgs if (model_name, task.name, str(s.id), c.config_hash()) not in done]
+            pending = [c for c in cfgs if (model_name, task.name, str(s.id), c.config_hash()) not in done[c.config_hash()]]
             cap = int(max_new_tokens) if max_new_tokens is not None else int(task.max_new_tokens_for(s))
             items.append(_Item(task, s, cap, pending, done=len(cfgs) - len(pending)))
     return items
@@ -190,29 +163,14 @@ def _print_dry_run(items: list[_Item], cfgs, tokenizer, out):
 def _row(item: _Item, cfg: OffloadConfig, cache, out, model_name: str, prediction: str, state, build_s: float,
          decode_s: float, batch_rows: int, prov: dict) -> dict:
     task, s = item.task, item.sample
-    n = len(out.token_ids)
-    metrics = _score(task, prediction, s.gold)
     H, L, d = state.k_pre[0].shape
-    row = {
-        "model": model_name, "task": task.name, "sample_id": str(s.id), "method": cfg.name, "config_hash": cfg.config_hash(),
-        "config": json.dumps(cfg.to_dict(), sort_keys=True), "prompt_tokens": L, "new_tokens": n,
-        "finish_reason": out.finish_reason, "prediction": prediction, "token_ids": json.dumps(out.token_ids),
-        "score": metrics.get(task.primary_metric, math.nan), "metrics": json.dumps(metrics, sort_keys=True),
-        "prefill_s": state.prefill_s, "build_s": build_s, "decode_s": decode_s,
-        # tokens made by decode steps (the first comes from the prefill logits) per second of this row's decode
-        "decode_tok_s": (n - 1) / decode_s if n > 1 and decode_s > 0 else math.nan, "batch_rows": batch_rows,
-        # rank: resolved for this model (the config column keeps a share of H*d as given)
-        "kind": cfg.kind, "rank": cfg.rank_for(H, d), "chunk_size": cfg.chunk_size, "sparse_budget": float(cfg.sparse_budget),
-        "budget_tokens": None if cfg.kind == "full" else cfg.budget_tokens(L),
-        "landmark_format": cfg.landmark_format, "key_format": cfg.key_format, "value_format": cfg.value_format,
-        **format_bits(cfg, H, d, torch.finfo(state.v[0].dtype).bits),
-        **{f"mem_{k}": v for k, v in cache.memory_report().to_dict().items()},
-        "fallback": "; ".join(cache.fallback),
-        **{f"metric_{k}": v for k, v in metrics.items()},
-        **{f"meta_{k}": v for k, v in (s.meta or {}).items() if _is_scalar(v)},
-        **prov,
-    }
-    return row
+    return make_row(
+        model=model_name, task=task.name, sample_id=s.id, config=cfg, primary_metric=task.primary_metric,
+        metrics=_score(task, prediction, s.gold), prediction=prediction, prompt_tokens=L, new_tokens=len(out.token_ids),
+        finish_reason=out.finish_reason, token_ids=out.token_ids, n_kv_heads=H, head_dim=d,
+        dtype_bits=torch.finfo(state.v[0].dtype).bits, memory=cache.memory_report().to_dict(), prefill_s=state.prefill_s,
+        build_s=build_s, decode_s=decode_s, batch_rows=batch_rows, fallback="; ".join(cache.fallback),
+        recorded=cache.recorder is not None, meta=s.meta, provenance=prov)
 
 
 class _Progress:
@@ -328,7 +286,7 @@ def run(model, tokenizer, tasks, methods, out, *, model_name: str, n=None, token
         cfgs = [c.replace(offload=False) for c in cfgs]
     task_samples = resolve_tasks(tasks, n=n, tokens=tokens, seed=seed, data=data, tokenizer=tokenizer)
     rank, world, local_rank = dist_env()
-    done = done_keys(out)
+    done = _done_cells(out, cfgs, record)
     if dry_run:  # the whole grid, printed once
         items = _plan(task_samples, cfgs, done, model_name, max_new_tokens, 0, 1)
         return _print_dry_run(items, cfgs, tokenizer, out) if rank == 0 else None

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 
-TINY_PREFIX = "tiny-"
+from .testing import TINY_PREFIX
 
 
 def _split(text: str) -> list[str]:
@@ -18,11 +18,17 @@ def _split(text: str) -> list[str]:
 
 
 def check_methods(names: list[str]) -> list[str]:
-    from .cache.presets import PRESETS
+    """Fail before loading a model: every method name must resolve (cache.presets.resolve); all bad names at once."""
+    from .cache.presets import PRESETS, resolve
 
-    bad = [m for m in names if m not in PRESETS]
+    bad = []
+    for m in names:
+        try:
+            resolve(m)
+        except ValueError:
+            bad.append(m)
     if bad or not names:
-        raise ValueError(f"unknown method(s) {', '.join(bad) or '(none given)'}; allowed: {', '.join(PRESETS)}")
+        raise ValueError(f"unknown method(s) {', '.join(bad) or '(none given)'}; known presets: {', '.join(PRESETS)}")
     return names
 
 
@@ -43,23 +49,15 @@ def check_tasks(names: list[str]) -> list[str]:
 
 
 def load(model: str, device: str | None, dtype: str | None):
-    """(model, tokenizer): "tiny-<arch>" builds testing.tiny_model(arch); anything else goes to models.load_model.
+    """(model, tokenizer) by models.load_model (offline names, hub ids, folders, "tiny-<arch>").
     Under torchrun the default device is cuda:LOCAL_RANK (when CUDA is available)."""
     import torch
 
+    from .models import load_model
     from .runner import dist_env
 
     if device is None and torch.cuda.is_available():
         device = f"cuda:{dist_env()[2]}"
-    if model.startswith(TINY_PREFIX):
-        from .testing import TINY_ARCHS, tiny_model
-
-        arch = model[len(TINY_PREFIX):]
-        if arch not in TINY_ARCHS:
-            raise ValueError(f"unknown tiny model {model!r}; allowed: {', '.join(TINY_PREFIX + a for a in TINY_ARCHS)}")
-        dt = {None: torch.float32, "fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
-        return tiny_model(arch, dtype=dt, device=device or "cpu")
-    from .models import load_model
 
     return load_model(model, device=device, dtype=dtype)
 

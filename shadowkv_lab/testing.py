@@ -10,6 +10,7 @@ import functools
 import torch
 
 TINY_ARCHS = ("llama", "mistral", "qwen2", "qwen3", "qwen3_moe")
+TINY_PREFIX = "tiny-"  # model names "tiny-<arch>" load a tiny random model (load_model, the run CLI, the workbook)
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 CHAT_TEMPLATE = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
@@ -77,3 +78,11 @@ def tiny_model(arch: str = "qwen2", seed: int = 0, dtype=torch.float32, device: 
                 p.mul_(4.0)
     model.generation_config.eos_token_id = tiny_tokenizer().eos_token_id
     return model.to(device).eval(), tiny_tokenizer()
+
+
+def load_tiny(name: str, dtype=None, device: str | None = None, seed: int = 0):
+    """(model, tokenizer) for a model name "tiny-<arch>"; unknown architectures raise listing the allowed names."""
+    arch = name[len(TINY_PREFIX):] if name.startswith(TINY_PREFIX) else None
+    if arch not in TINY_ARCHS:
+        raise ValueError(f"unknown tiny model {name!r}; allowed: {', '.join(TINY_PREFIX + a for a in TINY_ARCHS)}")
+    return tiny_model(arch, seed=seed, dtype=dtype or torch.float32, device=device or "cpu")

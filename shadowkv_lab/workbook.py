@@ -19,23 +19,17 @@ from pathlib import Path
 import pandas as pd
 
 from .cache.config import OffloadConfig
-from .cache.presets import PRESETS, SCALED_RANK_SHARE, matched_rank
+from .cache.presets import SCALED_RANK_SHARE, matched_rank, variant, with_budget
+from .cache.presets import resolve as resolve_method  # workbook.resolve resolves paths
 
-TINY_PREFIX = "tiny-"
 
+def load(model: str, device: str | None = None, dtype=None):
+    """(model, tokenizer) by shadowkv_lab.load_model: offline names, hub ids, local folders, and 'tiny-<arch>'
+    (tiny-qwen2, tiny-llama, ...), a random tiny model built in code for smoke tests."""
+    from .models import load_model
 
-def load(model: str, device: str | None = None, dtype=None, seed: int = 0):
-    """(model, tokenizer). 'tiny-<arch>' (tiny-qwen2, tiny-llama, ...) is a random tiny model built in code for
-    smoke tests; anything else goes to shadowkv_lab.load_model (offline names, hub ids, local folders)."""
     t0 = time.perf_counter()
-    if model.startswith(TINY_PREFIX):
-        from .testing import tiny_model
-
-        m, tok = tiny_model(model[len(TINY_PREFIX):], seed=seed, device=device or "cpu")
-    else:
-        from .models import load_model
-
-        m, tok = load_model(model, device=device, dtype=dtype)
+    m, tok = load_model(model, device=device, dtype=dtype)
     dev = next(m.parameters()).device
     print(f"loaded {model} on {dev} ({next(m.parameters()).dtype}) in {time.perf_counter() - t0:.1f}s; "
           f"{kv_shape(m)[0]} KV heads x head_dim {kv_shape(m)[1]}, {m.config.num_hidden_layers} layers")
@@ -90,33 +84,24 @@ def shadowkv_methods(model=None, rank: int | None = None, sparse_budget=None) ->
     """
     out = {}
     for role in ("full", "shadowkv", "shadowkv_fullkeys", "shadowkv_oracle", "oracle"):
-        c = PRESETS[role]
+        c = resolve_method(role)
         if role in ("shadowkv", "shadowkv_oracle"):
             if rank is None:
-                c = PRESETS["shadowkv_scaled"] if role == "shadowkv" else c.replace(
-                    name="shadowkv_oracle_scaled", rank=SCALED_RANK_SHARE, description="ShadowKV keys at the scaled rank, oracle token selection")
+                c = resolve_method("shadowkv_scaled") if role == "shadowkv" else variant(
+                    c, rank=SCALED_RANK_SHARE, description="ShadowKV keys at the scaled rank, oracle token selection")
             elif int(rank) != c.rank:
-                c = c.replace(name=f"{role}_r{int(rank)}", rank=int(rank), description=f"{c.description} (rank {int(rank)})")
+                c = variant(c, rank=int(rank), description=f"{c.description} (rank {int(rank)})")
         if sparse_budget is not None and c.kind != "full":
-            from .cache.presets import with_budget
-
             c = with_budget(c, sparse_budget)
         out[role] = c
     return out
 
 
 def methods(model, names, rank: int | None = None) -> list[OffloadConfig]:
-    """Preset names -> configs, with 'shadowkv' and 'shadowkv_oracle' at the model-scaled rank (shadowkv_methods)."""
+    """Preset names / configs -> configs (cache.presets.resolve), with 'shadowkv' and 'shadowkv_oracle' at the
+    model-scaled rank (shadowkv_methods)."""
     scaled = shadowkv_methods(model, rank)
-    out = []
-    for n in names:
-        if isinstance(n, OffloadConfig):
-            out.append(n)
-        elif n in scaled:
-            out.append(scaled[n])
-        else:
-            out.append(PRESETS[n])
-    return out
+    return [scaled[n] if isinstance(n, str) and n in scaled else resolve_method(n) for n in names]
 
 
 def attribution_cells(methods: dict[str, OffloadConfig]) -> dict[str, str]:
@@ -126,10 +111,10 @@ def attribution_cells(methods: dict[str, OffloadConfig]) -> dict[str, str]:
 
 
 def as_configs(methods) -> list[OffloadConfig]:
-    """Preset names / configs -> configs (dict values accepted)."""
+    """Preset names / configs -> configs (cache.presets.resolve; dict values accepted)."""
     if isinstance(methods, dict):
         methods = list(methods.values())
-    return [PRESETS[m] if isinstance(m, str) else m for m in methods]
+    return [resolve_method(m) for m in methods]
 
 
 # ------------------------------------------------------------------------------------------- tasks
@@ -222,18 +207,6 @@ def report(df: pd.DataFrame) -> pd.DataFrame:
     return df[cut | fb]
 
 
-def generation_row(model_name: str, task, sample, result, **extra) -> dict:
-    """A results-schema row from one generation.generate() call (for notebooks that call generate directly)."""
-    metrics = task.score(result.text, sample.gold)
-    mem = result.memory.to_dict()
-    return {"model": model_name, "task": task.name, "sample_id": str(sample.id), "method": result.config.name,
-            "config_hash": result.config.config_hash(), "prompt_tokens": result.prompt_tokens, "new_tokens": result.new_tokens,
-            "finish_reason": result.finish_reason, "prediction": result.text, "score": metrics.get(task.primary_metric),
-            **{f"metric_{k}": v for k, v in metrics.items()}, "prefill_s": result.prefill_s, "decode_s": result.decode_s,
-            "decode_tok_s": (result.new_tokens - 1) / result.decode_s if result.decode_s > 0 and result.new_tokens > 1 else float("nan"),
-            **{f"mem_{k}": v for k, v in mem.items()}, "fallback": "; ".join(result.fallback), **extra}
-
-
 # ---------------------------------------------------------------------------------------- display
 def show(fig, name: str, figures_dir="figures"):
     """Save a figure as PDF + PNG under figures_dir and display it inline (when in a notebook)."""
@@ -264,29 +237,24 @@ def md(text: str) -> None:
 
 # ------------------------------------------------------------------------------------------ demo data
 def demo_results(n: int = 4, seed: int = 0, model: str = "demo-model") -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(rows, records): a small synthetic results table and attention records in the runner's schema, with
-    plausible effects (ShadowKV loses on context-intensive tasks, YAKV does not). For tests and for trying the
-    figures without a model; never mix it with real results.
+    """(rows, records): a small synthetic results table and attention records in the runner's schema
+    (results.make_row), with plausible effects (ShadowKV loses on context-intensive tasks, YAKV does not). For tests
+    and for trying the figures without a model; never mix it with real results.
     """
-    import json
-
     import numpy as np
 
-    from .cache.presets import SHADOWKV_BUDGET, chunk_size_ablation, key_compression, landmark_precision, with_budget
+    from .cache.memory import format_bits
+    from .cache.presets import SHADOWKV_BUDGET, chunk_size_ablation, key_compression, landmark_precision
+    from .results import make_row
 
     rng = np.random.default_rng(seed)
     H, d, layers, L = 2, 64, 4, 2048
-    bits = {"native": 16.0, "bf16": 16.0, "fp8": 8.0, "nvfp4": 4.5, "higgs-2-256": 4.25, "higgs-2-64": 3.25, "higgs-4-256": 2.25,
-            "higgs-8-256": 1.25}
 
-    def fbits(f):
-        return 1.69 if str(f).startswith("residual") else bits.get(f, 16.0)
-
-    cfgs = [PRESETS[m] for m in ("full", "shadowkv", "shadowkv_fullkeys", "shadowkv_oracle", "oracle", "yakv", "yakv_residual")]
+    cfgs = [resolve_method(m) for m in ("full", "shadowkv", "shadowkv_fullkeys", "shadowkv_oracle", "oracle", "yakv", "yakv_residual")]
     cfgs += [landmark_precision(p) for p in ("bf16", "fp8", "higgs4", "higgs2", "higgs1", "residual")]
     cfgs += [chunk_size_ablation(c) for c in (2, 4, 8, 16)]
     cfgs += [key_compression(r) for r in (10, 40)] + [key_compression("higgs4")]
-    cfgs += [with_budget(PRESETS["shadowkv"], SHADOWKV_BUDGET * 10), with_budget(PRESETS["yakv"], 0.0625)]
+    cfgs += [with_budget(resolve_method("shadowkv"), SHADOWKV_BUDGET * 10), with_budget(resolve_method("yakv"), 0.0625)]
     loss = {"shadowkv": 30, "shadowkv_fullkeys": 18, "shadowkv_oracle": 14, "oracle": 4, "yakv": 3, "yakv_residual": 4}
     rows, recs = [], []
     for task in ("text2json", "multineedle", "ruler_niah_single"):
@@ -294,41 +262,34 @@ def demo_results(n: int = 4, seed: int = 0, model: str = "demo-model") -> tuple[
         for i in range(n):
             base = float(np.clip(rng.normal(95 if easy else 70, 8), 0, 100))
             for c in cfgs:
+                b = format_bits(c, H, d, 16)
                 if c.kind == "full":
                     drop = 0.0
                 elif c.name in loss:
                     drop = loss[c.name]
                 else:
-                    lb = fbits(c.landmark_format)
+                    lb = b["landmark_bits"]
                     drop = 2 + 3 * (c.chunk_size - 1) + (20 if lb < 2 else 0) + (25 if 0 < c.rank < 64 else 0) + 5 * rng.random()
                 drop = drop * (0.15 if easy else 1.0) * (0.5 if "@" in c.name else 1.0)
                 sc = float(np.clip(base - drop + rng.normal(0, 3), 0, 100))
-                lm = 0.0 if c.kind == "full" else fbits(c.landmark_format) * H * d / 8 / c.chunk_size
+                lm = 0.0 if c.kind == "full" else b["landmark_bits"] * H * d / 8 / c.chunk_size
                 dev = 2 * H * d * 2 if c.kind == "full" else lm + (c.rank * 2 if c.rank > 0 else 0) + 40
-                off = 0.0 if c.kind == "full" else H * d * (fbits(c.value_format) + (fbits(c.key_format) if c.rank < 0 else 0)) / 8
+                off = 0.0 if c.kind == "full" else H * d * (b["value_bits"] + (b["key_bits"] if c.rank < 0 else 0)) / 8
                 cats = {"prompt_kv": dev} if c.kind == "full" else {"landmarks": lm, "lowrank_U": c.rank * 2.0 if c.rank > 0 else 0.0,
                                                                       "local": 40.0}
                 metrics = {"score": sc}
                 if task == "multineedle":
                     metrics.update({f"depth_{k}": float(100.0 * (rng.random() < sc / 100)) for k in range(0, 101, 10)})
-                row = {
-                    "model": model, "task": task, "sample_id": f"{task}-{i}", "method": c.name, "config_hash": c.config_hash(),
-                    "config": json.dumps(c.to_dict(), sort_keys=True), "prompt_tokens": L, "new_tokens": 100,
-                    "finish_reason": "stop" if rng.random() > 0.1 else "length", "prediction": "[]", "score": sc,
-                    "metrics": json.dumps(metrics), "prefill_s": 4.0, "decode_s": 20.0, "decode_tok_s": 5.0 + rng.random(),
-                    "kind": c.kind, "rank": c.rank, "chunk_size": c.chunk_size, "sparse_budget": float(c.sparse_budget),
-                    "budget_tokens": None if c.kind == "full" else c.budget_tokens(L), "landmark_format": c.landmark_format,
-                    "key_format": c.key_format, "value_format": c.value_format,
-                    "landmark_bits": float("nan") if c.kind == "full" else fbits(c.landmark_format),
-                    "key_bits": fbits(c.key_format), "value_bits": fbits(c.value_format),
-                    "mem_device_bytes": dev * L * layers, "mem_offloaded_bytes": off * L * layers,
-                    "mem_device_bytes_per_token_layer": dev, "mem_offloaded_bytes_per_token_layer": off, "fallback": "",
-                    **{f"metric_{k}": v for k, v in metrics.items()},
-                    **{f"mem_device:{k}": v * L * layers for k, v in cats.items()},
-                    "mem_device:generated": 1000.0,
-                    **({} if c.kind == "full" else {"mem_offloaded:values": H * d * fbits(c.value_format) / 8 * L * layers,
-                                                     "mem_offloaded:keys": (off - H * d * fbits(c.value_format) / 8) * L * layers}),
-                }
+                memory = {"device_bytes": dev * L * layers, "offloaded_bytes": off * L * layers,
+                          "device_bytes_per_token_layer": dev, "offloaded_bytes_per_token_layer": off,
+                          **{f"device:{k}": v * L * layers for k, v in cats.items()}, "device:generated": 1000.0,
+                          **({} if c.kind == "full" else {"offloaded:values": H * d * b["value_bits"] / 8 * L * layers,
+                                                          "offloaded:keys": (off - H * d * b["value_bits"] / 8) * L * layers})}
+                finish = "stop" if rng.random() > 0.1 else "length"
+                decode_s = 99 / (5.0 + rng.random())  # 100 new tokens at 5-6 tokens/s
+                row = make_row(model=model, task=task, sample_id=f"{task}-{i}", config=c, primary_metric="score", metrics=metrics,
+                               prediction="[]", prompt_tokens=L, new_tokens=100, finish_reason=finish, n_kv_heads=H, head_dim=d,
+                               dtype_bits=16, memory=memory, prefill_s=4.0, decode_s=decode_s)
                 rows.append(row)
                 if c.kind == "full" or task != "text2json" or i > 1:
                     continue

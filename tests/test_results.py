@@ -81,3 +81,59 @@ def test_unreadable_shard_names_the_file(tmp_path):
     (tmp_path / "part-bad.parquet").write_bytes(b"not parquet")
     with pytest.raises(ValueError, match="part-bad.parquet"):
         load(tmp_path)
+
+
+def test_make_row_is_the_schema():
+    from shadowkv_lab.cache.presets import resolve
+
+    cfg = resolve("yakv")
+    mem = {"device_bytes": 10, "offloaded_bytes": 20, "device_bytes_per_token_layer": 1.0,
+           "offloaded_bytes_per_token_layer": 2.0, "device:landmarks": 5}
+    row = results.make_row(model="m", task="t", sample_id=3, config=cfg, primary_metric="f1", metrics={"f1": 50.0, "p": 1.0},
+                           prediction="x", prompt_tokens=4096, new_tokens=11, finish_reason="stop", n_kv_heads=8, head_dim=128,
+                           dtype_bits=16, memory=mem, prefill_s=1.0, decode_s=2.0, meta={"depth": 10, "tags": [1]},
+                           provenance={"dtype": "bfloat16"}, recorded=True)
+    assert list(row)[: len(ROW_COLUMNS)] == list(ROW_COLUMNS)
+    assert row["sample_id"] == "3" and row["score"] == 50.0 and row["decode_tok_s"] == 5.0 and row["recorded"] is True
+    assert row["budget_tokens"] == 128 and row["landmark_bits"] == 2.25 and row["key_bits"] == row["value_bits"] == 4 + 32 / 1024
+    assert row["metric_p"] == 1.0 and row["meta_depth"] == 10 and "meta_tags" not in row and row["mem_device:landmarks"] == 5
+    assert row["dtype"] == "bfloat16" and row["git_commit"] is None
+    with pytest.raises(ValueError, match="unknown provenance columns"):
+        results.make_row(**{**dict(model="m", task="t", sample_id=3, config=cfg, primary_metric="f1", metrics={}, prediction="",
+                                   prompt_tokens=1, new_tokens=1, finish_reason="stop", n_kv_heads=8, head_dim=128, dtype_bits=16,
+                                   memory=mem, prefill_s=0.0, decode_s=0.0), "provenance": {"host": "x"}})
+
+
+def test_bits_computed_in_one_place():
+    """The rows' bits and the closed-form memory table come from cache.memory.format_bits."""
+    from shadowkv_lab.cache.memory import analytic_bytes_per_token, format_bits
+    from shadowkv_lab.cache.presets import resolve
+
+    cfg = resolve("yakv")
+    b = format_bits(cfg, 8, 128, 16)
+    assert b == {"landmark_bits": 2.25, "key_bits": 4 + 32 / 1024, "value_bits": 4 + 32 / 1024}
+    per = analytic_bytes_per_token(cfg, 8, 128, 131072)
+    assert per["device"] == pytest.approx(2.25 * 1024 / 8 + 2 * 1024 * 2 * 64 / 131072)
+    assert per["offloaded"] == pytest.approx(2 * b["value_bits"] * 1024 / 8)
+
+
+def test_recorded_is_part_of_the_cell_key(tmp_path):
+    """One store: a recorded row serves every request, a row without records only requests that record nothing;
+    load returns one row per cell, the recorded one first."""
+    w = ResultsWriter(tmp_path)
+    w.write([_row(0, recorded=False, score=1.0), _row(1, recorded=False)])
+    assert done_keys(tmp_path, recorded=True) == set() and len(done_keys(tmp_path)) == 2
+    w.write([_row(0, recorded=True, score=1.0)])
+    assert done_keys(tmp_path, recorded=True) == {("m", "t", "s0", "abc")}
+    df = load(tmp_path)
+    assert len(df) == 2 and df.set_index("sample_id").recorded.to_dict() == {"s0": True, "s1": False}
+    assert len(load(tmp_path, all_rows=True)) == 3
+
+
+def test_rows_without_the_recorded_column_are_inferred_from_records(tmp_path):
+    rows, recs = ResultsWriter(tmp_path), ResultsWriter(tmp_path, table="records")
+    name = rows.new_name()
+    recs.write([{"model": "m", "task": "t", "sample_id": "s0", "method": "full", "config_hash": "abc", "step": 0}], name=name)
+    rows.write([_row(0), _row(1)], name=name)  # written before `recorded` existed
+    assert load(tmp_path).set_index("sample_id").recorded.to_dict() == {"s0": True, "s1": False}
+    assert done_keys(tmp_path, recorded=True) == {("m", "t", "s0", "abc")}

@@ -283,3 +283,23 @@ def test_bench_runner_smoke(tmp_path, capsys):
     assert rc == 0 and res["identical_tokens"] and res["identical_scores"]
     assert res["runner"]["prefills"] == 2 and res["naive"]["prefills"] == 4 and res["runner"]["cells"] == 4
     assert "speedup" in capsys.readouterr().out
+
+
+def test_recording_is_part_of_the_cell_key(tiny, samples, tmp_path, monkeypatch):
+    """One store for recorded and plain runs: a recorded request reruns cells stored without records (full attention
+    records nothing and is reused); a plain request reuses recorded cells."""
+    from shadowkv_lab.results import load_records
+    from shadowkv_lab.runner import run
+
+    model, tok = tiny
+    grid = [(FakeTask(), samples[:1])]
+    calls = _count_prefills(monkeypatch)
+    plain = run(model, tok, grid, ["full", "yakv"], tmp_path, model_name="tiny", progress=False)
+    assert not plain.recorded.any() and len(calls) == 1
+    rec = run(model, tok, grid, ["full", "yakv"], tmp_path, model_name="tiny", record=True, progress=False)
+    assert len(calls) == 2 and rec.set_index("method").recorded.to_dict() == {"full": False, "yakv": True}
+    assert set(load_records(tmp_path).method) == {"yakv"}
+    assert rec.set_index("method").token_ids.to_dict() == plain.set_index("method").token_ids.to_dict()
+    again = run(model, tok, grid, ["full", "yakv"], tmp_path, model_name="tiny", progress=False)
+    assert len(calls) == 2 and len(again) == 2 and again.set_index("method").recorded.to_dict() == {"full": False, "yakv": True}
+    assert len(load(tmp_path, all_rows=True)) == 3

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 
@@ -75,41 +76,60 @@ class MemoryReport:
         return "\n".join(lines)
 
 
-def analytic_bytes_per_token(config, n_kv_heads: int, head_dim: int, prompt_len: int, dtype_bytes: int = 2) -> dict[str, float]:
-    """Closed-form GPU and offloaded bytes per prompt token per layer of a method (paper.md's table).
+@functools.lru_cache(maxsize=None)
+def _quant_bits(fmt: str, group: int, width: int) -> float:
+    from shadowkv_lab.quant import make_quantizer
 
-    Counts the per-token terms (landmarks, U rows, resident local/outlier tokens amortised over the prompt, SV
-    amortised) with quantized formats at their exact bits including scales.
-    """
+    return float(make_quantizer(fmt, group=group).bits_per_element(width))
+
+
+def format_bits(config, n_kv_heads: int, head_dim: int, dtype_bits: int) -> dict[str, float]:
+    """Bits per stored element, scales included, of the landmarks, keys and values as the cache stores them
+    (native = the model dtype): the one place that computes them (results rows, the closed-form table, demo data).
+
+    Landmarks are quantized per head row (width d); keys/values per token row of H*d channels when their group
+    spans more than one head, else per head row. No landmarks -> NaN (kind "full")."""
     from .config import NATIVE
 
     HD = n_kv_heads * head_dim
+
+    def bits(fmt, group, default_group):
+        if fmt == NATIVE:
+            return float(dtype_bits)
+        g = group or default_group
+        return _quant_bits(fmt, g, HD if g > head_dim else head_dim)
+
+    return {
+        "landmark_bits": math.nan if config.kind == "full" else bits(config.landmark_format, config.landmark_group, head_dim),
+        "key_bits": bits(config.key_format, config.key_group, HD),
+        "value_bits": bits(config.value_format, config.value_group, HD),
+    }
+
+
+def analytic_bytes_per_token(config, n_kv_heads: int, head_dim: int, prompt_len: int, dtype_bytes: int = 2) -> dict[str, float]:
+    """Closed-form GPU and offloaded bytes per prompt token per layer of a method (the paper's memory table,
+    docs/paper.md).
+
+    Counts the per-token terms (landmarks, U rows, resident local/outlier tokens amortised over the prompt, SV
+    amortised) with quantized formats at their exact bits including scales (format_bits).
+    """
+    HD = n_kv_heads * head_dim
     if config.kind == "full":
         return {"device": 2 * HD * dtype_bytes, "offloaded": 0.0}
-
-    def bits(fmt: str, group: int | None, width: int) -> float:
-        if fmt == NATIVE:
-            return 8 * dtype_bytes
-        from shadowkv_lab.quant import make_quantizer
-
-        return make_quantizer(fmt, group=group or width).bits_per_element(width)
-
+    b = format_bits(config, n_kv_heads, head_dim, 8 * dtype_bytes)
     c = config.chunk_size
     resident = config.local_budget + config.outlier_chunks * c
-    device = bits(config.landmark_format, config.landmark_group or head_dim, head_dim) * HD / 8 / c
+    device = b["landmark_bits"] * HD / 8 / c
     device += 2 * HD * dtype_bytes * min(resident, prompt_len) / prompt_len
-    offloaded = bits(config.value_format, config.value_group or HD, HD) * HD / 8
+    offloaded = b["value_bits"] * HD / 8
     rank = min(config.rank_for(n_kv_heads, head_dim), HD)
     if rank > 0:
         device += rank * dtype_bytes + n_kv_heads * rank * head_dim * dtype_bytes / prompt_len
     else:
-        kb = bits(config.key_format, config.key_group or HD, HD) * HD / 8
+        kb = b["key_bits"] * HD / 8
         if config.keys_on_device:
             device += kb
         else:
             offloaded += kb
     return {"device": device, "offloaded": offloaded}
 
-
-def gib(nbytes: float) -> float:
-    return nbytes / 2**30 if math.isfinite(nbytes) else nbytes

@@ -1,7 +1,12 @@
-"""The study's methods as named OffloadConfig presets, plus builders for every ablation sweep.
+"""The study's methods as named OffloadConfig presets, the one method registry (`resolve`), and builders for every
+ablation sweep (docs/methods.md has each preset's provenance).
 
 Budgets are fractions of the prompt by default so that the same preset means the same thing at 4k and at
 128k; ShadowKV's published 2048 tokens at 128k is 1.5625%.
+
+A sweep builder returns `variant(base preset, **changes)`: a config whose display name is the base preset's name plus
+one tag per field that differs from it (`variant_name`), e.g. `shadowkv_r64`, `yakv_exactkv_c4_lm-bf16`,
+`yakv@0.0625`. Names are for display only: the results store keys a method by `config_hash`, which excludes the name.
 """
 
 from __future__ import annotations
@@ -44,35 +49,108 @@ def _yakv(**kw) -> OffloadConfig:
     return OffloadConfig(**base)
 
 
-def landmark_precision(precision: str, chunk_size: int = 1, sparse_budget: int | float = YAKV_BUDGET) -> OffloadConfig:
-    """Landmark-precision ablation: YAKV's layout with exact keys/values, only the landmark format varies."""
+def resolve(method: str | OffloadConfig) -> OffloadConfig:
+    """The one method registry: a preset name -> its OffloadConfig; an OffloadConfig -> itself. Every entry point
+    (generate, the runner, the CLI, the workbook) resolves methods here. Unknown names raise listing the presets."""
+    if isinstance(method, OffloadConfig):
+        return method
+    if not isinstance(method, str):
+        raise TypeError(f"a method is a preset name or an OffloadConfig, got {type(method).__name__}")
+    if method not in PRESETS:
+        raise ValueError(f"unknown method {method!r}; known presets: {', '.join(PRESETS)}")
+    return PRESETS[method]
+
+
+get_preset = resolve  # the public name of the README's examples
+
+
+# ------------------------------------------------------------------------------------------ derived names
+def _budget_tag(b: int | float) -> str:
+    return f"@{b:g}" if isinstance(b, float) else f"@{b}t"
+
+
+def _format_alias(spec: str, aliases: dict[str, str]) -> str:
+    inverse = {v: k for k, v in aliases.items()}
+    return "residual" if spec == RESIDUAL_LANDMARKS else inverse.get(spec, spec)
+
+
+def _rank_tag(r) -> str:
+    if r == -1:
+        return "fullkeys"
+    if r == SCALED_RANK_SHARE:
+        return "scaled"
+    return f"r{r:g}" if isinstance(r, float) else f"r{r}"
+
+
+# field -> tag of its value in a derived name; any other field is tagged "<field>=<value>".
+_TAGS = {
+    "rank": _rank_tag,
+    "chunk_size": lambda v: f"c{v}",
+    "local_budget": lambda v: f"w{v}",
+    "outlier_chunks": lambda v: f"o{v}",
+    "scoring": lambda v: v.replace("_", ""),
+    "score_precision": lambda v: f"score-{v}",
+    "selection": lambda v: v,
+    "landmark_format": lambda v: f"lm-{_format_alias(v, LANDMARK_PRECISIONS)}",
+    "key_format": lambda v: f"k-{_format_alias(v, KEY_FORMATS)}",
+    "value_format": lambda v: f"v-{_format_alias(v, KEY_FORMATS)}",
+    "keys_on_device": lambda v: "keys-on-device" if v else "keys-offloaded",
+    "offload": lambda v: "offload" if v else "on-device",
+}
+
+
+def variant_name(base: str | OffloadConfig, config: OffloadConfig) -> str:
+    """Display name of `config` as a variant of `base`: base's name, then one tag per result-changing field that
+    differs (in field order, `_` joined), the sparse budget last as `@<fraction>` or `@<tokens>t`. Fields that
+    only follow from another one (local_budget when it is the chunk size's default) are still tagged when they
+    differ, so the name never hides a difference."""
+    b = resolve(base)
+    want, have = config.to_dict(), b.to_dict()
+    tags = [(_TAGS.get(k) or (lambda v, k=k: f"{k}={v}"))(v) for k, v in want.items()
+            if k not in ("name", "sparse_budget") and v != have[k]]
+    if want["sparse_budget"] != have["sparse_budget"]:
+        budget = _budget_tag(config.sparse_budget)
+    else:
+        budget = ""
+    return "_".join([b.name, *tags]) + budget
+
+
+def variant(base: str | OffloadConfig, name: str | None = None, **changes) -> OffloadConfig:
+    """`base` (a preset name or config) with `changes`, named by variant_name unless `name` is given."""
+    b = resolve(base)
+    cfg = b.replace(**changes)
+    return cfg.replace(name=name or variant_name(b, cfg))
+
+
+def landmark_precision(precision: str, chunk_size: int = 1, sparse_budget: int | float = YAKV_BUDGET,
+                       name: str | None = None) -> OffloadConfig:
+    """Landmark-precision ablation: YAKV's layout with exact keys/values (`yakv_exactkv`), only the landmark format
+    (and optionally the chunk size) varies. name: None derives it from the changed fields (variant_name)."""
     if precision not in LANDMARK_PRECISIONS and precision != "residual":
         raise ValueError(f"landmark precision {precision!r} unknown; allowed {sorted(LANDMARK_PRECISIONS) + ['residual']}")
     fmt = RESIDUAL_LANDMARKS if precision == "residual" else LANDMARK_PRECISIONS[precision]
-    return _yakv(
-        name=f"lm_{precision}_c{chunk_size}", chunk_size=chunk_size, local_budget=64 // chunk_size * chunk_size or chunk_size,
-        sparse_budget=sparse_budget, landmark_format=fmt, key_format=NATIVE, value_format=NATIVE,
-        description=f"landmarks {fmt}, chunk {chunk_size}, exact keys and values",
-    )
+    return variant("yakv_exactkv", name=name, chunk_size=chunk_size, local_budget=64 // chunk_size * chunk_size or chunk_size,
+                   sparse_budget=sparse_budget, landmark_format=fmt,
+                   description=f"landmarks {fmt}, chunk {chunk_size}, exact keys and values")
 
 
 def chunk_size_ablation(chunk_size: int, sparse_budget: int | float = YAKV_BUDGET, landmark_format: str = "bf16") -> OffloadConfig:
-    """Chunk-size ablation: exact keys, bf16 landmarks, no outliers; one landmark per `chunk_size` tokens."""
-    return _yakv(
-        name=f"chunk{chunk_size}", chunk_size=chunk_size, local_budget=max(64 // chunk_size, 1) * chunk_size,
-        sparse_budget=sparse_budget, landmark_format=landmark_format, key_format=NATIVE, value_format=NATIVE,
-        description=f"chunk size {chunk_size}, {landmark_format} landmarks, exact keys and values",
-    )
+    """Chunk-size ablation on `yakv_exactkv`: exact keys, bf16 landmarks, no outliers; one landmark per `chunk_size`
+    tokens."""
+    return variant("yakv_exactkv", chunk_size=chunk_size, local_budget=max(64 // chunk_size, 1) * chunk_size,
+                   sparse_budget=sparse_budget, landmark_format=landmark_format,
+                   description=f"chunk size {chunk_size}, {landmark_format} landmarks, exact keys and values")
 
 
 def key_compression(keys: str | int, sparse_budget: int | float = SHADOWKV_BUDGET) -> OffloadConfig:
-    """Key-compression ablation on ShadowKV: `keys` is an SVD rank (int) or one of KEY_FORMATS (rank -1)."""
+    """Key-compression ablation on ShadowKV: `keys` is an SVD rank (int, on `shadowkv`) or one of KEY_FORMATS (on
+    `shadowkv_fullkeys`, rank -1)."""
     if isinstance(keys, int) and not isinstance(keys, bool):
-        return _shadowkv(name=f"keys_rank{keys}", rank=keys, sparse_budget=sparse_budget, description=f"low-rank keys, rank {keys}")
+        return variant("shadowkv", rank=keys, sparse_budget=sparse_budget, description=f"low-rank keys, rank {keys}")
     if keys not in KEY_FORMATS:
         raise ValueError(f"key compression {keys!r} unknown; allowed an int rank or {sorted(KEY_FORMATS)}")
-    return _shadowkv(name=f"keys_{keys}", rank=-1, key_format=KEY_FORMATS[keys], sparse_budget=sparse_budget,
-                     description=f"{keys} keys (no SVD)")
+    return variant("shadowkv_fullkeys", key_format=KEY_FORMATS[keys], sparse_budget=sparse_budget,
+                   description=f"{keys} keys (no SVD)")
 
 
 # ShadowKV's rank 160 of Llama-3-8B's H*d = 1024, as a share: what `shadowkv_scaled` and matched_rank keep.
@@ -85,9 +163,8 @@ def matched_rank(n_kv_heads: int, head_dim: int, ratio: float = SCALED_RANK_SHAR
 
 
 def with_budget(config: OffloadConfig, sparse_budget: int | float) -> OffloadConfig:
-    """The same method at another sparse budget (name suffixed with the budget)."""
-    tag = f"{sparse_budget:g}" if isinstance(sparse_budget, float) else f"{sparse_budget}t"
-    return config.replace(name=f"{config.name}@{tag}", sparse_budget=sparse_budget)
+    """The same method at another sparse budget (name suffixed with the budget, e.g. `yakv@0.0625`)."""
+    return config.replace(name=f"{config.name}{_budget_tag(sparse_budget)}", sparse_budget=sparse_budget)
 
 
 PRESETS: dict[str, OffloadConfig] = {
@@ -103,13 +180,5 @@ PRESETS: dict[str, OffloadConfig] = {
     "yakv_residual": _yakv(name="yakv_residual", landmark_format=RESIDUAL_LANDMARKS, description="YAKV with residual landmarks (~1.5 bits/dim)"),
     "yakv_exactkv": _yakv(name="yakv_exactkv", key_format=NATIVE, value_format=NATIVE, description="YAKV landmarks, exact keys and values"),
 }
-for _p in LANDMARK_PRECISIONS:
-    _c = landmark_precision(_p)
-    PRESETS[_c.name] = _c
-PRESETS["lm_residual_c1"] = landmark_precision("residual")
-
-
-def get_preset(name: str) -> OffloadConfig:
-    if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; known presets: {', '.join(PRESETS)}")
-    return PRESETS[name]
+for _p in [*LANDMARK_PRECISIONS, "residual"]:  # the landmark-precision ablation's presets keep their published names
+    PRESETS[f"lm_{_p}_c1"] = landmark_precision(_p, name=f"lm_{_p}_c1")

@@ -19,12 +19,10 @@ from .layer import SparseLayer, attend, topk_indices
 
 
 class AttentionRecorder:
-    """Collects one row per (step, layer, KV head); optionally keeps the selected positions themselves."""
+    """Collects one row per (step, layer, KV head)."""
 
-    def __init__(self, keep_positions: bool = False):
-        self.keep_positions = keep_positions
+    def __init__(self):
         self.rows: list[dict] = []
-        self.positions: list[dict] = []
         self.step = 0
         self.layer = 0
         self.row = 0  # batch row / sequence id
@@ -64,19 +62,10 @@ class AttentionRecorder:
                 "recall": float(recall[h]), "mass": float(mass[h]), "err_selection": float(err_sel[h]),
                 "err_approx": float(err_approx[h]), "mean_selected_position": float(mean_pos[h]),
             })
-            if self.keep_positions:
-                self.positions.append({"row": self.row, "step": self.step, "layer": self.layer, "head": h,
-                                       "positions": positions[h].tolist(), "oracle": oracle[h].tolist()})
 
     def frame(self):
         import pandas as pd
 
         return pd.DataFrame(self.rows)
-
-    def positions_frame(self):
-        import pandas as pd
-
-        return pd.DataFrame(self.positions)
-
 
 __all__ = ["AttentionRecorder", "attend"]

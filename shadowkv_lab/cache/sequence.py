@@ -38,12 +38,11 @@ class PrefillState:
 class SequenceCache:
     """All layers of one sequence under one OffloadConfig; tracks the logical length (prompt + generated)."""
 
-    def __init__(self, config: OffloadConfig, state: PrefillState, contexts: list[LayerContext], record: bool = False,
-                 keep_positions: bool = False):
+    def __init__(self, config: OffloadConfig, state: PrefillState, contexts: list[LayerContext], record: bool = False):
         self.config = config
         self.prompt_len = state.prompt_len
         self.generated = 0
-        self.recorder = AttentionRecorder(keep_positions) if record and config.kind != "full" else None
+        self.recorder = AttentionRecorder() if record and config.kind != "full" else None
         self.layers = [
             build_layer(config, state.k_pre[i], state.k_post[i], state.v[i], contexts[i], keep_exact=record,
                         svd_memo=(state.svd, i))

@@ -117,11 +117,6 @@ class RowStore:
         and whether it is pinned say how the rows can be gathered."""
         return self.data if self.quantizer is None else next(iter(self.data.rows.values()))
 
-    def all_rows(self) -> torch.Tensor:
-        """Every row, dequantized, (H, P, d) on the compute device (used by the exact-attention analysis only)."""
-        pos = torch.arange(self.P).unsqueeze(0).expand(self.H, self.P)
-        return self.gather(pos)
-
     @property
     def storage_bytes(self) -> int:
         return self.data.nbytes if self.quantizer is None else self.data.nbytes_storage

@@ -100,15 +100,21 @@ _ROPE_TABLES: dict = {}
 def rope_table(rope, n_pos: int, d: int, dtype: torch.dtype, device) -> torch.Tensor:
     """(n_pos, d) table [cos[:d/2] | sin[:d/2]] at positions 0..n_pos-1, exactly the cos/sin the model's rotary
     function uses (in its dtype): rope(x, p) = x*cos + rotate_half(x)*sin applied to x = [1..1, 0..0].
-    Cached per rope function, length, dtype and device (every layer of a model shares one)."""
-    key = (id(rope), d, dtype, str(device))
-    tab = _ROPE_TABLES.get(key)
+
+    Cached by what determines the table: the rotary's frequencies and attention scaling (`rope.freq_key`, set by
+    attention.make_rope), head dim, dtype and device; every layer of a model, and every model with the same rotary,
+    shares one. Never by the function's id: a freed model's recycled id must not serve its table to the next model.
+    A rope function without freq_key (or with None) is not cached."""
+    freqs = getattr(rope, "freq_key", None)
+    key = None if freqs is None else (freqs, d, dtype, str(device))
+    tab = _ROPE_TABLES.get(key) if key is not None else None
     if tab is None or tab.shape[0] < n_pos:
         x = torch.zeros(1, n_pos, d, dtype=dtype, device=device)
         x[..., : d // 2] = 1
         pos = torch.arange(n_pos, device=device).unsqueeze(0)
         tab = rope(x, pos).reshape(n_pos, d).contiguous()
-        _ROPE_TABLES[key] = tab
+        if key is not None:
+            _ROPE_TABLES[key] = tab
     return tab
 
 
