@@ -5,10 +5,15 @@
 #   ./run_all.sh --profile full        # GPU scale: 1.5B model, 16k-token prompts, 24 samples, full sweeps, task caps
 #   ./run_all.sh --only 02             # one notebook (number, full name or part of it; comma-separated list allowed)
 #   ./run_all.sh --out DIR             # everything (executed notebooks, results store, figures, summary) under DIR
+#   ./run_all.sh --model M --n N --tokens T    # override the profile's model, samples per task, prompt length
+#   ./run_all.sh --set text2json.difficulty=calibrated   # a task generator knob (repeatable); replaces the profile's
+#                                      # knobs for that task (full profile default: text2json.difficulty=calibrated)
+#   ./run_all.sh --dry-run             # write and print every notebook's parameters, run nothing
 #
 # Default layout: executed notebooks in outputs/notebooks/, the results store in outputs/results/<profile>/ (shared by
-# all notebooks; a second run reuses every stored cell and is fast), figures in figures/, summary in
-# outputs/summary.{csv,md}.
+# all notebooks; a second run reuses every stored cell and is fast), figures in figures/<profile>/, parameters in
+# outputs/params/<profile>/, summary in outputs/summary.{csv,md}. Below 5 samples per cell the figures and tables are
+# labelled a smoke test and carry no confidence intervals.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -22,23 +27,39 @@ die() { echo "run_all.sh: error: $*" >&2; echo "run ./run_all.sh --help for usag
 PROFILE=quick
 ONLY=""
 OUT=""
+MODEL_ARG=""
+N_ARG=""
+TOKENS_ARG=""
+SETS=()
+DRY=0
+set_opt() {  # option value
+    case "$1" in
+        --profile) PROFILE="$2" ;; --only) ONLY="$2" ;; --out) OUT="$2" ;; --model) MODEL_ARG="$2" ;;
+        --n) N_ARG="$2" ;; --tokens) TOKENS_ARG="$2" ;; --set) SETS+=("$2") ;;
+    esac
+}
 while [ $# -gt 0 ]; do
     case "$1" in
-        --profile|--only|--out)
+        --profile|--only|--out|--model|--n|--tokens|--set)
             [ $# -ge 2 ] && [ -n "$2" ] && [ "${2#--}" = "$2" ] || die "$1 needs a value"
-            case "$1" in --profile) PROFILE="$2" ;; --only) ONLY="$2" ;; --out) OUT="$2" ;; esac
+            set_opt "$1" "$2"
             shift 2 ;;
-        --profile=*) PROFILE="${1#*=}"; shift ;;
-        --only=*) ONLY="${1#*=}"; shift ;;
-        --out=*) OUT="${1#*=}"; shift ;;
+        --profile=*|--only=*|--out=*|--model=*|--n=*|--tokens=*|--set=*) set_opt "${1%%=*}" "${1#*=}"; shift ;;
+        --dry-run) DRY=1; shift ;;
         -h|--help) usage; exit 0 ;;
-        *) die "unknown argument '$1'; allowed: --profile {${PROFILES}}, --only NAME, --out DIR, --help" ;;
+        *) die "unknown argument '$1'; allowed: --profile {${PROFILES}}, --only NAME, --out DIR, --model M, --n N, --tokens T, --set TASK.KEY=VALUE, --dry-run, --help" ;;
     esac
 done
 case "$PROFILE" in
     quick|full) ;;
     *) die "--profile '$PROFILE' is not allowed; allowed profiles: ${PROFILES}" ;;
 esac
+for v in "$N_ARG" "$TOKENS_ARG"; do
+    [ -z "$v" ] || [[ "$v" =~ ^[1-9][0-9]*$ ]] || die "--n and --tokens take a positive integer, got '$v'"
+done
+for kv in "${SETS[@]}"; do
+    [[ "$kv" =~ ^[a-z0-9_]+\.[A-Za-z0-9_]+=.+$ ]] || die "--set '$kv': expected TASK.KEY=VALUE (e.g. text2json.difficulty=calibrated)"
+done
 
 # --only: each comma-separated item must match exactly one notebook (exact name, number prefix, or substring).
 SELECTED=()
@@ -62,10 +83,10 @@ else
 fi
 
 if [ -n "$OUT" ]; then
-    FIGURES="$OUT/figures"
+    FIGURES="$OUT/figures/$PROFILE"
 else
     OUT=outputs
-    FIGURES=figures
+    FIGURES="figures/$PROFILE"
 fi
 mkdir -p "$OUT"
 OUT="$(cd "$OUT" && pwd)"
@@ -81,14 +102,28 @@ source scripts/ensure_env.sh
 
 if [ "$PROFILE" = quick ]; then
     MODEL=qwen2.5-coder-0.5b; N=2; TOKENS=2048; MAX_NEW=256
+    TASK_KW='{"text2json": {"n_gold": 5, "filler_share": 0.7}}'  # short answers for a 0.5B model on CPU
 else
     MODEL=qwen2.5-coder-1.5b; N=24; TOKENS=16384; MAX_NEW=null  # null: each task's own cap (Text2JSON 1024)
+    TASK_KW='{"text2json": {"difficulty": "calibrated"}}'  # the calibrated Text2JSON setting (benchmarks/README.md)
+fi
+MODEL="${MODEL_ARG:-$MODEL}"; N="${N_ARG:-$N}"; TOKENS="${TOKENS_ARG:-$TOKENS}"
+if [ "${#SETS[@]}" -gt 0 ]; then  # --set TASK.KEY=VALUE: that task's knobs become the --set ones (values parsed as YAML)
+    TASK_KW="$(python -c 'import json, sys, yaml
+kw, seen = json.loads(sys.argv[1]), set()
+for item in sys.argv[2:]:
+    key, value = item.split("=", 1)
+    task, knob = key.split(".", 1)
+    if task not in seen:
+        kw[task], seen = {}, seen | {task}
+    kw[task][knob] = yaml.safe_load(value)
+print(json.dumps(kw))' "$TASK_KW" "${SETS[@]}")"
 fi
 
 # Profile-specific parameters per notebook (YAML, on top of the notebook's own defaults).
 extra_params() {
+    echo "task_kw: $TASK_KW"
     [ "$PROFILE" = full ] || return 0
-    case "$1" in 08_*) ;; *) echo 'task_kw: {}' ;; esac  # Text2JSON generator defaults (many entities, distractors)
     case "$1" in
         01_*) echo 'tasks: [text2json, multineedle, ruler_niah_single, ruler_niah_multikey, ruler_vt]' ;;
         02_*) echo 'rank_factors: [0.25, 0.5, 1, 2, 4]'; echo 'key_formats: [exact, fp8, nvfp4, higgs4, higgs2]' ;;
@@ -99,8 +134,27 @@ extra_params() {
     esac
 }
 
+params() {  # notebook: its papermill parameters (YAML)
+    echo "model: $MODEL"
+    echo "profile: $PROFILE"
+    echo "results_dir: '$RESULTS'"
+    echo "figures_dir: '$FIGURES'"
+    echo "n: $N"
+    echo "tokens: $TOKENS"
+    echo "max_new_tokens: $MAX_NEW"
+    extra_params "$1"
+}
+
+if [ "$DRY" = 1 ]; then
+    for nb in "${SELECTED[@]}"; do
+        echo "# $nb"
+        params "$nb" | tee "$PARAMS/$nb.yaml"
+    done
+    exit 0
+fi
+
 T0=$(date +%s)
-echo "[run_all] profile=$PROFILE model=$MODEL n=$N tokens=$TOKENS notebooks: ${SELECTED[*]}"
+echo "[run_all] profile=$PROFILE model=$MODEL n=$N tokens=$TOKENS task_kw=$TASK_KW notebooks: ${SELECTED[*]}"
 echo "[run_all] results store: $RESULTS"
 if [ "${SELECTED[*]}" != "08_decode_speed" ]; then
     python -m shadowkv_lab model prepare "$MODEL" >/dev/null
@@ -108,15 +162,7 @@ fi
 
 for nb in "${SELECTED[@]}"; do
     p="$PARAMS/$nb.yaml"
-    {
-        echo "model: $MODEL"
-        echo "results_dir: '$RESULTS'"
-        echo "figures_dir: '$FIGURES'"
-        echo "n: $N"
-        echo "tokens: $TOKENS"
-        echo "max_new_tokens: $MAX_NEW"
-        extra_params "$nb"
-    } > "$p"
+    params "$nb" > "$p"
     t=$(date +%s)
     echo "[run_all] $nb ..."
     python -m papermill "notebooks/$nb.ipynb" "$NB_OUT/$nb.ipynb" -f "$p" -k python3 --cwd "$PWD" --no-progress-bar \
@@ -124,8 +170,8 @@ for nb in "${SELECTED[@]}"; do
     echo "[run_all] $nb done in $(( $(date +%s) - t ))s"
 done
 
-# Both stores: the shared one and notebook 07's recorded runs (recording is not part of a cell's key, so 07 keeps
-# its own store); a cell present in both is counted once.
+# One store (recording is part of a cell's key); "$RESULTS/recorded" is read too for stores written before that,
+# a cell present in both counted once.
 python -m shadowkv_lab.analysis "$RESULTS" "$RESULTS/recorded" --out "$OUT" --name summary > /dev/null
 echo "[run_all] summary: $OUT/summary.csv, $OUT/summary.md"
 echo "[run_all] figures: $FIGURES"

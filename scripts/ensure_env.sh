@@ -23,3 +23,8 @@ if [ "$(cat "$marker" 2>/dev/null)" != "$stamp" ]; then
     python -m pip install -q -e ".[test]"
     echo "$stamp" > "$marker"
 fi
+# Register the notebook clean filter named in .gitattributes (local to this checkout; harmless outside git).
+if [ -d .git ] || git rev-parse --git-dir >/dev/null 2>&1; then
+    git config filter.strip-notebooks.clean "python scripts/strip_notebooks.py --stdin" 2>/dev/null || true
+    git config filter.strip-notebooks.smudge cat 2>/dev/null || true
+fi

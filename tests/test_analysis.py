@@ -193,3 +193,43 @@ def test_to_markdown_escapes_and_rounds():
 
 def test_task_group():
     assert A.task_group("ruler_niah_single") == "easy" and A.task_group("text2json") == "context-intensive"
+
+
+def test_closed_form_vs_measured_names_the_candidate_ids():
+    from shadowkv_lab.cache.memory import analytic_bytes_per_token
+    from shadowkv_lab.cache.presets import PRESETS
+
+    cfg = PRESETS["yakv"]
+    closed = analytic_bytes_per_token(cfg, n_kv_heads=2, head_dim=64, prompt_len=2048)["device"]
+    layers, L = 4, 2048
+    row = {"model": "m", "task": "t", "sample_id": "s", "method": "yakv", "config": json.dumps(cfg.to_dict()), "prompt_tokens": L,
+           "mem_device_bytes_per_token_layer": closed + 3.0, "mem_device:landmarks": closed * L * layers,
+           "mem_device:candidate_ids": 3.0 * L * layers}
+    t = A.closed_form_vs_measured(pd.DataFrame([row]), n_kv_heads=2, head_dim=64).iloc[0]
+    assert t["closed_form"] == pytest.approx(closed) and t["candidate_ids"] == pytest.approx(3.0)
+    assert t["unexplained"] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_landmark_bytes_against_two_bit_higgs():
+    df, _ = demo_results(n=2)
+    t = A.landmark_bytes(df).set_index("method")
+    ref = t[t.landmark_format == "higgs-4-256"]["vs_reference_pct"]
+    assert len(ref) and (ref == 0).all()
+    res = t[t.landmark_format.astype(str).str.startswith("residual")]["vs_reference_pct"]
+    assert len(res) and (res < 0).all()
+
+
+def test_paper_numbers_beside_ours():
+    m = A.paper_memory().set_index("method")
+    assert m.loc["full", "ours GPU B/token/layer"] == 4096 == m.loc["full", "paper GPU B/token/layer"]
+    assert m.loc["yakv", "paper GPU B/token/layer"] == 258 and abs(m.loc["yakv", "gap %"]) < 15
+    b = A.paper_landmark_bits().set_index("head dim")
+    assert b.loc["paper (nominal)", "residual saving %"] == 25 and b.loc["64", "residual saving %"] == pytest.approx(10.0)
+    assert b.loc["64", "2-bit HIGGS"] == 2.5 and b.loc["64", "residual"] == 2.25
+
+
+def test_summary_markdown_labels_a_smoke_test(tmp_path):
+    df, _ = demo_results(n=2)
+    _, md = A.write_summary(df, tmp_path)
+    text = md.read_text()
+    assert "Smoke test: n = 2" in text and text.count("±") == 1  # only in the heading: no interval in the table

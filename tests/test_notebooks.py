@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 EXPECTED = ["00_quickstart", "01_context_intensive_vs_easy", "02_key_compression", "03_landmark_precision", "04_chunk_size",
             "05_residual_landmarks", "06_memory_budget", "07_error_attribution", "08_decode_speed"]
-COMMON = ("model", "results_dir", "figures_dir", "n", "tokens", "max_new_tokens", "seed")
+COMMON = ("model", "profile", "results_dir", "figures_dir", "n", "tokens", "max_new_tokens", "seed")
 # Tiny tokenizer (byte-level, vocab 384) needs more tokens than a real one for the same text: MultiNeedle's 11
 # needles and questions alone are ~1.6k tiny tokens.
 TINY_TOKENS = {"01_context_intensive_vs_easy": 3000}
@@ -30,9 +30,16 @@ def test_all_notebooks_present():
     assert [p.stem for p in NOTEBOOKS] == EXPECTED
 
 
+def _committed(path):
+    """The notebook as git would commit it: the index blob (after the clean filter) in a checkout, else the file.
+    A notebook saved with outputs in JupyterLab but not staged is not what CI sees."""
+    r = subprocess.run(["git", "show", f":{path.relative_to(ROOT).as_posix()}"], cwd=ROOT, capture_output=True, text=True)
+    return json.loads(r.stdout) if r.returncode == 0 else _load(path)
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_committed_notebook_has_no_outputs(path):
-    nb = _load(path)
+    nb = _committed(path)
     for cell in nb["cells"]:
         if cell["cell_type"] == "code":
             assert cell["outputs"] == [] and cell["execution_count"] is None, f"{path.name}: run scripts/strip_notebooks.py"
@@ -52,6 +59,8 @@ def test_notebook_has_parameters_cell(path):
     ns: dict = {}
     exec(src, ns)  # the defaults are plain literals papermill can override
     assert ns["model"] == "qwen2.5-coder-0.5b" and ns["tokens"] <= 4096 and ns["n"] <= 4
+    # opened in JupyterLab, a notebook reuses run_all.sh's quick store and writes to the quick figures folder
+    assert (ns["profile"], ns["results_dir"], ns["figures_dir"]) == ("quick", "outputs/results/quick", "figures/quick")
 
 
 def test_notebooks_only_call_the_package():
@@ -81,6 +90,23 @@ def test_strip_removes_outputs(tmp_path):
     assert tags == [["parameters"]]  # tags survive
 
 
+def test_clean_filter_strips_what_git_stores():
+    """Saving a notebook with outputs never reaches a commit: .gitattributes routes notebooks through the filter."""
+    import io
+
+    assert "*.ipynb filter=strip-notebooks" in (ROOT / ".gitattributes").read_text()
+    assert "strip-notebooks" in (ROOT / "scripts" / "ensure_env.sh").read_text()
+    nb = _load(NOTEBOOKS[0])
+    nb["cells"][1]["outputs"] = [{"output_type": "stream", "name": "stdout", "text": "hi"}]
+    nb["cells"][1]["execution_count"] = 7
+    out = io.StringIO()
+    assert strip_notebooks.filter_stream(io.StringIO(json.dumps(nb)), out) == 0
+    assert strip_notebooks.is_stripped(json.loads(out.getvalue())) and json.loads(out.getvalue()) == strip_notebooks.strip(nb)
+    out = io.StringIO()
+    strip_notebooks.filter_stream(io.StringIO("not json"), out)
+    assert out.getvalue() == "not json"
+
+
 @pytest.fixture(scope="module")
 def tiny_run_dir(tmp_path_factory):
     pytest.importorskip("papermill")
@@ -93,7 +119,7 @@ def tiny_run_dir(tmp_path_factory):
 def test_notebook_executes_on_tiny_model(path, tiny_run_dir):
     import papermill as pm
 
-    params = {"model": "tiny-qwen2", "results_dir": str(tiny_run_dir / "results"), "figures_dir": str(tiny_run_dir / "figures"),
+    params = {"model": "tiny-qwen2", "profile": "smoke-test", "results_dir": str(tiny_run_dir / "results"), "figures_dir": str(tiny_run_dir / "figures"),
               "n": 1, "tokens": TINY_TOKENS.get(path.stem, 1500), "max_new_tokens": 4}
     out = tiny_run_dir / path.name
     pm.execute_notebook(str(path), str(out), parameters=params, kernel_name="python3", cwd=str(ROOT), progress_bar=False)
@@ -103,6 +129,7 @@ def test_notebook_executes_on_tiny_model(path, tiny_run_dir):
     figs = list((tiny_run_dir / "figures").glob(f"{path.stem[:2]}_*.pdf"))
     assert figs, f"{path.name} saved no figure"
     assert all(f.with_suffix(".png").is_file() for f in figs)
+    assert all(b"profile=smoke-test; model=tiny-qwen2; n=1" in f.read_bytes() for f in figs), "figures not stamped"
 
 
 def test_run_all_rejects_bad_arguments():
@@ -110,7 +137,8 @@ def test_run_all_rejects_bad_arguments():
         pytest.skip("no bash")
     cases = [(["--profile", "huge"], ["huge", "quick", "full"]), (["--only", "99_nope"], ["99_nope", "00_quickstart"]),
              (["--frobnicate"], ["--frobnicate", "--profile"]), (["--only"], ["--only needs a value"]),
-             (["--only", "0"], ["ambiguous"])]
+             (["--only", "0"], ["ambiguous"]), (["--n", "0"], ["positive integer"]), (["--tokens", "2k"], ["positive integer"]),
+             (["--set", "difficulty=calibrated"], ["TASK.KEY=VALUE"])]
     for args, expected in cases:
         r = subprocess.run(["bash", str(ROOT / "run_all.sh"), *args], capture_output=True, text=True, timeout=60)
         assert r.returncode == 2, (args, r.stdout, r.stderr)
@@ -118,3 +146,28 @@ def test_run_all_rejects_bad_arguments():
             assert e in r.stderr, (args, r.stderr)
     r = subprocess.run(["bash", str(ROOT / "run_all.sh"), "--help"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and "--profile" in r.stdout
+
+
+def test_run_all_dry_run_writes_profile_parameters(tmp_path):
+    """--model / --n / --tokens / --set reach every notebook; the full profile uses the calibrated Text2JSON and
+    its own figures folder."""
+    if shutil.which("bash") is None:
+        pytest.skip("no bash")
+    import yaml
+
+    def dry(*args):
+        r = subprocess.run(["bash", str(ROOT / "run_all.sh"), "--dry-run", "--out", str(tmp_path), *args], capture_output=True,
+                           text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        return r
+
+    dry("--profile", "full", "--only", "01")
+    p = yaml.safe_load((tmp_path / "params" / "full" / "01_context_intensive_vs_easy.yaml").read_text())
+    assert p["task_kw"] == {"text2json": {"difficulty": "calibrated"}} and p["profile"] == "full"
+    assert p["figures_dir"] == str(tmp_path / "figures" / "full") and p["results_dir"] == str(tmp_path / "results" / "full")
+    dry("--only", "02", "--model", "qwen2.5-coder-1.5b", "--n", "6", "--tokens", "4096", "--set", "text2json.difficulty=easy",
+        "--set", "text2json.n_gold=3")
+    p = yaml.safe_load((tmp_path / "params" / "quick" / "02_key_compression.yaml").read_text())
+    assert (p["model"], p["n"], p["tokens"], p["profile"]) == ("qwen2.5-coder-1.5b", 6, 4096, "quick")
+    assert p["task_kw"] == {"text2json": {"difficulty": "easy", "n_gold": 3}}  # replaces the quick knobs of that task
+    assert p["figures_dir"].endswith("figures/quick")

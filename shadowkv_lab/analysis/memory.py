@@ -8,7 +8,7 @@ import re
 import numpy as np
 import pandas as pd
 
-from .methods import _present, method_order
+from .methods import _present, config_field, method_order
 from .stats import summary
 
 def memory_table(df: pd.DataFrame, by=("model", "method")) -> pd.DataFrame:
@@ -124,3 +124,19 @@ def closed_form_vs_measured(df: pd.DataFrame, n_kv_heads: int, head_dim: int) ->
         rows.append({"method": r.method, "measured": r.device_B_per_token_layer, "closed_form": closed, "candidate_ids": cand,
                      "unexplained": r.device_B_per_token_layer - closed - cand})
     return pd.DataFrame(rows, columns=cols)
+
+
+def landmark_bytes(df: pd.DataFrame, reference: str = "higgs-4-256") -> pd.DataFrame:
+    """Landmark bytes per token per layer per method (measured: packed codes + scales), its landmark format, and the
+    change in percent against the method whose landmarks use `reference` (2-bit HIGGS; NaN without one)."""
+    mem = memory_breakdown(df)
+    cols = ["method", "landmark_format", "landmark_B_per_token_layer", "vs_reference_pct"]
+    if mem.empty:
+        return pd.DataFrame(columns=cols)
+    lm = mem[(mem["category"] == "landmarks") & (mem["role"] == "device")].groupby("method", sort=False)["B_per_token_layer"].median()
+    first = df.drop_duplicates("method")
+    fmt = dict(zip(first["method"], config_field(first, "landmark_format")))
+    out = pd.DataFrame({"method": lm.index, "landmark_format": [fmt.get(m) for m in lm.index], "landmark_B_per_token_layer": lm.values})
+    ref = out.loc[out["landmark_format"] == reference, "landmark_B_per_token_layer"]
+    out["vs_reference_pct"] = 100 * (out["landmark_B_per_token_layer"] / ref.iloc[0] - 1) if len(ref) else np.nan
+    return out[cols]

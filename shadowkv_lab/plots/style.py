@@ -141,9 +141,8 @@ def save(fig, name: str, outdir="figures", stamp: Stamp | None = None, formats=(
     the figure and its fields in the files' metadata. Returns the paths."""
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
-    footer = None
-    if stamp is not None and not getattr(fig, "_skv_stamped", False):
-        footer = _add_footer(fig, stamp.footer())
+    if stamp is not None and not getattr(fig, "_skv_stamped", False):  # one footer, however often it is saved
+        _add_footer(fig, stamp.footer())
         fig._skv_stamped = True
     paths = []
     with matplotlib.rc_context(RC):
@@ -155,7 +154,20 @@ def save(fig, name: str, outdir="figures", stamp: Stamp | None = None, formats=(
                             else {"Description": stamp.footer(), "Comment": stamp.keywords()})
             fig.savefig(p, format=fmt, metadata=meta)
             paths.append(p)
-    del footer
+    return paths
+
+
+def show(fig, name: str, outdir="figures", stamp: Stamp | None = None) -> list[Path]:
+    """save(), then display the figure inline (in Jupyter) and close it."""
+    paths = save(fig, name, outdir, stamp)
+    try:
+        from IPython.display import display
+
+        display(fig)
+    except ImportError:
+        pass
+    plt.close(fig)  # displayed once; without close the inline backend would show it again at cell end
+    print("saved " + ", ".join(map(str, paths)))
     return paths
 
 
@@ -168,13 +180,4 @@ class FigureSaver:
         self.stamp = make_stamp(profile, model, n, commit)
 
     def show(self, fig, name: str) -> list[Path]:
-        paths = save(fig, name, self.dir, self.stamp)
-        try:
-            from IPython.display import display
-
-            display(fig)
-        except ImportError:
-            pass
-        plt.close(fig)  # displayed once; without close the inline backend would show it again at cell end
-        print("saved " + ", ".join(map(str, paths)))
-        return paths
+        return show(fig, name, self.dir, self.stamp)
