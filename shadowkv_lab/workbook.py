@@ -208,21 +208,12 @@ def report(df: pd.DataFrame) -> pd.DataFrame:
 
 
 # ---------------------------------------------------------------------------------------- display
-def show(fig, name: str, figures_dir="figures"):
-    """Save a figure as PDF + PNG under figures_dir and display it inline (when in a notebook)."""
-    from . import plots
+def show(fig, name: str, figures_dir="figures", stamp=None):
+    """Save a figure as PDF + PNG under figures_dir (stamped when given a plots.Stamp) and display it inline (when
+    in a notebook); plots.FigureSaver does the same with one stamp for a whole notebook."""
+    from .plots.style import show as _show
 
-    paths = plots.save(fig, name, figures_dir)
-    try:
-        from IPython.display import display
-
-        display(fig)
-    except ImportError:
-        pass
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)  # displayed once; without close the inline backend would show it again at cell end
-    print("saved " + ", ".join(map(str, paths)))
+    return _show(fig, name, figures_dir, stamp)
 
 
 def md(text: str) -> None:
