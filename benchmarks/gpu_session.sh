@@ -1,50 +1,79 @@
 #!/usr/bin/env bash
-# One GPU session on a machine without network: assemble the carried 1.5B GGUF parts, install carried wheels,
-# convert the model once, run the CUDA tests, then the Text2JSON calibration / comparison (resumable store in
-# .stage/results, copied to $OUT at the end). Usage: bash benchmarks/gpu_session.sh STAGE [STAGE...]
+# One session on a GPU machine without network, for any offline model, stages in the order given:
+#
+#   bash benchmarks/gpu_session.sh --model NAME STAGE [STAGE...] [-- ARGS...]
+#
+#   parts      concatenate carried GGUF byte-parts (.stage/m.*, in name order) into the model cache, check the sha256
+#              (size, sha and file name come from shadowkv_lab.models.OFFLINE_MODELS)
+#   wheels     install carried wheels (.whl/*.whl) into .pylib, without network or dependencies
+#   prep       python -m shadowkv_lab model prepare NAME (dequantize once into the cache)
+#   cudatests  the CUDA tests: zero-copy stores, cache allocations, Triton kernels and their dispatch
+#   run        python -m shadowkv_lab run --model NAME --out $OUT/results ARGS      (a method grid, resumable)
+#   text2json  python benchmarks/gpu_text2json.py --model NAME --out $OUT/results ARGS
+#   decode     python benchmarks/bench_decode_step.py --out $OUT/decode ARGS        (synthetic, no model)
+#   runner     python benchmarks/bench_runner.py --model NAME --out-json $OUT/runner.json ARGS
+#   kernels    python benchmarks/check_kernels_e2e.py --model NAME ARGS            (JSON into $OUT)
+#
+# ARGS (everything after --) go unchanged to each stage that runs a Python entry point with arguments (run, text2json,
+# decode, runner, kernels). Environment: OUT (default /tmp/out; stderr in $OUT/log.txt), LIMIT (seconds per stage,
+# default 560), DRY=1 (print each stage's command, run nothing). Every argument is checked before any stage runs.
+# Example: bash benchmarks/gpu_session.sh --model qwen2.5-coder-1.5b parts prep cudatests run -- --task text2json \
+#              --n 16 --tokens 16384 --methods full,shadowkv_scaled,yakv --on-device --batch-size 64
 set -uo pipefail
-export PYTHONPATH="$PWD:$PWD/.pylib" SHADOWKV_LAB_CACHE="$PWD/.stage/cache" TQDM_MININTERVAL=60 HF_HUB_OFFLINE=1
-# grid8/grid16 need SETTINGS (names, or "all": every setting, ~57 of them, ~14 device-minutes at 16k); checked first
-for stage in "$@"; do case $stage in grid8|grid16) [ -n "${SETTINGS:-}" ] || {
-  echo "$stage: set SETTINGS=name,name,... (or SETTINGS=all)" >&2; exit 2; } ;; esac; done
-OUT="${OUT:-/tmp/out}"; mkdir -p "$OUT" .stage/results
-sha=cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046
-g=".stage/cache/${sha:0:16}/qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"
-if [ ! -f "$g" ] && ls .stage/m.* >/dev/null 2>&1; then
-  mkdir -p "$(dirname "$g")"; cat .stage/m.* > "$g"; rm -f .stage/m.*
-  echo "$sha  $g" | sha256sum -c - || exit 3
-fi
-[ -d .pylib ] || pip install -q --no-deps --target .pylib .whl/*.whl
-M=qwen2.5-coder-1.5b
-# grid LIMIT TOKENS ARGS...: full attention on generator settings at one length, every setting (search --grid);
-# resumable store .stage/results, DTYPE (bf16 default) picks the model dtype.
-grid() { timeout "$1" python benchmarks/gpu_text2json.py --phase search --grid --model $M --out .stage/results --tokens "$2" \
-  --batch-size 120 ${DTYPE:+--dtype $DTYPE} "${@:3}" 2>>"$OUT/log.txt"; }
-for stage in "$@"; do
-  case $stage in
-    prep) python -m shadowkv_lab model prepare $M 2>&1 | tail -1 ;;
-    gputests) python -m pytest -q -p no:cacheprovider tests/test_cache_gpu.py 2>&1 | tail -12 ;;
-    zctests) TRITON_INTERPRET=0 timeout "${TEST_LIMIT:-300}" python -m pytest -q -p no:cacheprovider -x tests/test_zero_copy.py tests/test_cache_gpu.py tests/test_kernels.py tests/test_kernels_dispatch.py 2>&1 | tail -15 ;;
-    search3) SETTINGS=e1_g1.0_f0.9_a0.3,e2_g1.0_f0.9_a0,e3_g1.0_f0.95_a0.3,e4_g1.5_f0.95_a0.3,e5_g1.0_f0.95_a0_x0,e6_g0.5_f0.95_a0,e7_g2.0_f0.95_a0.3,e8_g1.0_f0.9_a0.3_all,e9_g1.0_f0.95_a0.3_all
-      timeout "${SEARCH_LIMIT:-560}" python benchmarks/gpu_text2json.py --phase search --model $M --out .stage/results --tokens 8192,16384 --n 20 --batch-size 180 --settings $SETTINGS 2>>"$OUT/log.txt" | tail -20 ;;
-    decode) timeout "${DECODE_LIMIT:-300}" python benchmarks/bench_decode_step.py --out "$OUT/decode" 2>>"$OUT/log.txt" | tail -40 ;;
-    runner32) SHADOWKV_LAB_KERNELS=0 timeout "${RUNNER_LIMIT:-560}" python benchmarks/bench_runner.py --model $M --dtype fp32 --n "${RUNNER_N:-16}" --tokens 16384 --max-new-tokens "${RUNNER_NEW:-256}" --batch-size 128 --naive-cells "${NAIVE_CELLS:-8}" --out-json "$OUT/runner_h200.json" 2>>"$OUT/log.txt" | tail -14 ;;
-    kernels) OUT="$OUT" timeout "${KERNELS_LIMIT:-300}" python benchmarks/check_kernels_e2e.py --model $M --tokens 8192 --seeds "${SEEDS:-7,8}" ${HIGGS_TILE:+--higgs-tile $HIGGS_TILE} 2>>"$OUT/log.txt" ;;
-    scoring) timeout "${DECODE_LIMIT:-300}" python benchmarks/bench_decode_step.py --out "$OUT/scoring" --sweep-scoring --scoring-only --sweep-alphas 0.9 2>>"$OUT/log.txt" | tail -30 ;;
-    search) python benchmarks/gpu_text2json.py --phase search --model $M --out "$OUT/results" --tokens 8192,16384 --n 20 --batch-size 120 ${SETTINGS:+--settings $SETTINGS} 2>>"$OUT/log.txt" | tail -20 ;;
-    grid8|grid16) t=$([ $stage = grid8 ] && echo 8192 || echo 16384)
-      grid "${SEARCH_LIMIT:-540}" $t --n "${N:-20}" --seed "${SEED:-0}" $([ "$SETTINGS" = all ] || echo --settings "$SETTINGS") | tail -20 ;;
-    # confirm: the TOP (2) settings of the last grid's calibration.json, N (40) samples, seeds SEEDS_T2J (0 1), 16k then 8k
-    confirm) top=$(python -c "import json; r=json.load(open('.stage/results/calibration.json'))['rows']; print(','.join(x['setting'] for x in sorted(r, key=lambda x: -x['score'])[:${TOP:-2}]))")
-      echo "confirm: $top"; cp .stage/results/calibration.json "$OUT/calibration_grid.json"
-      for t in 16384 8192; do for sd in ${SEEDS_T2J:-0 1}; do
-        grid "${SEARCH_LIMIT:-250}" $t --n "${N:-40}" --seed $sd --settings "$top" | grep -v '^chosen' | cut -c1-200
-        cp .stage/results/calibration.json "$OUT/calibration_${t}_s$sd.json"
-      done; done ;;
-    runner) timeout "${RUNNER_LIMIT:-280}" python benchmarks/bench_runner.py --model $M --n "${RUNNER_N:-8}" --tokens 16384 --max-new-tokens "${RUNNER_NEW:-256}" --batch-size 128 --naive-cells "${NAIVE_CELLS:-8}" --out-json "$OUT/runner_h200.json" 2>>"$OUT/log.txt" | tail -12 ;;
-    cal8) python benchmarks/gpu_text2json.py --phase calibrate --model $M --out .stage/results --tokens 8192 --gold-per-1k 2.5 --n 20 --batch-size 40 2>>"$OUT/log.txt" | tail -12 ;;
-    cal16) python benchmarks/gpu_text2json.py --phase calibrate --model $M --out .stage/results --tokens 16384 --gold-per-1k 2.5 --n 20 --batch-size 40 2>>"$OUT/log.txt" | tail -12 ;;
-    cmp*) g1k=${stage#cmp}; python benchmarks/gpu_text2json.py --phase compare --model $M --out .stage/results --tokens 8192 --gold-per-1k "$g1k" --n 8 --methods "${METHODS:-full,shadowkv_scaled,shadowkv_fullkeys,oracle,yakv}" --batch-size 40 2>>"$OUT/log.txt" | tail -14 ;;
+STAGES="parts wheels prep cudatests run text2json decode runner kernels"
+usage() { echo "usage: $0 --model NAME STAGE [STAGE...] [-- ARGS...]; stages: $STAGES" >&2; exit 2; }
+
+MODEL="" stages=() args=()
+while [ $# -gt 0 ]; do
+  case $1 in
+    --model) [ $# -ge 2 ] || usage; MODEL=$2; shift 2 ;;
+    --) shift; args=("$@"); break ;;
+    -*) echo "unknown option $1" >&2; usage ;;
+    *) [[ " $STAGES " == *" $1 "* ]] || { echo "unknown stage $1" >&2; usage; }; stages+=("$1"); shift ;;
   esac
-  cp -r .stage/results "$OUT/" 2>/dev/null
+done
+[ -n "$MODEL" ] && [ ${#stages[@]} -gt 0 ] || usage
+
+export PYTHONPATH="$PWD:$PWD/.pylib${PYTHONPATH:+:$PYTHONPATH}" SHADOWKV_LAB_CACHE="${SHADOWKV_LAB_CACHE:-$PWD/.stage/cache}"
+export TQDM_MININTERVAL=60 HF_HUB_OFFLINE=1 OUT="${OUT:-/tmp/out}"
+LIMIT="${LIMIT:-560}"
+
+# step CMD...: run one stage's command under the time limit, stderr to the log (DRY=1: print it instead)
+step() {
+  if [ -n "${DRY:-}" ]; then printf '%q ' "$@"; echo; return 0; fi
+  timeout "$LIMIT" "$@" 2>>"$OUT/log.txt"
+}
+
+parts() {  # the model's cache path and sha256 from the package, so that any offline model works
+  local info path sha
+  info=$(python -c "
+import sys
+from shadowkv_lab.models import OFFLINE_MODELS, cache_dir
+s = OFFLINE_MODELS.get(sys.argv[1])
+if s is None:
+    sys.exit(f'parts: {sys.argv[1]!r} is not an offline model; known: {sorted(OFFLINE_MODELS)}')
+print(cache_dir() / s.sha256[:16] / s.gguf_name, s.sha256)" "$MODEL") || return 3
+  read -r path sha <<<"$info"
+  if [ -n "${DRY:-}" ]; then echo "cat .stage/m.* > $path; sha256 $sha"; return 0; fi
+  if [ -f "$path" ]; then echo "parts: $path already assembled"; return 0; fi
+  ls .stage/m.* >/dev/null 2>&1 || { echo "parts: no .stage/m.* parts to assemble" >&2; return 3; }
+  mkdir -p "$(dirname "$path")" && cat .stage/m.* > "$path.partial" && mv "$path.partial" "$path" && rm -f .stage/m.*
+  echo "$sha  $path" | sha256sum -c - || { rm -f "$path"; return 3; }
+}
+
+[ -n "${DRY:-}" ] || mkdir -p "$OUT"
+for stage in "${stages[@]}"; do
+  echo "[gpu_session] $stage"
+  case $stage in
+    parts) parts || exit $? ;;
+    wheels) [ -d .pylib ] || step pip install -q --no-deps --target .pylib .whl/*.whl ;;
+    prep) step python -m shadowkv_lab model prepare "$MODEL" ;;
+    cudatests) TRITON_INTERPRET=0 step python -m pytest -q -p no:cacheprovider -x tests/test_zero_copy.py \
+                 tests/test_cache_gpu.py tests/test_kernels.py tests/test_kernels_dispatch.py ;;
+    run) step python -m shadowkv_lab run --model "$MODEL" --out "$OUT/results" "${args[@]}" ;;
+    text2json) step python benchmarks/gpu_text2json.py --model "$MODEL" --out "$OUT/results" "${args[@]}" ;;
+    decode) step python benchmarks/bench_decode_step.py --out "$OUT/decode" "${args[@]}" ;;
+    runner) step python benchmarks/bench_runner.py --model "$MODEL" --out-json "$OUT/runner.json" "${args[@]}" ;;
+    kernels) step python benchmarks/check_kernels_e2e.py --model "$MODEL" "${args[@]}" ;;
+  esac || echo "[gpu_session] $stage exited $?" >&2
 done

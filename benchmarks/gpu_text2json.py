@@ -19,7 +19,9 @@ Rows go to the results store under --out (resumable); a summary table is printed
 from __future__ import annotations
 
 import argparse
+import json
 import re
+from pathlib import Path
 
 import torch
 
@@ -29,119 +31,18 @@ from shadowkv_lab.tasks import get_task
 COMPARE = "full,shadowkv,shadowkv_scaled,shadowkv_fullkeys,shadowkv_oracle,oracle,yakv,yakv_residual"
 
 
-# Generator settings tried by --phase search (Text2JSONConfig knobs), hardest first. Last session's defaults
-# (2.5 gold per 1k, filler 0.6, number words) scored 3-5 with full attention: most outputs listed distractor kinds
-# until the 1024-token cap or rewrote number words as digits.
-PLAIN = dict(spelled_numbers=False, near_duplicate_rate=0.0, correction_rate=0.0, split_rate=0.0, distractor_rate=0.0)
-LEAN = dict(PLAIN, extra_attributes=(0, 1), aggregate_rate=0.0)
-ALL_LEAN = dict(asked_attribute_rate=0.3, spelled_numbers=False, extra_attributes=(0, 1), aggregate_rate=0.0)
-M1 = dict(ALL_LEAN, n_gold=6, filler_share=0.98, distractors_per_gold=0.0, extra_attributes=(0, 0), spread=0.5)
-FIXES = dict(filler_style="rich", ask_each_once=True, preview_task=True)
-N5 = dict(M1, spread=1.0, **FIXES)  # search 8's n5, the base of search 9 (c2, c4) and p2
-C1 = dict(N5, **PLAIN)  # search 9's c1, the base of searches 10-11
-SETTINGS = {
-    # Search 1 (all scored 7-25 at 8k: 25-60% of outputs loop to the cap, same-kind near-duplicate twins confuse it).
-    "g1.0_f0.6": dict(gold_per_1k_tokens=1.0, filler_share=0.6, spelled_numbers=False),
-    "g1.5_f0.8": dict(gold_per_1k_tokens=1.5, filler_share=0.8, spelled_numbers=False),
-    "g1.0_f0.8": dict(gold_per_1k_tokens=1.0, filler_share=0.8, spelled_numbers=False),
-    "g1.0_f0.9": dict(gold_per_1k_tokens=1.0, filler_share=0.9, spelled_numbers=False),
-    "g0.5_f0.8": dict(gold_per_1k_tokens=0.5, filler_share=0.8, spelled_numbers=False),
-    "g1.0_f0.8_plain": dict(gold_per_1k_tokens=1.0, filler_share=0.8, **PLAIN),
-    # Search 2: no twins or tricks, few distractors, distractors rarely state the asked attributes.
-    "g1.0_f0.9_plain": dict(gold_per_1k_tokens=1.0, filler_share=0.9, **PLAIN),
-    "g0.75_f0.9_plain": dict(gold_per_1k_tokens=0.75, filler_share=0.9, **PLAIN),
-    "g1.0_f0.9_plain_a0.3": dict(gold_per_1k_tokens=1.0, filler_share=0.9, asked_attribute_rate=0.3, **PLAIN),
-    "g1.5_f0.9_plain_a0.3": dict(gold_per_1k_tokens=1.5, filler_share=0.9, asked_attribute_rate=0.3, **PLAIN),
-    # Search 3 (best so far 33.2; losses: loops to the cap, attribute slips between an entity's other attributes,
-    # distractor kinds listed): fewer other attributes per entity, no entity-free value sentences, fewer distractors.
-    "e1_g1.0_f0.9_a0.3": dict(gold_per_1k_tokens=1.0, filler_share=0.9, asked_attribute_rate=0.3, **LEAN),
-    "e2_g1.0_f0.9_a0": dict(gold_per_1k_tokens=1.0, filler_share=0.9, asked_attribute_rate=0.0, **LEAN),
-    "e3_g1.0_f0.95_a0.3": dict(gold_per_1k_tokens=1.0, filler_share=0.95, asked_attribute_rate=0.3, **LEAN),
-    "e4_g1.5_f0.95_a0.3": dict(gold_per_1k_tokens=1.5, filler_share=0.95, asked_attribute_rate=0.3, **LEAN),
-    "e5_g1.0_f0.95_a0_x0": dict(gold_per_1k_tokens=1.0, filler_share=0.95, asked_attribute_rate=0.0,
-                                **{**LEAN, "extra_attributes": (0, 0)}),
-    "e6_g0.5_f0.95_a0": dict(gold_per_1k_tokens=0.5, filler_share=0.95, asked_attribute_rate=0.0, **LEAN),
-    "e7_g2.0_f0.95_a0.3": dict(gold_per_1k_tokens=2.0, filler_share=0.95, asked_attribute_rate=0.3, **LEAN),
-    # the same with every distractor type of tasks.md at the generator's default rates
-    "e8_g1.0_f0.9_a0.3_all": dict(gold_per_1k_tokens=1.0, filler_share=0.9, asked_attribute_rate=0.3,
-                                  spelled_numbers=False, extra_attributes=(0, 1), aggregate_rate=0.0),
-    "e9_g1.0_f0.95_a0.3_all": dict(gold_per_1k_tokens=1.0, filler_share=0.95, asked_attribute_rate=0.3,
-                                   spelled_numbers=False, extra_attributes=(0, 1), aggregate_rate=0.0),
-    # Search 4, around the best of search 3 (e9: 38.9): every distractor type, filler 0.95-0.97, more gold.
-    "f1_g1.5_f0.95": dict(ALL_LEAN, gold_per_1k_tokens=1.5, filler_share=0.95),
-    "f2_g2.0_f0.95": dict(ALL_LEAN, gold_per_1k_tokens=2.0, filler_share=0.95),
-    "f3_g1.0_f0.97": dict(ALL_LEAN, gold_per_1k_tokens=1.0, filler_share=0.97),
-    "f4_g1.5_f0.95_x0": dict(ALL_LEAN, gold_per_1k_tokens=1.5, filler_share=0.95, extra_attributes=(0, 0)),
-    "f5_g1.0_f0.95_x0": dict(ALL_LEAN, gold_per_1k_tokens=1.0, filler_share=0.95, extra_attributes=(0, 0)),
-    "f6_g1.5_f0.97": dict(ALL_LEAN, gold_per_1k_tokens=1.5, filler_share=0.97),
-    # Search 5. Where search 3's best (e9) lost its points (tasks.text2json_score.error_breakdown over 20 samples):
-    # 108 of 160 gold found, 53 of 216 values wrong, and 59 entities of other kinds listed (of ~120 in the texts):
-    # every extra grows the union, so 6 distractors per 8 gold cap the score near 45. Fewer distractor entities
-    # (the floor int(r * gold) + 2):
-    "h1_g1.0_r0.2": dict(ALL_LEAN, gold_per_1k_tokens=1.0, filler_share=0.95, distractors_per_gold=0.2),
-    "h2_g1.0_r0": dict(ALL_LEAN, gold_per_1k_tokens=1.0, filler_share=0.95, distractors_per_gold=0.0),
-    "h3_g0.75_r0.2": dict(ALL_LEAN, gold_per_1k_tokens=0.75, filler_share=0.95, distractors_per_gold=0.2),
-    "h4_g0.75_r0": dict(ALL_LEAN, gold_per_1k_tokens=0.75, filler_share=0.95, distractors_per_gold=0.0),
-    # Search 5 (first run, numbers lost) found at least three h settings inside [40, 90] at 8k and the first two
-    # below at 16k, where density 1.0 means 16 gold entities. Fewer gold at 16k: a lower density, or a cap on the
-    # number of gold entities (tasks.md: "the difficulty knob is the number of gold entities").
-    "h5_g0.5_r0.2": dict(ALL_LEAN, gold_per_1k_tokens=0.5, filler_share=0.95, distractors_per_gold=0.2),
-    "h6_g0.5_r0": dict(ALL_LEAN, gold_per_1k_tokens=0.5, filler_share=0.95, distractors_per_gold=0.0),
-    "h7_g1.0_r0.2_m10": dict(ALL_LEAN, gold_per_1k_tokens=1.0, max_gold=10, filler_share=0.95, distractors_per_gold=0.2),
-    "h8_g1.0_r0_m10": dict(ALL_LEAN, gold_per_1k_tokens=1.0, max_gold=10, filler_share=0.95, distractors_per_gold=0.0),
-    # Search 6: h at 16k scored 17-26 (half the gold missed, 25-45% of outputs loop to the cap): fewer gold, fewer
-    # distractors (filler 0.97-0.98).
-    "k1_g0.5_r0_f0.98": dict(ALL_LEAN, gold_per_1k_tokens=0.5, filler_share=0.98, distractors_per_gold=0.0),
-    "k2_g0.375_r0_f0.97": dict(ALL_LEAN, gold_per_1k_tokens=0.375, filler_share=0.97, distractors_per_gold=0.0),
-    "k3_n6_r0_f0.97": dict(ALL_LEAN, n_gold=6, filler_share=0.97, distractors_per_gold=0.0),
-    "k4_n6_r0_f0.98_x0": dict(ALL_LEAN, n_gold=6, filler_share=0.98, distractors_per_gold=0.0, extra_attributes=(0, 0)),
-    "k5_g0.75_r0_f0.98": dict(ALL_LEAN, gold_per_1k_tokens=0.75, filler_share=0.98, distractors_per_gold=0.0),
-    # Search 7: k at 16k scored 31.8-36.2 (8k: 43-58); 30-40% of 16k outputs run to the cap, inventing entities or
-    # repeating one. The other difficulty knob of tasks.md: the gold's spread over the text.
-    "m1_n6_x0_s0.5": dict(ALL_LEAN, n_gold=6, filler_share=0.98, distractors_per_gold=0.0, extra_attributes=(0, 0), spread=0.5),
-    "m2_n6_x0_s0.25": dict(ALL_LEAN, n_gold=6, filler_share=0.98, distractors_per_gold=0.0, extra_attributes=(0, 0), spread=0.25),
-    "m3_n8_x0_s0.5": dict(ALL_LEAN, n_gold=8, filler_share=0.98, distractors_per_gold=0.0, extra_attributes=(0, 0), spread=0.5),
-    "m4_g0.75_f0.98_s0.5": dict(ALL_LEAN, gold_per_1k_tokens=0.75, filler_share=0.98, distractors_per_gold=0.0, spread=0.5),
-    "m5_n4_x0": dict(ALL_LEAN, n_gold=4, filler_share=0.98, distractors_per_gold=0.0, extra_attributes=(0, 0)),
-    # Search 8: m1 at 16k scored 37.0 with 7 of 20 outputs looping to the cap (salvaged 56.9). Attack the loops, not
-    # the difficulty: ask for each entity once (the loops repeat one object or restart the list), state the task
-    # before the text too, and a filler grammar that rarely repeats a phrase (the small one repeats each claim
-    # dozens of times at 16k, and repetitive context invites repetitive output).
-    "n1_m1_once": dict(M1, ask_each_once=True),
-    "n2_m1_preview": dict(M1, preview_task=True),
-    "n3_m1_rich": dict(M1, filler_style="rich"),
-    "n4_m1_all": dict(M1, **FIXES),
-    "n5_k4_all": N5,
-    "n6_k5_all": dict(ALL_LEAN, gold_per_1k_tokens=0.75, filler_share=0.98, distractors_per_gold=0.0, **FIXES),
-    "n7_m1_rich_once": dict(M1, filler_style="rich", ask_each_once=True),
-    "n8_m1_preview_once": dict(M1, preview_task=True, ask_each_once=True),
-    "n9_k4_rich": dict(M1, spread=1.0, filler_style="rich"),
-    "n10_m2_all": dict(M1, spread=0.25, **FIXES),
-    # Search 9: n5 loses its points outside the loops to wrong values (68 of 344 at 16k) and missed gold;
-    # fewer distractor types (twins, corrections, split facts, cross-mentions) or distractors that never state the
-    # asked attributes should lift the non-looping outputs (salvaged 46-57) without touching the loop rate.
-    # c1 was text2json_gen.CALIBRATED until search 11
-    "c1_cal_plain": C1,
-    "c2_cal_a0": dict(N5, asked_attribute_rate=0.0),
-    "c3_cal_plain_a0": dict(C1, asked_attribute_rate=0.0),
-    # 63% of n5's wrong values are copy-format errors (a unit dropped, "$279" rewritten "279 dollars" to match the
-    # other objects): one surface format per attribute within a sample.
-    "c4_cal_uniform": dict(N5, uniform_formats=True),
-    # all of search 9's changes at once (the fewest ways left to get a value wrong)
-    "c5_cal_plain_a0_uniform": dict(C1, asked_attribute_rate=0.0, uniform_formats=True),
-    # Search 10. Search 9 (120 samples, seeds 0-2): c1 46.4 at 8k, 38.8 at 16k; c3 46.2 / 38.1 -- fewer distractor
-    # types do not lift 16k. The spec's other difficulty knob, the gold's spread (m2, spread 0.25, was search 7's best
-    # at 16k), on top of c1:
-    "d1_c1_s0.25": dict(C1, spread=0.25),
-    "d2_c1_s0.5": dict(C1, spread=0.5),
-    # Search 11 (p1 = text2json_gen.CALIBRATED, tests/test_tasks_text2json_gen.py: 8k 50.1, 16k 41.6; c1 46.4 / 38.7).
-    # Search 10 concentrated the gold and the loops rose (cap hits 32-42% at 16k): the loops
-    # follow a gold-free stretch before the question. Over search 9-10's 860 outputs, samples whose last gold passage
-    # lies in the text's final sixth loop 0-18% of the time (c4: 4 of 11), the rest 20-51% (c1 at 16k: 43.9 vs 26.7;
-    # benchmarks/text2json_tail.py). Even placement (one gold passage per sixth of the text) always puts one there.
-    "p1_c1_even": dict(C1, placement="even"),
-    "p2_n5_even": dict(N5, placement="even"),
-}
+# Generator settings tried by --phase search (Text2JSONConfig knobs), by name, with the search that introduced them:
+# text2json_calibration/settings.json; what each search tried and found: text2json_calibration/README.md.
+CALIBRATION = Path(__file__).resolve().parent / "text2json_calibration"
+
+
+def load_settings(path=CALIBRATION / "settings.json") -> tuple[dict[str, dict], dict[str, int]]:
+    """(name -> Text2JSONConfig knobs, name -> search number) from the settings file, in its order."""
+    data = json.loads(Path(path).read_text())
+    return {k: v["knobs"] for k, v in data.items()}, {k: v["search"] for k, v in data.items()}
+
+
+SETTINGS, SEARCH = load_settings()
 
 
 # The ids samples_for gives a setting's samples (t{tokens}_{setting}_s{seed}_{index}), parsed back by text2json_tail.py
@@ -161,9 +62,6 @@ def samples_for(tok, tokens: int, gold_per_1k: float, n: int, seed: int, setting
 
 def search(model, tok, name, args) -> None:
     """Calibrate the generator: see the module docstring."""
-    import json
-    from pathlib import Path
-
     import pandas as pd
 
     from shadowkv_lab.results import load

@@ -10,7 +10,7 @@ import pytest
 from shadowkv_lab.tasks import get_task
 from shadowkv_lab.tasks.text2json import load_text2json, write_text2json
 from shadowkv_lab.tasks.text2json_domains import DOMAINS
-from shadowkv_lab.tasks.text2json_gen import Text2JSONConfig, generate, generate_sample
+from shadowkv_lab.tasks.text2json_gen import DIFFICULTIES, Text2JSONConfig, generate, generate_sample
 from shadowkv_lab.tasks.text2json_score import score
 from regex_tokenizer import RegexTokenizer
 from shadowkv_lab.tasks.tokens import FALLBACK_UNIT, LengthError, TokenCounter
@@ -434,16 +434,58 @@ def test_tail_script_splits_by_the_last_gold_passage():
     assert (t.loc["early", "n"], t.loc["early", "score"], t.loc["early", "loop_rate"]) == (1, 0.0, 1.0)
 
 
-@pytest.mark.parametrize("stage", ["grid8", "grid16"])
-def test_gpu_session_grid_stages_need_settings(tmp_path, stage):
-    """Unset SETTINGS used to run every setting (~14 device-minutes); the grids now refuse before touching anything."""
+def _gpu_session(tmp_path, *argv, **env):
     import os
     import subprocess
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
-    env = {k: v for k, v in os.environ.items() if k != "SETTINGS"} | {"OUT": str(tmp_path / "out")}
-    r = subprocess.run(["bash", "benchmarks/gpu_session.sh", "prep", stage], cwd=root, env=env, capture_output=True,
-                       text=True, timeout=60)
-    assert r.returncode == 2 and f"{stage}: set SETTINGS=name,name,... (or SETTINGS=all)" in r.stderr
+    env = {**os.environ, "OUT": str(tmp_path / "out"), **env}
+    return subprocess.run(["bash", "benchmarks/gpu_session.sh", *argv], cwd=root, env=env, capture_output=True, text=True,
+                          timeout=120)
+
+
+@pytest.mark.parametrize("argv", [("prep",), ("--model", "qwen2.5-coder-0.5b"), ("--model", "m", "prep", "grid8"),
+                                  ("--model", "m", "--stages", "prep")])
+def test_gpu_session_refuses_bad_arguments_before_any_stage(tmp_path, argv):
+    r = _gpu_session(tmp_path, *argv)
+    assert r.returncode == 2 and "usage: " in r.stderr and "stages: parts wheels prep" in r.stderr
     assert not (tmp_path / "out").exists()  # refused before any stage ran (nothing assembled, installed or written)
+
+
+def test_gpu_session_any_model_and_arguments_passed_through(tmp_path):
+    from shadowkv_lab.models import OFFLINE_MODELS
+
+    r = _gpu_session(tmp_path, "--model", "qwen2.5-coder-0.5b", "parts", "prep", "run", "text2json", "--",
+                     "--task", "text2json", "--n", "2", DRY="1", SHADOWKV_LAB_CACHE=str(tmp_path / "cache"))
+    assert r.returncode == 0, r.stderr
+    spec = OFFLINE_MODELS["qwen2.5-coder-0.5b"]
+    lines = [ln.strip() for ln in r.stdout.splitlines() if not ln.startswith("[gpu_session]")]
+    out = tmp_path / "out"
+    assert lines == [
+        f"cat .stage/m.* > {tmp_path / 'cache' / spec.sha256[:16] / spec.gguf_name}; sha256 {spec.sha256}",
+        "python -m shadowkv_lab model prepare qwen2.5-coder-0.5b",
+        f"python -m shadowkv_lab run --model qwen2.5-coder-0.5b --out {out}/results --task text2json --n 2",
+        f"python benchmarks/gpu_text2json.py --model qwen2.5-coder-0.5b --out {out}/results --task text2json --n 2",
+    ]
+    assert not out.exists()  # a dry run writes nothing
+    bad = _gpu_session(tmp_path, "--model", "tiny-qwen2", "parts", DRY="1")
+    assert bad.returncode == 3 and "not an offline model" in bad.stderr
+
+
+def test_calibration_settings_file():
+    """benchmarks/text2json_calibration/settings.json: every setting is a valid generator config tagged with its search;
+    the package's three difficulties are settings of it."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from gpu_text2json import SEARCH, SETTINGS
+
+    assert len(SETTINGS) == 62 and set(SEARCH.values()) == set(range(1, 12))
+    for name, knobs in SETTINGS.items():
+        Text2JSONConfig(**knobs)
+    base = Text2JSONConfig()
+    assert base == Text2JSONConfig(**SETTINGS["g1.5_f0.8"])  # spec
+    assert dataclasses.replace(base, **DIFFICULTIES["easy"]) == Text2JSONConfig(**SETTINGS["g1.0_f0.9_plain_a0.3"])
+    assert SEARCH["p1_c1_even"] == 11

@@ -1,24 +1,17 @@
 """Landmark scoring fused with dequantization (bf16 / fp16, FP8, HIGGS), both selection rules, then top-k.
 
-Rules (algorithms.md, Decode step 2), per KV head h with G query heads q_j and M candidate landmarks l_c:
+Rules (docs/algorithms.md, "Decode step", step 2), per KV head h with G query heads q_j and M candidate landmarks l_c:
   softmax_max: score_c = max_j softmax_c(q_j . l_c * scaling)   (optionally rounded to bf16 like the reference)
   mean_dot:    score_c = mean_j(q_j) . l_c                       (unscaled, no softmax: the serving rule)
 
 HIGGS landmarks (group = head_dim = D, one scale per landmark) are dequantized per tile bit for bit as the torch
 reference (SparseLayer.select) does: l = fwht(grid[code] * s) / D (times the sign diagonal if any) with the reference's
 butterfly order, then rounded to the model dtype (bf16: round-to-nearest-even in integer arithmetic, so that the
-interpreter, which truncates on .to(bf16), rounds as CUDA does), and only then dotted with the query. The former
-rotated-domain scoring (q . l = s ((H q) / D) . grid[code], bf16 rotated query and bf16 grid points, no landmark ever
-inverse-transformed) skipped that rounding and rounded elsewhere: on models with massive key/query channels
-(Qwen2.5-Coder-1.5B layer 0: |k| ~ 390, |q| ~ 40; its small channels are cancellations of large Hadamard terms) its
-logits moved enough that the top-k lost up to a quarter of the reference's tokens, and with YAKV's noisy HIGGS keys
-those swapped tokens changed the next logits by up to 12.6 (benchmarks/results/kernels_e2e.json).
+interpreter, which truncates on .to(bf16), rounds as CUDA does), and only then dotted with the query. Scoring in the
+rotated domain instead (never inverse-transforming a landmark) is cheaper but rounds elsewhere, and on models with
+massive key/query channels that changes the top-k (docs/gpu.md; the measurements are in benchmarks/README.md).
 softmax_max runs two passes (per-block max / sum-exp, then the scores). bf16 / fp8 landmarks are re-read in the second
 pass; HIGGS landmarks are dequantized once, their G fp32 logits kept for the second pass (bit-identical scores).
-The exactness has a price, measured on the H200 (benchmarks/README.md): the HIGGS pass gathers fp32 grid points per
-element and runs a log2(D)-stage butterfly per tile, 0.443 ns per 2-bit HIGGS landmark (softmax-max, stored logits;
-0.352 on 64-landmark tiles and 4 warps; 0.716 when it dequantized in both passes) against 0.147 for bf16 landmarks
-and 0.210 for the former rotated-domain pass.
 Batched: BH = batch * KV heads rows.
 """
 
@@ -37,9 +30,9 @@ from .common import e4m3_to_f32, fwht_butterfly, hadamard, interpreting, mma, ne
 FMT_NATIVE, FMT_FP8, FMT_HIGGS = 0, 1, 2
 
 # (landmarks per tile, warps) of the HIGGS scoring pass: the configuration the end-to-end token check ran with
-# (benchmarks/results/kernels_e2e.json). The H200 sweep (benchmarks/results/scoring_sweep_h200.json) found (64, 4) 20%
-# faster (0.352 vs 0.443 ns/landmark); the tile changes the softmax normalizer's summation order, so the switch waits
-# for an end-to-end run with it (check_kernels_e2e.py --higgs-tile 64,4).
+# (benchmarks/results/kernels_e2e.json). A faster tile exists (benchmarks/README.md, scoring sweep), but the tile
+# changes the softmax normalizer's summation order, so a switch needs its own end-to-end run
+# (check_kernels_e2e.py --higgs-tile 64,4).
 HIGGS_TILE = (128, 8)
 
 

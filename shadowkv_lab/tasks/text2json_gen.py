@@ -74,17 +74,13 @@ _PREVIEW = ("Read the text below. After it, you will be asked to list every {kin
             "{label1} and {label2}.")
 
 
-# The easiest measured setting (Text2JSONConfig knobs): full attention 33.2 with the 1.5B at 8k. Not a default:
-# it drops near-duplicate twins, corrections, split facts and cross-mentions, and keeps only a few distractors.
+# Named difficulties (Text2JSONConfig knobs), measured with full attention and qwen2.5-coder-1.5b on an H200; the
+# searches behind them: benchmarks/text2json_calibration/ (settings.json + README).
+# spec (the defaults): every distractor type of the spec; 24.4 at 8k (search 1, g1.5_f0.8).
+# easy: no twins, corrections, split facts or cross-mentions, few distractors; 33.2 at 8k (search 2).
 EASY = dict(gold_per_1k_tokens=1.0, filler_share=0.9, asked_attribute_rate=0.3, spelled_numbers=False,
             near_duplicate_rate=0.0, correction_rate=0.0, split_rate=0.0, distractor_rate=0.0)
-# Inside the 40-90 band at both 8k and 16k (benchmarks/gpu_text2json.py p1_c1_even, full attention, qwen2.5-coder-1.5b
-# bf16, search 11: 8k 50.1 over 160 samples, 16k 41.6 over 240, bootstrap 95% CI 46.4-53.6 and 38.6-44.6). Six gold
-# entities in filler with two entities of other kinds (some stating the asked attributes), no twins, corrections,
-# split facts or cross-mentions, the anti-loop wording and the rich filler on, and one gold passage per sixth of the
-# text (placement "even"): the 1.5B loops after a long gold-free stretch before the question, which random placement
-# leaves in a third of the samples. The same setting with random placement (search 9's c1) scores 46.4 at 8k and 38.7
-# at 16k (loop rate 12.5% / 19.6%; even: 8.8% / 14.6%).
+# calibrated: inside the 40-90 band at 8k and 16k: 50.1 (160 samples) and 41.6 (240) (search 11, p1_c1_even).
 CALIBRATED = dict(n_gold=6, filler_share=0.98, distractors_per_gold=0.0, asked_attribute_rate=0.3, extra_attributes=(0, 0),
                   aggregate_rate=0.0, spelled_numbers=False, near_duplicate_rate=0.0, correction_rate=0.0, split_rate=0.0,
                   distractor_rate=0.0, filler_style="rich", ask_each_once=True, preview_task=True, placement="even")
@@ -100,17 +96,9 @@ def _cap(s: str) -> str:
 
 @dataclass
 class Text2JSONConfig:
-    """Knobs of the generator. Defaults: the hardest setting that keeps every distractor type of tasks.md and scored
-    best with full attention in the H200 search (qwen2.5-coder-1.5b, 8k, 20 samples: 24.4; the old defaults, 2.5 gold
-    per 1k, filler 0.6, number words, scored 4.2; benchmarks/results/text2json_calibration_h200.json). EASY below, with
-    no twins or corrections and few distractors, scored 33.2; the best measured setting (benchmarks/gpu_text2json.py
-    e9: every distractor type, filler 0.95, at most one other attribute per entity) 38.9. Later searches reached the
-    40-90 band at 8k (best 58.0: 6 gold, filler 0.98, no distractor floor, no other attributes) but not at 16k
-    (17-40), where a quarter to nearly half of the 1.5B's outputs loop to the 1024-token cap whatever the knobs
-    (benchmarks/README.md, "Text2JSON difficulty calibration"), so the defaults keep the spec's many entities.
-    Search 8 (anti-loop prompt wording, a rich filler) did not lower the loop rate. Search 9's best scores 46.4 at 8k
-    and 38.7 at 16k; search 10 found what drives the loops, a gold-free stretch before the question, and search 11
-    spread the gold evenly (placement below): CALIBRATED scores 50.1 at 8k and 41.6 at 16k (160 and 240 samples).
+    """Knobs of the generator (docs/tasks.md, "Text2JSON"). The defaults are the `spec` difficulty: the hardest
+    setting that keeps every distractor type of the task's description; DIFFICULTIES names the other two, and
+    benchmarks/text2json_calibration/ records how all three were measured.
 
     tokens: target prompt length (whole user message) in the tokenizer's tokens (or the fallback unit).
     n_gold: gold entities (objects in the answer); None -> gold_per_1k_tokens * tokens / 1000,
