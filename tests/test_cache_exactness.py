@@ -1,4 +1,4 @@
-"""Exactness invariants of the offloading cache against Hugging Face full attention (issue 3, requirement 4-5)."""
+"""Exactness invariants of the offloading cache against Hugging Face full attention (docs/algorithms.md: exact prefill, positions stay absolute)."""
 
 import pytest
 import torch

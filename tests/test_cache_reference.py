@@ -1,4 +1,4 @@
-"""One ShadowKV decode step against an independent, loop-based restatement of algorithms.md."""
+"""One ShadowKV decode step against an independent, loop-based restatement of docs/algorithms.md."""
 
 import math
 

@@ -77,7 +77,7 @@ def test_higgs_small_group_error_at_most_grid_mse():
 
 
 def _reference_higgs(x, p, n, g):
-    """Straight transcription of algorithms.md with an explicit Hadamard matrix, float64 argmin."""
+    """Straight transcription of docs/algorithms.md ("HIGGS") with an explicit Hadamard matrix, float64 argmin."""
     N, C = x.shape
     G = math.ceil(C / g)
     xg = torch.nn.functional.pad(x.double(), (0, G * g - C)).view(N, G, g)

@@ -61,7 +61,7 @@ def test_four_domains_and_structure(samples):
 
 
 def test_tens_of_entities_at_8k():
-    """tasks.md: tens to hundreds of entities per sample (the default density at 8k tokens)."""
+    """docs/tasks.md: tens to hundreds of entities per sample (the default density at 8k tokens)."""
     for s in generate(2, tokens=8192, seed=4):
         assert len(s.meta["entities"]) >= 20 and len(s.meta["entities"]) >= 2 * len(s.gold)
 

@@ -1,4 +1,4 @@
-"""Text2JSON scorer: every reference rule of tasks.md, the robustness additions, and a property test."""
+"""Text2JSON scorer: every reference rule of docs/tasks.md, the robustness additions, and a property test."""
 
 import json
 import math

@@ -15,7 +15,7 @@ def memory_table(df: pd.DataFrame, by=("model", "method")) -> pd.DataFrame:
     """GPU (device) and offloaded bytes per prompt token per layer, per model x method (median over samples;
     the per-token values barely depend on the prompt except for resident local/outlier tokens).
 
-    device_pct_full: device bytes against full attention's bf16 K+V of the same model (paper.md's table).
+    device_pct_full: device bytes against full attention's bf16 K+V of the same model (docs/paper.md's memory table).
     """
     by = _present(df, by)
     cols = {"device_B_per_token_layer": "mem_device_bytes_per_token_layer",

@@ -9,7 +9,7 @@ import pandas as pd
 
 KEYS = ("model", "task", "method")
 
-# Tasks where offloading is known to be near-lossless (paper.md claim 1: the "easy" contrast). Everything
+# Tasks where offloading is known to be near-lossless (docs/paper.md, claim 1: the "easy" contrast). Everything
 # else (text2json, multineedle, longproc, ...) counts as context-intensive.
 EASY_TASK_PREFIXES = ("ruler", "niah", "longbench", "vt", "fwe")
 

@@ -37,7 +37,7 @@ class OffloadConfig:
     """A KV-cache offloading method in the family of ShadowKV (arXiv 2410.21465) and YAKV (arXiv 2604.08426).
 
     kind="full" is exact attention with nothing compressed; kind="offload" is the sparse method of
-    algorithms.md: exact prefill, then per decode step each KV head attends to outliers + local window +
+    docs/algorithms.md: exact prefill, then per decode step each KV head attends to outliers + local window +
     the `sparse_budget` tokens chosen by landmarks (or by the exact-attention oracle) + generated tokens.
     """
 
@@ -102,7 +102,7 @@ class OffloadConfig:
 
     # ------------------------------------------------------------------ helpers
     def budget_tokens(self, prompt_len: int) -> int:
-        """Sparse budget in tokens for a prompt of `prompt_len`, rounded down to whole chunks (algorithms.md)."""
+        """Sparse budget in tokens for a prompt of `prompt_len`, rounded down to whole chunks (docs/algorithms.md, "Prefill" step 6)."""
         c = self.chunk_size
         if isinstance(self.sparse_budget, float):
             return int(self.sparse_budget * prompt_len) // c * c

@@ -79,7 +79,7 @@ class ExactLayer:
 
 
 class SparseLayer:
-    """ShadowKV-family layer (algorithms.md): landmarks + low-rank or stored keys on the device side, values (and
+    """ShadowKV-family layer (docs/algorithms.md): landmarks + low-rank or stored keys on the device side, values (and
     stored keys) offloaded; each decode step selects B tokens per KV head and attends exactly over them plus the
     outliers, the local window and the generated tokens."""
 

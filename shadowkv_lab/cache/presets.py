@@ -158,7 +158,7 @@ SCALED_RANK_SHARE = 160 / 1024
 
 
 def matched_rank(n_kv_heads: int, head_dim: int, ratio: float = SCALED_RANK_SHARE) -> int:
-    """Rank giving the same share of H*d as ShadowKV's 160 of Llama-3-8B's 1024 (algorithms.md)."""
+    """Rank giving the same share of H*d as ShadowKV's 160 of Llama-3-8B's 1024 (docs/methods.md)."""
     return max(1, round(ratio * n_kv_heads * head_dim))
 
 

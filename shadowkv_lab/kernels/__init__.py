@@ -1,6 +1,6 @@
-"""Triton kernels of the offloaded decode step (issue 8), each with a torch reference beside it.
+"""Triton kernels of the offloaded decode step (docs/gpu.md), each with a torch reference beside it.
 
-    scoring.py    landmark scores fused with dequantization (bf16/fp16, FP8, HIGGS in the rotated domain), both
+    scoring.py    landmark scores fused with dequantization (bf16/fp16, FP8, HIGGS dequantized as the reference does), both
                   selection rules; top-k -> token positions
     fetch.py      zero-copy gather of selected rows from pinned host memory with fp8 decoding and RoPE, HIGGS
                   token-row dequantization (in-register Walsh-Hadamard), low-rank key rebuild U[pos] @ SV + RoPE,

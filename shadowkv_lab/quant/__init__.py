@@ -5,7 +5,7 @@
     x_hat = q.dequantize(qt)      # (N, C) float32
     q.bits_per_element(C)         # exact, incl. scales
 
-See FORMAT_HELP for the spec grammar and algorithms.md ("Quantizers") for the definitions.
+See FORMAT_HELP for the spec grammar and docs/algorithms.md ("Quantizers") for the definitions.
 """
 from .base import QuantizedTensor, Quantizer
 from .formats import FORMAT_HELP, FormatSpec, make_quantizer, parse_format

@@ -36,7 +36,7 @@ def random_signs(g: int, seed: int, device=None) -> torch.Tensor:
 
 @dataclass(repr=False)
 class HiggsQuantizer(Quantizer):
-    """HIGGS with the EDEN{p}-{n} grid and Hadamard group `group` (algorithms.md, "HIGGS").
+    """HIGGS with the EDEN{p}-{n} grid and Hadamard group `group` (docs/algorithms.md, "HIGGS").
 
     quantize: x (N, C) -> codes (N, G * ceil(g/p)) in index_dtype(n), scales (N, G) in scale_dtype,
     with g = group, G = ceil(C / g). Bits per element = (G ceil(g/p) log2(n) + G scale_bits) / C,

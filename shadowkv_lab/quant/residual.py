@@ -11,7 +11,7 @@ from .base import QuantizedTensor, Quantizer
 
 @dataclass(repr=False)
 class ResidualQuantizer(Quantizer):
-    """algorithms.md, "Residual landmark quantization".
+    """docs/algorithms.md, "Residual landmarks".
 
     Rows of x (M, C) are landmarks in order. Pad M to a multiple of m by repeating the last row;
     meta_j = mean of rows [j m, (j+1) m), quantize-dequantized with `main`; residual

@@ -6,7 +6,7 @@
     task.score(model_output, samples[0].gold)                       # {"score": ..., "score_lenient": ...}
 
 Registered names: text2json, multineedle, longproc_html_to_tsv, ruler_niah_single, ruler_niah_multikey,
-ruler_niah_multivalue, ruler_niah_multiquery, ruler_vt, ruler_fwe. See tasks.md for the rules.
+ruler_niah_multivalue, ruler_niah_multiquery, ruler_vt, ruler_fwe. See docs/tasks.md for the data and the rules.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Text2JSON scorer: the reference rules, made robust, plus a lenient variant.
 
-Reference semantics (tasks.md), implemented exactly:
+Reference semantics (docs/tasks.md, "Text2JSON"), implemented exactly:
 1. U+2019 (curly apostrophe) is folded to ' in names and values.
 2. A gold sample with duplicate names is invalid: its score is NaN and `aggregate` leaves it out.
 3. The prediction must contain exactly one '[' and one ']', '[' first; the span between them
