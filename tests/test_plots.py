@@ -27,12 +27,18 @@ def _figures(df, rec, tmp_path):
     (tmp_path / "bench" / "r.json").write_text(json.dumps([{"method": m, "context": c, "batch": 1, "tokens_per_s": 1000 / c ** 0.5}
                                                            for m in ("full", "yakv") for c in (4096, 16384, 65536)]))
     bench = A.load_benchmarks(tmp_path / "bench")
-    lm = df[df.method.str.startswith("lm_")]
+    exact_kv = (df.kind != "full") & (df["rank"] < 0) & (df.key_format == "native") & (df.value_format == "native")
+    lm = df[exact_kv & (df.chunk_size == 1)]  # the landmark-precision sweep, selected by config, not by name
+    chunks = df[exact_kv & (df.landmark_format == "bf16")]
+    skv_budget = df[df.method == "shadowkv"].sparse_budget.iloc[0]
+    keys = df[(df.kind != "full") & (df.chunk_size == 8) & (A.config_field(df, "selection") == "landmarks")
+              & (df.sparse_budget == skv_budget) & (df.method != "shadowkv")]  # rank and key-format variants
+    assert lm.method.nunique() >= 5 and chunks.method.nunique() >= 4 and keys.method.nunique() >= 3
     return {
         "accuracy_by_task": plots.accuracy_by_task(df, methods=["full", "shadowkv", "yakv"]),
-        "key_compression": plots.key_compression(df[df.method.str.startswith("keys_") | df.method.isin(["full", "shadowkv_fullkeys"])]),
+        "key_compression": plots.key_compression(pd.concat([keys, df[df.method == "full"]])),
         "landmark_precision": plots.landmark_precision(pd.concat([lm, df[df.method == "full"]])),
-        "chunk_size": plots.chunk_size(df[df.method.str.startswith("chunk") | df.method.isin(["full", "lm_bf16_c1"])]),
+        "chunk_size": plots.chunk_size(pd.concat([chunks, df[df.method == "full"]])),
         "residual_landmarks": plots.residual_landmarks(pd.concat([lm, df[df.method == "full"]])),
         "budget_sweep": plots.budget_sweep(df),
         "accuracy_vs_memory": plots.accuracy_vs_memory(df),
@@ -184,6 +190,10 @@ def test_accuracy_vs_memory_names_main_methods_and_greys_ablations(demo):
     grey = [c for c in ax.collections if c.get_label() == "ablations / diagnostics"]
     assert grey and len(grey[0].get_offsets()) > 5
     assert ax.get_legend() is None or len(ax.get_legend().texts) <= 3
+    fig.canvas.draw()
+    boxes = [t.get_window_extent() for t in ax.texts]
+    overlaps = [(a, b) for i, a in enumerate(ax.texts) for j, b in enumerate(ax.texts) if i < j and boxes[i].overlaps(boxes[j])]
+    assert not overlaps, [(a.get_text(), b.get_text()) for a, b in overlaps]  # direct labels do not collide
     matplotlib.pyplot.close(fig)
 
 

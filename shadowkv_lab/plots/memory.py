@@ -9,7 +9,7 @@ import pandas as pd
 
 from .. import analysis as A
 from . import labels as L
-from .style import empty, figure, interval_note, legend, model_title, panels, plain_log_ticks, yerr
+from .style import empty, figure, interval_note, label_points, legend, model_title, panels, plain_log_ticks, yerr
 
 MEM_LABEL = "GPU bytes / token / layer"
 ABLATION_GREY = "#BBBBBB"
@@ -42,8 +42,6 @@ def accuracy_vs_memory(df: pd.DataFrame, metric: str = "score", per_task: bool =
             ax.errorbar(r["device_B_per_token_layer"], r["mean"], yerr=yerr([r["mean"]], [r["ci95"]]), marker="o", ms=4.5,
                         color=c, ecolor=matplotlib.colors.to_rgba(c, 0.4), capsize=1.5, elinewidth=0.7, zorder=3,
                         mec="black" if on else c, mew=0.6)
-            ax.annotate(names.get(r["method"], r["method"]), (r["device_B_per_token_layer"], r["mean"]), textcoords="offset points",
-                        xytext=(3, 3), fontsize=6, color=c, zorder=4)
         f = mg[front].sort_values("device_B_per_token_layer")
         ax.step(f["device_B_per_token_layer"], f["mean"], where="post", color="black", lw=0.7, alpha=0.6, zorder=2,
                 label="Pareto frontier (study's methods)")
@@ -52,8 +50,10 @@ def accuracy_vs_memory(df: pd.DataFrame, metric: str = "score", per_task: bool =
         plain_log_ticks(ax.xaxis)
         ax.set_xlabel(MEM_LABEL + " (log)")
         ax.set_title(L.task_label(t))
+        ax.set_ylim(-2, 105)
+        label_points(ax, list(mg["device_B_per_token_layer"]), list(mg["mean"]), [names.get(m, m) for m in mg["method"]],
+                     [colors.get(m) for m in mg["method"]])
     axes[0].set_ylabel(f"{metric} (0-100)\n{interval_note(s['n'])}")
-    axes[0].set_ylim(-2, 105)
     legend(axes[-1], ncol=2)
     fig.suptitle(title or f"Accuracy vs GPU memory ({model_title(df)})")
     return fig

@@ -14,6 +14,7 @@ from pathlib import Path
 import matplotlib
 import matplotlib.pyplot as plt
 import matplotlib.ticker
+import matplotlib.transforms
 import numpy as np
 
 from ..analysis.stats import MIN_N_CI
@@ -62,11 +63,11 @@ def yerr(mean, ci, lo: float = 0.0, hi: float = 100.0):
 
 
 def interval_note(n) -> str:
-    """Axis-label suffix saying what the bars are: '95% CI' or 'dots: samples, no CI (n < 5)'."""
+    """Axis-label suffix saying what the bars are: 'mean ± 95% CI', or 'mean, no CI (n < 5)'."""
     n = np.asarray(n, float)
     if len(n) and np.nanmin(n) >= MIN_N_CI:
         return "mean ± 95% CI"
-    return f"mean; dots: samples (no CI, n < {MIN_N_CI})"
+    return f"mean, no CI (n < {MIN_N_CI})"
 
 
 def legend(ax, max_right: int = 6, ncol: int = 2):
@@ -77,14 +78,44 @@ def legend(ax, max_right: int = 6, ncol: int = 2):
         return
     if len(uniq) <= max_right and ax.figure.get_figwidth() > COLUMN + 0.1:
         ax.legend(uniq.values(), uniq.keys(), loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    else:
-        ax.figure.legend(uniq.values(), uniq.keys(), loc="outside lower center", ncol=ncol)
+    else:  # below the figure; one column wide: as many columns as the longest labels allow
+        longest = max(map(len, uniq))
+        fit = max(1, int(ax.figure.get_figwidth() * 72 / (7 * 0.55 * longest + 24)))
+        ax.figure.legend(uniq.values(), uniq.keys(), loc="outside lower center", ncol=max(1, min(ncol, fit, len(uniq))))
 
 
 def plain_log_ticks(axis):
     """Log axis with plain numbers (64, 128, 1024) instead of 2x10^2."""
     axis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
     axis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+
+
+def label_points(ax, xs, ys, texts, colors, logx: bool = True, min_gap_pt: float = 9.0, fontsize: float = 6):
+    """Write each text beside its point, moved down while it would overlap a label already placed (greedy, from the
+    top); labels of points in the right third go to the left of their point. Label heights are in data units, so a
+    later change of the layout moves labels with their points."""
+    fig = ax.figure
+    fig.draw_without_rendering()  # the constrained layout's final axes size
+    bbox = ax.get_window_extent()
+    w_pt, h_pt = bbox.width * 72 / fig.dpi, bbox.height * 72 / fig.dpi
+    y0, y1 = ax.get_ylim()
+    gap = min_gap_pt * (y1 - y0) / h_pt  # in data units
+    x0, x1 = ax.get_xlim()
+    scale = (lambda v: np.log10(v)) if logx else (lambda v: v)
+    span = scale(x1) - scale(x0)
+    placed = []  # (left, right) in axes fraction, label y in data units
+    for i in sorted(range(len(xs)), key=lambda i: -ys[i]):
+        fx = (scale(xs[i]) - scale(x0)) / span
+        right = fx > 0.67
+        w = (len(str(texts[i])) * fontsize * 0.55 + 4) / w_pt
+        lo, hi = (fx - w, fx) if right else (fx, fx + w)
+        y = ys[i] + 0.25 * gap
+        while any(lo < phi and plo < hi and abs(y - py) < gap for plo, phi, py in placed):
+            y -= gap
+        placed.append((lo, hi, y))
+        shift = matplotlib.transforms.offset_copy(ax.transData, fig=fig, x=-4 if right else 4, y=0, units="points")
+        ax.text(xs[i], y, texts[i], transform=shift, ha="right" if right else "left", va="bottom", fontsize=fontsize,
+                color=colors[i], zorder=4)
 
 
 def model_title(df) -> str:
@@ -129,7 +160,7 @@ def make_stamp(profile: str = "custom", model: str = "", n: int | None = None, c
 def _add_footer(fig, text: str):
     """The stamp as a small line under everything (the constrained layout leaves room for it)."""
     h = fig.get_figheight()
-    strip = (FOOTER_PT + 4) / 72 / h
+    strip = (FOOTER_PT + 9) / 72 / h
     engine = fig.get_layout_engine()
     if hasattr(engine, "set"):
         engine.set(rect=(0, strip, 1, 1 - strip))

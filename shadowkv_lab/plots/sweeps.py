@@ -12,7 +12,7 @@ from .. import analysis as A
 from ..cache.config import OffloadConfig
 from ..cache.presets import PRESETS
 from . import labels as L
-from .style import empty, figure, interval_note, legend, model_title, panels, plain_log_ticks, yerr
+from .style import empty, figure, interval_note, label_points, legend, model_title, panels, plain_log_ticks, yerr
 
 SCORE_LABEL = "score (0-100)"
 
@@ -159,17 +159,16 @@ def residual_landmarks(df: pd.DataFrame, methods=None, metric: str = "score", ti
     for t, g in s.groupby("task", sort=False):
         plain, resid = g[~g["residual"]].sort_values("landmark_bits"), g[g["residual"]]
         ax.errorbar(plain["landmark_bits"], plain["mean"], yerr=yerr(plain["mean"], plain["ci95"]), marker="o", capsize=2, color=colors[t],
-                    label=f"{L.task_label(t)}: plain HIGGS")
-        ax.errorbar(resid["landmark_bits"], resid["mean"], yerr=yerr(resid["mean"], resid["ci95"]), marker="*", ms=9, ls="none", capsize=2,
-                    color=colors[t], mec="black", mew=0.5, label=f"{L.task_label(t)}: residual")
-        for _, r in plain.iterrows():
-            ax.annotate(L.format_name(r["landmark_format"]), (r["landmark_bits"], r["mean"]), textcoords="offset points",
-                        xytext=(2, 4), fontsize=6, color=colors[t])
-        for _, r in resid.iterrows():
+                    label=f"{L.task_label(t)}: plain landmarks")
+        for _, r in resid.iterrows():  # the saving goes into the legend entry: no text over the points
             sv = residual_saving(plain, r["landmark_bits"])
-            if sv is not None:
-                ax.annotate(f"{sv[0]:.0f}% fewer landmark bits\nthan HIGGS 2-bit ({r['landmark_bits']:.3g} vs {sv[1]:.3g})",
-                            (r["landmark_bits"], r["mean"]), textcoords="offset points", xytext=(4, -18), fontsize=6, color=colors[t])
+            note = f" ({r['landmark_bits']:.3g} b/dim: {sv[0]:.0f}% fewer than\nHIGGS 2-bit's {sv[1]:.3g})" if sv is not None else ""
+            ax.errorbar([r["landmark_bits"]], [r["mean"]], yerr=yerr([r["mean"]], [r["ci95"]]), marker="*", ms=9, ls="none", capsize=2,
+                        color=colors[t], mec="black", mew=0.5, label=f"{L.task_label(t)}: {L.format_name(r['landmark_format'])}{note}")
+        ax.set_xscale("log", base=2)
+        ax.set_ylim(-2, 105)
+        label_points(ax, list(plain["landmark_bits"]), list(plain["mean"]), [L.format_name(f) for f in plain["landmark_format"]],
+                     [colors[t]] * len(plain))
         if s_full is not None:
             _full_line(ax, s_full, t, colors[t])
     ax.set_xscale("log", base=2)
