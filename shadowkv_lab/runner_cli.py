@@ -36,10 +36,8 @@ def check_tasks(names: list[str]) -> list[str]:
     """Fail before loading a model: every task name must resolve."""
     if not names:
         raise ValueError("no task given (--task T[,T2])")
-    try:
-        from .tasks import get_task
-    except ImportError as e:
-        raise ValueError(f"the tasks package is not available ({e})") from None
+    from .tasks import get_task
+
     for t in names:
         try:
             get_task(t)

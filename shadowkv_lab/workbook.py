@@ -217,13 +217,10 @@ def show(fig, name: str, figures_dir="figures", stamp=None):
 
 
 def md(text: str) -> None:
-    """Markdown output from a code cell (falls back to print outside Jupyter)."""
-    try:
-        from IPython.display import Markdown, display
+    """Markdown output from a code cell (IPython ships with the project's Jupyter kernel)."""
+    from IPython.display import Markdown, display
 
-        display(Markdown(text))
-    except ImportError:
-        print(text)
+    display(Markdown(text))
 
 
 # ------------------------------------------------------------------------------------------ demo data

@@ -58,10 +58,8 @@ def sample_to_row(sample: Sample) -> dict:
 
 
 def _load_hub(hub_id: str, split: str, revision: str | None) -> list[dict]:
-    try:
-        import datasets
-    except ImportError as e:  # pragma: no cover - datasets is a project dependency
-        raise RuntimeError("loading from the hub needs the `datasets` package") from e
+    import datasets
+
     try:
         ds = datasets.load_dataset(hub_id, split=split, revision=revision)
     except Exception as e:  # noqa: BLE001 - offline machines fail in many ways (connection, cache miss)
