@@ -93,6 +93,7 @@ def test_every_figure_saves_pdf_type42_and_png(demo, tmp_path):
     figs = _figures(df, rec, tmp_path)
     for name, fig in figs.items():
         assert isinstance(fig, matplotlib.figure.Figure), name
+        assert fig.get_figwidth() in (plots.COLUMN, plots.PAGE), f"{name}: {fig.get_figwidth()} in wide, not a paper width"
         pdf, png = plots.save(fig, name, tmp_path / "figs")
         assert pdf.suffix == ".pdf" and png.suffix == ".png"
         data = pdf.read_bytes()
@@ -197,5 +198,7 @@ def test_accuracy_vs_memory_names_main_methods_and_greys_ablations(demo):
     matplotlib.pyplot.close(fig)
 
 
-def test_rcparams_embed_type42():
+def test_rcparams_embed_type42_at_paper_text_size():
     assert matplotlib.rcParams["pdf.fonttype"] == 42 and matplotlib.rcParams["ps.fonttype"] == 42
+    assert 8 <= matplotlib.rcParams["font.size"] <= 9 and 8 <= matplotlib.rcParams["axes.labelsize"] <= 9
+    assert matplotlib.rcParams["savefig.bbox"] is None  # no tight cropping: the saved width is the paper width
