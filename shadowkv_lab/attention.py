@@ -79,11 +79,20 @@ def layer_contexts(model) -> list[LayerContext]:
     on_cuda = device.type == "cuda"
     ctxs = [
         LayerContext(rope=rope, scaling=float(m.scaling), n_q_heads=n_q, compute_device=device,
-                     offload_device=torch.device("cpu"), pin=on_cuda)
+                     offload_device=torch.device("cpu"), pin=on_cuda, k_bias=_k_bias(m))
         for m in attention_modules(model)
     ]
     model._skv_contexts = ctxs
     return ctxs
+
+
+def _k_bias(module) -> torch.Tensor | None:
+    """The k_proj bias as the pre-RoPE keys see it, (H*d,), or None: absent, or followed by a k_norm (Qwen3), after
+    which it is no constant offset of the keys."""
+    bias = getattr(module.k_proj, "bias", None)
+    if bias is None or getattr(module, "k_norm", None) is not None:
+        return None
+    return bias.detach()
 
 
 def _project(self, hidden_states: torch.Tensor):
@@ -114,6 +123,8 @@ def _forward(self, hidden_states, position_embeddings=None, attention_mask=None,
         # Exact causal attention over the prompt; every method's prefill output is exact.
         out = F.scaled_dot_product_attention(q, k_post, v, is_causal=True, scale=self.scaling, enable_gqa=True)
         session.capture(self.layer_idx, k_pre, k_post, v)
+        if hasattr(session, "capture_queries"):  # diagnostics (key_diagnostics.py) also need the prompt's queries
+            session.capture_queries(self.layer_idx, q)
     else:
         if T != 1:
             raise ValueError(f"decode steps take one token per sequence, got {T}")

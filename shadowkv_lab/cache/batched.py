@@ -142,6 +142,12 @@ class _StackedRows:
         s0 = stores[0]
         self.H, self.d, self.dtype, self.home, self.dev = s0.H, s0.d, s0.dtype, s0.home, s0.compute_device
         self.quantizer, self.token_major = s0.quantizer, s0.token_major
+        self.store0 = s0  # restores dequantized rows (model dtype, key offset) as every store of the group does
+        # Key offsets, one per row: (B, 1, H*d) token-major, (B, H, 1, d) head-major; None without an offset.
+        self.mu = None
+        if s0.offset is not None:
+            mu = torch.stack([s.offset.mu for s in stores])  # (B, H, d)
+            self.mu = mu.view(len(stores), 1, -1) if self.token_major else mu.unsqueeze(2)
         if self.quantizer is None:
             self.data, _ = _adopt(stores, "data")  # (B, H, Pmax, d) at home
             self.zc = zero_copy(self.data, self.dev)
@@ -175,13 +181,14 @@ class _StackedRows:
         offs, P = self.offs, self.P
         if self.token_major:  # whole token rows; each head keeps its slice (no unique(): it would sync the GPU)
             flat = (pos + offs.view(B, 1, 1)).reshape(-1)
-            deq = self.quantizer.dequantize(take_qrows(self.data, flat, self.dev)).view(B, H, K, self.H, self.d)
+            qr = take_qrows(self.data, flat, self.dev)
+            deq = self.store0.restore(self.quantizer.dequantize(qr).view(B, H * K, -1), qr, self.mu)
             heads = torch.arange(H, device=self.dev).view(1, H, 1, 1, 1).expand(B, H, K, 1, self.d)
-            return torch.gather(deq, 3, heads).squeeze(3).to(self.dtype)
+            return torch.gather(deq.view(B, H, K, self.H, self.d), 3, heads).squeeze(3)
         head_off = torch.arange(H, device=idx_dev).view(1, H, 1) * P.view(B, 1, 1)
         flat = (pos + head_off + offs.view(B, 1, 1)).reshape(-1)
-        deq = self.quantizer.dequantize(take_qrows(self.data, flat, self.dev))
-        return deq.view(B, H, K, self.d).to(self.dtype)
+        qr = take_qrows(self.data, flat, self.dev)
+        return self.store0.restore(self.quantizer.dequantize(qr).view(B, H, K, self.d), qr, self.mu)
 
 
 # ---------------------------------------------------------------------------------------------- layer groups

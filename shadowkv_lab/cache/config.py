@@ -57,6 +57,12 @@ class OffloadConfig:
     landmark_group: int | None = None  # None: head_dim (one Hadamard group per head)
     key_format: str = NATIVE  # storage of exact pre-RoPE keys (rank = -1)
     key_group: int | None = None  # None: all KV channels of a token (H*d) when a power of two
+    # Offset removed from pre-RoPE keys before quantizing and added back before RoPE (cache/key_offset.py):
+    # "none" (the paper), "mean", "bias" (the k_proj bias) or "selective" (the mean, only where it shrinks the row).
+    key_offset: str = "none"
+    # "mean": remove each landmark's share of the RoPE'd per-channel key mean before quantizing the landmark and
+    # add it back when scoring (the landmark counterpart of key_offset="mean"); "none": the paper's landmarks.
+    landmark_offset: str = "none"
     value_format: str = NATIVE
     value_group: int | None = None
     keys_on_device: bool = False  # rank = -1: keep the (possibly quantized) keys on the GPU instead of offloading
@@ -95,6 +101,15 @@ class OffloadConfig:
             _check_format(f, getattr(self, f))
         for f in ("landmark_group", "key_group", "value_group"):
             _check_group(f, getattr(self, f))
+        from .key_offset import KEY_OFFSETS, LANDMARK_OFFSETS
+
+        for what, allowed in (("key", KEY_OFFSETS), ("landmark", LANDMARK_OFFSETS)):
+            rule, fmt = getattr(self, f"{what}_offset"), getattr(self, f"{what}_format")
+            if rule not in allowed:
+                raise ValueError(f"OffloadConfig.{what}_offset={rule!r}: allowed {allowed}")
+            if rule != "none" and fmt == NATIVE:  # stored exactly: nothing to centre
+                raise ValueError(f"OffloadConfig.{what}_offset={rule!r} needs quantized {what}s (a {what}_format "
+                                 f"other than {NATIVE!r})")
         if self.key_format != NATIVE and self.rank != -1:
             raise ValueError(
                 f"OffloadConfig.key_format={self.key_format!r} needs rank=-1 (stored exact keys); got rank={self.rank}"
@@ -120,6 +135,9 @@ class OffloadConfig:
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d.pop("description")
+        for f in ("key_offset", "landmark_offset"):  # configs from before these fields keep their hash and rows
+            if d[f] == "none":
+                d.pop(f)
         return d
 
     @classmethod

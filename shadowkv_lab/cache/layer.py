@@ -12,6 +12,7 @@ from typing import Callable
 import torch
 
 from .config import NATIVE, OffloadConfig
+from .key_offset import fit_offset, landmark_offsets
 from .stores import GrowBuffer, RowStore
 
 RopeFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (x (H, k, d), positions (H, k)) -> rotated x
@@ -27,6 +28,7 @@ class LayerContext:
     compute_device: torch.device
     offload_device: torch.device  # host memory on CUDA; the same CPU otherwise
     pin: bool
+    k_bias: torch.Tensor | None = None  # (H*d,) the k_proj bias (the "bias" key offset); None: the model has none
 
 
 def _copy(x: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -120,7 +122,7 @@ class SparseLayer:
         self.out_v = torch.gather(v, 1, out_pos.unsqueeze(-1).expand(-1, -1, d)).to(dev)
 
         cand_landmarks = torch.gather(landmarks, 1, self.cand_ids.to(landmarks.device).unsqueeze(-1).expand(-1, -1, d))
-        self._init_landmarks(cand_landmarks)
+        self._init_landmarks(cand_landmarks, k_pre)
         self._init_keys(k_pre, svd_memo)
         home = ctx.offload_device if config.offload else dev
         pin = ctx.pin and config.offload
@@ -138,22 +140,35 @@ class SparseLayer:
         """(H, n) chunk ids -> (H, n*c) token positions."""
         return chunk_positions(chunk_ids, self.c)
 
-    def _init_landmarks(self, lm: torch.Tensor) -> None:
+    def _init_landmarks(self, lm: torch.Tensor, k_pre: torch.Tensor) -> None:
+        """lm: (H, M, d) candidate landmarks; k_pre: (H, L, d) pre-RoPE prompt keys (for the landmark offset)."""
         fmt = self.cfg.landmark_format
         self.landmark_dtype = lm.dtype
+        self.landmark_mu = None
         if fmt == NATIVE:
             self.landmark_q, self.landmarks = None, lm.to(self.ctx.compute_device)
             return
         from shadowkv_lab.quant import make_quantizer
 
         self.landmark_q = make_quantizer(fmt, group=self.cfg.landmark_group or self.d)
+        if self.cfg.landmark_offset != "none":
+            self.landmark_mu = fit_offset(k_pre, self.cfg.landmark_offset).to(self.ctx.compute_device)  # (H, d)
+            lm = lm.float() - self._landmark_offsets().to(lm.device)
         # One quantized tensor per head: residual quantization groups consecutive landmarks of one head.
         self.landmarks = [self.landmark_q.quantize(lm[h]).to(self.ctx.compute_device) for h in range(self.H)]
 
+    def _landmark_offsets(self) -> torch.Tensor:
+        """(H, M, d) fp32: each candidate landmark's share of the RoPE'd key mean (recomputed, never stored)."""
+        return landmark_offsets(self.landmark_mu, self.cand_ids, self.c, self.ctx.rope)
+
     def _landmarks(self) -> torch.Tensor:
+        """(H, M, d) landmarks as the scoring sees them, in the model dtype (dequantized, offset added back)."""
         if self.landmark_q is None:
             return self.landmarks
-        return torch.stack([self.landmark_q.dequantize(t) for t in self.landmarks]).to(self.landmark_dtype)
+        deq = torch.stack([self.landmark_q.dequantize(t) for t in self.landmarks])
+        if self.landmark_mu is not None:
+            deq = deq + self._landmark_offsets()
+        return deq.to(self.landmark_dtype)
 
     def _init_keys(self, k_pre: torch.Tensor, svd_memo: tuple[dict, int] | None = None) -> None:
         cfg, dev = self.cfg, self.ctx.compute_device
@@ -174,7 +189,8 @@ class SparseLayer:
             self.rank, self.U, self.SV = -1, None, None
             on_dev = cfg.keys_on_device or not cfg.offload
             home = dev if on_dev else self.ctx.offload_device
-            self.keys = RowStore(k_pre[:, : self.prefix], cfg.key_format, cfg.key_group, home, dev, self.ctx.pin and not on_dev)
+            self.keys = RowStore(k_pre[:, : self.prefix], cfg.key_format, cfg.key_group, home, dev, self.ctx.pin and not on_dev,
+                                 offset=cfg.key_offset, bias=self.ctx.k_bias)
 
     # ------------------------------------------------------------------ decode
     def select(self, q: torch.Tensor) -> torch.Tensor:
@@ -245,12 +261,18 @@ class SparseLayer:
             rows.append(("landmarks", "device", self.landmarks.nbytes, self.landmarks.nbytes))
         else:
             rows.append(("landmarks", "device", sum(t.nbytes_storage for t in self.landmarks), sum(t.nbytes_packed for t in self.landmarks)))
+        if self.landmark_mu is not None:
+            n = self.landmark_mu.nbytes
+            rows.append(("landmark_offset", "device", n, n))
         if self.rank > 0:
             rows.append(("lowrank_U", "device", self.U.nbytes, self.U.nbytes))
             rows.append(("lowrank_SV", "device", self.SV.nbytes, self.SV.nbytes))
         else:
             role = "device" if (self.cfg.keys_on_device or not self.cfg.offload) else "offloaded"
             rows.append(("keys", role, self.keys.storage_bytes, self.keys.packed_bytes))
+            if self.keys.offset is not None:
+                n = self.keys.offset.nbytes
+                rows.append(("key_offset", "device", n, n))
         vrole = "offloaded" if self.cfg.offload else "device"
         rows.append(("values", vrole, self.values.storage_bytes, self.values.packed_bytes))
         loc = self.local_k.nbytes + self.local_v.nbytes

@@ -83,6 +83,14 @@ def _quant_bits(fmt: str, group: int, width: int) -> float:
     return float(make_quantizer(fmt, group=group).bits_per_element(width))
 
 
+def _offset_flag_bits(config, n_kv_heads: int, head_dim: int) -> float:
+    """The selective key offset's flag: 1 bit per quantized key row (a token row of H*d channels, or a head's d)."""
+    if getattr(config, "key_offset", "none") != "selective":
+        return 0.0
+    g = config.key_group or n_kv_heads * head_dim
+    return 1.0 / (n_kv_heads * head_dim if g > head_dim else head_dim)
+
+
 def format_bits(config, n_kv_heads: int, head_dim: int, dtype_bits: int) -> dict[str, float]:
     """Bits per stored element, scales included, of the landmarks, keys and values as the cache stores them
     (native = the model dtype): the one place that computes them (results rows, the closed-form table, demo data).
@@ -101,7 +109,7 @@ def format_bits(config, n_kv_heads: int, head_dim: int, dtype_bits: int) -> dict
 
     return {
         "landmark_bits": math.nan if config.kind == "full" else bits(config.landmark_format, config.landmark_group, head_dim),
-        "key_bits": bits(config.key_format, config.key_group, HD),
+        "key_bits": bits(config.key_format, config.key_group, HD) + _offset_flag_bits(config, n_kv_heads, head_dim),
         "value_bits": bits(config.value_format, config.value_group, HD),
     }
 

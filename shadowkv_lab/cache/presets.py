@@ -27,6 +27,9 @@ LANDMARK_PRECISIONS = {
     "higgs1": "higgs-8-256",  # 1 bit/dim
 }
 RESIDUAL_LANDMARKS = "residual:m=2,main=higgs-4-256,res=higgs-16-256"  # about 1.5 bits/dim
+# The offset rules of the *_centred presets, chosen by measurement (benchmarks/key_offset.py, docs/key_offset.md).
+KEY_OFFSET = "selective"
+LANDMARK_OFFSET = "mean"
 KEY_FORMATS = {"exact": NATIVE, "fp8": "fp8", "nvfp4": "nvfp4", "higgs4": "higgs-2-256", "higgs2": "higgs-4-256"}
 
 
@@ -176,8 +179,18 @@ PRESETS: dict[str, OffloadConfig] = {
     "shadowkv_oracle": _shadowkv(name="shadowkv_oracle", selection="oracle", description="rank-160 keys, oracle token selection"),
     "oracle": _shadowkv(name="oracle", rank=-1, selection="oracle", description="exact keys, oracle token selection (budget bound)"),
     "shadowkv_serving": _shadowkv(name="shadowkv_serving", scoring="mean_dot", description="ShadowKV with the group-mean dot scoring rule"),
-    "yakv": _yakv(name="yakv", description="YAKV: chunk 1, exact keys, 2-bit HIGGS landmarks, 4-bit HIGGS keys and values"),
+    "yakv": _yakv(name="yakv", description="YAKV as published: chunk 1, 2-bit HIGGS landmarks, 4-bit HIGGS keys and values"),
     "yakv_residual": _yakv(name="yakv_residual", landmark_format=RESIDUAL_LANDMARKS, description="YAKV with residual landmarks (~1.5 bits/dim)"),
+    # YAKV's recipe with the keys' constant offset removed before quantizing (keys: selective per-token mean;
+    # landmarks: the RoPE'd mean): what makes 4-bit HIGGS keys work on models whose keys carry a k_proj bias
+    # (Qwen2.5); the paper's models (Llama 3.x, Qwen3) have none. docs/key_offset.md has the measurements.
+    "yakv_centred": _yakv(name="yakv_centred", key_offset=KEY_OFFSET, landmark_offset=LANDMARK_OFFSET,
+                          description="YAKV with centred keys and landmarks (survives a k_proj key bias)"),
+    "yakv_centred_keys": _yakv(name="yakv_centred_keys", key_offset=KEY_OFFSET,
+                               description="YAKV with centred keys, landmarks as published"),
+    "yakv_residual_centred": _yakv(name="yakv_residual_centred", landmark_format=RESIDUAL_LANDMARKS, key_offset=KEY_OFFSET,
+                                   landmark_offset=LANDMARK_OFFSET,
+                                   description="YAKV with residual landmarks, centred keys and landmarks"),
     "yakv_exactkv": _yakv(name="yakv_exactkv", key_format=NATIVE, value_format=NATIVE, description="YAKV landmarks, exact keys and values"),
 }
 for _p in [*LANDMARK_PRECISIONS, "residual"]:  # the landmark-precision ablation's presets keep their published names

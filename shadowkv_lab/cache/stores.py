@@ -7,6 +7,7 @@ import dataclasses
 import torch
 
 from .config import NATIVE
+from .key_offset import FLAG, KeyOffset, fit_offset
 
 # None: zero-copy wherever it applies. Tests set True to drive the path on CPU tensors under TRITON_INTERPRET=1, and
 # False to get the host-side gather (the reference) on a GPU.
@@ -67,13 +68,19 @@ class RowStore:
     x: (H, P, d). gather(positions (H, k)) -> (H, k, d) in `compute_dtype` on `compute_device`.
     """
 
-    def __init__(self, x: torch.Tensor, fmt: str, group: int | None, home: torch.device, compute_device: torch.device, pin: bool):
+    def __init__(self, x: torch.Tensor, fmt: str, group: int | None, home: torch.device, compute_device: torch.device, pin: bool,
+                 offset: str = "none", bias: torch.Tensor | None = None):
+        """offset: a key-offset rule of cache/key_offset.py, applied before quantizing (quantized formats only);
+        bias: the layer's k_proj bias, (H*d,) or None, for the "bias" rule."""
         self.H, self.P, self.d = x.shape
         self.fmt = fmt
         self.dtype = x.dtype
         self.compute_device = compute_device
         self.home = home
+        self.offset: KeyOffset | None = None
         if fmt == NATIVE:
+            if offset != "none":
+                raise ValueError(f"key offset {offset!r} needs a quantized format, got {fmt!r}")
             self.quantizer = None
             self.token_major = False
             data = x.to(home, copy=True, memory_format=torch.contiguous_format)  # own copy, not a view of the prefill
@@ -84,9 +91,25 @@ class RowStore:
         self.group = group or self.H * self.d
         self.token_major = self.group > self.d
         self.quantizer = make_quantizer(fmt, group=self.group)
-        rows = x.transpose(0, 1).reshape(self.P, self.H * self.d) if self.token_major else x.reshape(self.H * self.P, self.d)
-        qt = self.quantizer.quantize(rows).to(home)
+        rows = x.transpose(0, 1).reshape(self.P, self.H * self.d) if self.token_major else x
+        flag = None
+        if offset != "none":
+            self.offset = KeyOffset(offset, fit_offset(x, offset, bias).to(compute_device), self.token_major)
+            rows, flag = self.offset.subtract(rows.float(), self.H)
+        qt = self.quantizer.quantize(rows.reshape(-1, rows.shape[-1]))
+        if flag is not None:  # one flag per quantized row, 1 bit packed
+            qt = dataclasses.replace(qt, rows={**qt.rows, FLAG: flag.reshape(-1).to(torch.uint8)}, row_bits=qt.row_bits + 1)
+        qt = qt.to(home)
         self.data = qt.pin_memory() if pin else qt
+
+    def restore(self, deq: torch.Tensor, qrows, mu: torch.Tensor) -> torch.Tensor:
+        """Dequantized rows (fp32) of the QuantizedTensor `qrows` -> the model dtype, with the key offset added
+        back (KeyOffset.restore). deq (..., C) shaped like the rows' flag (...); mu broadcastable to deq."""
+        x = deq.to(self.dtype)
+        if self.offset is None:
+            return x
+        flag = qrows.rows[FLAG].view(deq.shape[:-1]).bool() if self.offset.selective else None
+        return self.offset.restore(x, flag, mu)
 
     def gather(self, positions: torch.Tensor) -> torch.Tensor:
         """positions: (H, k) long, any device -> (H, k, d) on the compute device."""
@@ -103,13 +126,15 @@ class RowStore:
             return rows.to(dev, non_blocking=True)
         if self.token_major:
             uniq, inverse = torch.unique(pos, return_inverse=True)
-            deq = self.quantizer.dequantize(take_qrows(self.data, uniq, dev))  # (U, H*d)
-            deq = deq.view(-1, self.H, self.d).to(self.dtype)
+            qr = take_qrows(self.data, uniq, dev)
+            mu = self.offset.mu.reshape(1, -1) if self.offset is not None else None
+            deq = self.restore(self.quantizer.dequantize(qr), qr, mu).view(-1, self.H, self.d)  # (U, H, d)
             heads = torch.arange(H, device=dev).unsqueeze(1).expand(H, k)
             return deq[inverse.to(dev), heads]
         flat = (pos + torch.arange(H, device=pos.device).unsqueeze(1) * self.P).reshape(-1)
-        deq = self.quantizer.dequantize(take_qrows(self.data, flat, dev))
-        return deq.view(H, k, self.d).to(self.dtype)
+        qr = take_qrows(self.data, flat, dev)
+        mu = self.offset.mu.view(H, 1, self.d) if self.offset is not None else None
+        return self.restore(self.quantizer.dequantize(qr).view(H, k, self.d), qr, mu)
 
     @property
     def row_tensor(self) -> torch.Tensor:
@@ -119,6 +144,7 @@ class RowStore:
 
     @property
     def storage_bytes(self) -> int:
+        """Bytes of the rows where they live (the key offset, kept on the device, is reported on its own)."""
         return self.data.nbytes if self.quantizer is None else self.data.nbytes_storage
 
     @property

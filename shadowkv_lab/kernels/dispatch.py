@@ -24,7 +24,8 @@ import warnings
 
 import torch
 
-from shadowkv_lab.cache.stores import pinned_host
+from shadowkv_lab.cache.key_offset import FLAG
+from shadowkv_lab.cache.stores import pinned_host, take_rows
 
 from .attention import decode_attention
 from .common import can_run, interpreting, rope_table
@@ -44,6 +45,8 @@ def unsupported_reason(layer) -> str | None:
     cfg = layer.cfg
     if cfg.selection != "landmarks":
         return f"selection={cfg.selection!r} (analysis only)"
+    if cfg.landmark_offset != "none":
+        return f"landmark_offset={cfg.landmark_offset!r} (scored by the torch reference)"
     lq = layer.landmark_q
     kind = _quant_kind(lq)
     if kind not in ("native", "PlainQuantizer", "FP8Quantizer", "HiggsQuantizer"):
@@ -65,6 +68,8 @@ def unsupported_reason(layer) -> str | None:
             return f"{name} format {st.fmt!r}"
         if k == "HiggsQuantizer" and not (st.token_major and st.group == st.H * st.d):
             return f"HIGGS {name} with group {st.group} (kernels need group = H*d, token-major rows)"
+        if st.offset is not None and k != "HiggsQuantizer":
+            return f"key offset {st.offset.rule!r} with {st.fmt!r} keys (the kernels restore offsets of HIGGS keys)"
         if k == "PlainQuantizer" and st.quantizer.dtype != layer.local_k.dtype:
             return f"{name} stored as {st.quantizer.dtype}, model dtype {layer.local_k.dtype}"
     return None
@@ -176,6 +181,9 @@ def _fetch(store, src, slots, n, out, H, table=None):
         rows = store.data.rows
         higgs_rows(rows["codes"][None], rows["scales"][None], _grid(store.quantizer, out.device), store.group,
                    uniq, n_u, buf)
+        if store.offset is not None:  # add the key offset back before RoPE, as RowStore.restore does
+            flag = take_rows(rows[FLAG], uniq[0], out.device).bool() if store.offset.selective else None
+            buf[0] = store.offset.restore(buf[0], flag, store.offset.mu.reshape(1, -1))
         gather_rows(buf[0], (0, d, H * d), H, inv, out, slots, n, FMT_NATIVE, table, rp)
 
 
