@@ -66,7 +66,8 @@ CATEGORY_COLORS = {
 CATEGORY_LABELS = {"prompt_kv": "prompt K/V", "lowrank_U": "low-rank U", "lowrank_SV": "low-rank SV", "candidate_ids": "candidate ids",
                    "step_buffer": "step buffer"}
 TASK_LABELS = {"text2json": "Text2JSON", "multineedle": "MultiNeedle", "longproc": "LongProc HTML→TSV",
-               "longproc_html_to_tsv": "LongProc HTML→TSV", "html_to_tsv": "LongProc HTML→TSV"}
+               "longproc_html_to_tsv": "LongProc HTML→TSV", "html_to_tsv": "LongProc HTML→TSV", "ruler_niah_single": "RULER NIAH single",
+               "ruler_niah_multikey": "RULER NIAH multi-key", "ruler_vt": "RULER variable tracking"}
 TASK_COLORS = [OKABE_ITO[k] for k in ("blue", "vermillion", "green", "purple", "orange", "sky", "yellow", "grey")]
 MARKERS = "osD^vP*Xh<>"
 

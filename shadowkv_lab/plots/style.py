@@ -58,7 +58,10 @@ def yerr(mean, ci, lo: float = 0.0, hi: float = 100.0):
     """Asymmetric error bars of a 95% interval clipped to the metric range; no bar where there is no interval
     (NaN: fewer than MIN_N_CI samples)."""
     m = np.asarray(mean, float)
-    c = np.nan_to_num(np.asarray(ci, float), nan=0.0)
+    c = np.asarray(ci, float)
+    if not np.isfinite(c).any():
+        return None  # no caps either
+    c = np.nan_to_num(c, nan=0.0)
     return np.vstack([np.clip(np.minimum(c, m - lo), 0, None), np.clip(np.minimum(c, hi - m), 0, None)])
 
 
