@@ -202,3 +202,12 @@ def test_rcparams_embed_type42_at_paper_text_size():
     assert matplotlib.rcParams["pdf.fonttype"] == 42 and matplotlib.rcParams["ps.fonttype"] == 42
     assert 8 <= matplotlib.rcParams["font.size"] <= 9 and 8 <= matplotlib.rcParams["axes.labelsize"] <= 9
     assert matplotlib.rcParams["savefig.bbox"] is None  # no tight cropping: the saved width is the paper width
+
+
+def test_figure_saver_writes_stamped_files_and_returns_nothing(demo, tmp_path, capsys):
+    df, _ = demo
+    figs = plots.FigureSaver(tmp_path / "figures" / "full", profile="full", model="m", n=24, commit="abc1234")
+    assert figs.show(plots.accuracy_by_task(df), "01_accuracy_by_task") is None
+    pdf = (tmp_path / "figures" / "full" / "01_accuracy_by_task.pdf").read_bytes()
+    assert b"profile=full; model=m; n=24; commit=abc1234; smoke_test=False" in pdf
+    assert (tmp_path / "figures" / "full" / "01_accuracy_by_task.png").is_file() and "saved" in capsys.readouterr().out

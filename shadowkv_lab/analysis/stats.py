@@ -71,7 +71,7 @@ def summary(df: pd.DataFrame, metric: str = "score", by=KEYS) -> pd.DataFrame:
 
     Columns: the group keys, n (finite values), n_nan (excluded rows), mean, ci95 (half-width), lo, hi (the
     interval clipped to METRIC_RANGE[metric] when the metric is bounded), std, values (the finite values, in the
-    rows' order).
+    rows' order, to 2 decimals).
     """
     by = _present(df, by)
     lo_b, hi_b = METRIC_RANGE.get(metric, (-np.inf, np.inf))
@@ -82,7 +82,7 @@ def summary(df: pd.DataFrame, metric: str = "score", by=KEYS) -> pd.DataFrame:
         m, h, n = mean_ci(x)
         std = float(x.std(ddof=1)) if n > 1 else float("nan")
         rows.append({**dict(zip(by, key)), "n": n, "n_nan": len(g) - n, "mean": m, "ci95": h, "lo": max(m - h, lo_b),
-                     "hi": min(m + h, hi_b), "std": std, "values": tuple(float(v) for v in x)})
+                     "hi": min(m + h, hi_b), "std": std, "values": tuple(round(float(v), 2) for v in x)})
     out = pd.DataFrame(rows, columns=[*by, "n", "n_nan", "mean", "ci95", "lo", "hi", "std", "values"])
     if "method" in out.columns and len(out):
         order = {m: i for i, m in enumerate(method_order(out["method"]))}

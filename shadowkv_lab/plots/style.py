@@ -191,8 +191,8 @@ def save(fig, name: str, outdir="figures", stamp: Stamp | None = None, formats=(
     return paths
 
 
-def show(fig, name: str, outdir="figures", stamp: Stamp | None = None) -> list[Path]:
-    """save(), then display the figure inline (in Jupyter) and close it."""
+def show(fig, name: str, outdir="figures", stamp: Stamp | None = None) -> None:
+    """save(), then display the figure inline (in Jupyter), close it and print where it went."""
     paths = save(fig, name, outdir, stamp)
     try:
         from IPython.display import display
@@ -202,7 +202,6 @@ def show(fig, name: str, outdir="figures", stamp: Stamp | None = None) -> list[P
         pass
     plt.close(fig)  # displayed once; without close the inline backend would show it again at cell end
     print("saved " + ", ".join(map(str, paths)))
-    return paths
 
 
 class FigureSaver:
@@ -213,5 +212,5 @@ class FigureSaver:
         self.dir = Path(figures_dir)
         self.stamp = make_stamp(profile, model, n, commit)
 
-    def show(self, fig, name: str) -> list[Path]:
-        return show(fig, name, self.dir, self.stamp)
+    def show(self, fig, name: str) -> None:  # None: a notebook cell ending in figs.show(...) prints no list
+        show(fig, name, self.dir, self.stamp)
