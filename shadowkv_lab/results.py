@@ -37,7 +37,7 @@ RECORD_KEYS = ("model", "task", "sample_id", "method", "config_hash")
 ROW_COLUMNS = (
     "model", "task", "sample_id", "method", "config_hash", "config",
     "prompt_tokens", "new_tokens", "finish_reason", "prediction", "token_ids", "score", "metrics",
-    "prefill_s", "build_s", "decode_s", "decode_tok_s", "batch_rows",
+    "prefill_s", "build_s", "decode_s", "decode_tok_s", "batch_rows", "batch_methods",
     "kind", "rank", "chunk_size", "sparse_budget", "budget_tokens",
     "landmark_format", "key_format", "value_format", "landmark_bits", "key_bits", "value_bits",
     "mem_device_bytes", "mem_offloaded_bytes", "mem_device_bytes_per_token_layer", "mem_offloaded_bytes_per_token_layer",
@@ -72,11 +72,13 @@ def config_columns(config, n_kv_heads: int, head_dim: int, prompt_len: int, dtyp
 def make_row(*, model: str, task: str, sample_id, config, primary_metric: str, metrics: dict, prediction: str,
              prompt_tokens: int, new_tokens: int, finish_reason: str, n_kv_heads: int, head_dim: int, dtype_bits: int,
              memory: dict, prefill_s: float, decode_s: float, build_s: float = math.nan, batch_rows: int = 1,
-             token_ids=None, fallback: str = "", recorded: bool = False, meta: dict | None = None,
+             batch_methods: str | None = None, token_ids=None, fallback: str = "", recorded: bool = False, meta: dict | None = None,
              provenance: dict | None = None) -> dict:
     """One results row: ROW_COLUMNS in order, then metric_<key> (every score key of the task), meta_<key> (scalar
     sample meta) and mem_<key> (every MemoryReport.to_dict() key). `memory` is MemoryReport.to_dict();
-    `provenance` the provenance.provenance() columns (missing ones are null)."""
+    `provenance` the provenance.provenance() columns (missing ones are null). batch_rows, batch_methods: the decode
+    call the row ran in (its row count; its distinct method names, sorted, comma-joined; default: this method alone).
+    The decode step is batch-invariant, so these describe the run, never the numbers."""
     unknown = set(provenance or {}) - set(PROVENANCE_COLUMNS)
     if unknown:
         raise ValueError(f"unknown provenance columns {sorted(unknown)}; allowed {PROVENANCE_COLUMNS}")
@@ -89,7 +91,8 @@ def make_row(*, model: str, task: str, sample_id, config, primary_metric: str, m
         "score": metrics.get(primary_metric, math.nan), "metrics": json.dumps(metrics, sort_keys=True),
         "prefill_s": prefill_s, "build_s": build_s, "decode_s": decode_s,
         # tokens made by decode steps (the first comes from the prefill logits) per second of this row's decode
-        "decode_tok_s": (n - 1) / decode_s if n > 1 and decode_s > 0 else math.nan, "batch_rows": batch_rows,
+        "decode_tok_s": (n - 1) / decode_s if n > 1 and decode_s > 0 else math.nan, "batch_rows": int(batch_rows),
+        "batch_methods": config.name if batch_methods is None else batch_methods,
         **config_columns(config, n_kv_heads, head_dim, prompt_len=int(prompt_tokens), dtype_bits=dtype_bits),
         **{f"mem_{k}": v for k, v in memory.items()},
         "fallback": fallback, "recorded": bool(recorded),

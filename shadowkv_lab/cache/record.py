@@ -27,12 +27,15 @@ class AttentionRecorder:
         self.layer = 0
         self.row = 0  # batch row / sequence id
 
-    def on_step(self, layer: SparseLayer, qg: torch.Tensor, positions: torch.Tensor, out: torch.Tensor) -> None:
-        """qg: (H, G, d) query; positions: (H, k) selected prompt positions; out: (H, G, d) the method's output."""
+    def on_step(self, layer: SparseLayer, qg: torch.Tensor, positions: torch.Tensor, out: torch.Tensor,
+                gen: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
+        """qg: (H, G, d) query; positions: (H, k) selected prompt positions; out: (H, G, d) the method's output;
+        gen: the generated tokens' (k, v), (H, T, d) each, new token included (default: the layer's own buffer; the
+        stacked step holds them in its stack and passes the row's slice)."""
         if layer.exact_k is None or layer.exact_v is None:
             raise RuntimeError("recording needs the exact prompt keys/values: build the cache with record=True")
         H, d, P = layer.H, layer.d, layer.prefix
-        gk, gv = layer.gen.view()
+        gk, gv = layer.gen.view() if gen is None else gen
         K = torch.cat([layer.exact_k, layer.local_k, gk], 1)  # all tokens in position order: prefix, local, generated
         V = torch.cat([layer.exact_v, layer.local_v, gv], 1)
         N = K.shape[1]
