@@ -159,9 +159,98 @@ def _print_dry_run(items: list[_Item], cfgs, tokenizer, out):
     return plan
 
 
+# ---------------------------------------------------------------------------------------------- memory-aware waves
+HEADROOM = 0.9  # share of the free memory a wave may fill: the rest absorbs the prefill's activations and fragmentation
+
+
+class RowMemoryError(MemoryError):
+    """A single row needs more memory than the device has free."""
+
+
+def free_device_bytes(device: torch.device) -> int | None:
+    """Bytes a new wave can allocate on `device`: on CUDA the driver's free memory plus what PyTorch's allocator holds
+    but does not use; on CPU the available RAM (psutil). None: no limit known (another device type)."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device))
+    if device.type == "cpu":
+        import psutil
+
+        return int(psutil.virtual_memory().available)
+    return None
+
+
+def _model_shape(model) -> dict:
+    """n_layers, n_kv_heads, head_dim, dtype_bytes and the prefill's transient bytes per prompt token."""
+    cfg = model.config
+    cfg = getattr(cfg, "text_config", None) or cfg
+    heads = cfg.num_attention_heads
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // heads
+    e = next(model.parameters()).element_size()
+    inter = getattr(cfg, "intermediate_size", 4 * cfg.hidden_size)
+    return {"n_layers": cfg.num_hidden_layers, "n_kv_heads": getattr(cfg, "num_key_value_heads", None) or heads,
+            "head_dim": head_dim, "dtype_bytes": e, "prefill_per_token": e * (3 * inter + 4 * cfg.hidden_size)}
+
+
+class _Footprint:
+    """Estimated device bytes of the rows and prefills of a wave (cache.memory.row_footprint_bytes)."""
+
+    def __init__(self, model, tokenizer, record: bool):
+        self.shape, self.tokenizer, self.record = _model_shape(model), tokenizer, record
+        self._len: dict[int, int] = {}
+
+    def prompt_len(self, it: _Item) -> int:
+        if id(it) not in self._len:
+            self._len[id(it)] = len(encode_prompt(self.tokenizer, it.sample.prompt))
+        return self._len[id(it)]
+
+    def row(self, it: _Item, cfg: OffloadConfig) -> int:
+        from .cache.memory import row_footprint_bytes
+
+        sh = self.shape
+        return row_footprint_bytes(cfg, n_layers=sh["n_layers"], n_kv_heads=sh["n_kv_heads"], head_dim=sh["head_dim"],
+                                   prompt_len=self.prompt_len(it), new_tokens=it.cap, dtype_bytes=sh["dtype_bytes"],
+                                   record=_needs_records(cfg, self.record))
+
+    def prefill(self, it: _Item, cfgs) -> int:
+        """The prefill state (pre-/post-RoPE keys, values), the key SVD when a low-rank method uses it, and the
+        prefill's activations (transient)."""
+        sh, L = self.shape, self.prompt_len(it)
+        HD = sh["n_kv_heads"] * sh["head_dim"]
+        state = 3 * L * HD * sh["dtype_bytes"]
+        if any(c.kind != "full" and c.rank_for(sh["n_kv_heads"], sh["head_dim"]) > 0 for c in cfgs):
+            state += 4 * (L * min(L, HD) + HD * HD + HD)
+        return sh["n_layers"] * state + L * sh["prefill_per_token"]
+
+
+def _next_wave(queue: list, start: int, batch_size: int, free: int | None, fp: _Footprint) -> list:
+    """The rows queue[start:...] of the next wave: at most batch_size rows whose estimated bytes (rows, plus each new
+    prefill) fit HEADROOM x `free` (None: no limit). A first row that does not fit alone raises RowMemoryError."""
+    if free is None:
+        return queue[start : start + batch_size]
+    budget = int(HEADROOM * free)
+    wave, used, seen = [], 0, set()
+    for it, cfg in queue[start : start + batch_size]:
+        need = fp.row(it, cfg)
+        if it._state is None and id(it) not in seen:  # a prefill this wave makes (a held one is already allocated)
+            need += fp.prefill(it, it.pending)
+        seen.add(id(it))
+        if used + need > budget:
+            if not wave:
+                raise RowMemoryError(
+                    f"row {it.task.name}/{it.sample.id}/{cfg.name} needs about {need / 2**30:.2f} GiB "
+                    f"({need:,} bytes: its cache, prefill and decode buffers at {fp.prompt_len(it)} prompt tokens and "
+                    f"{it.cap} new tokens) but {free / 2**30:.2f} GiB ({free:,} bytes) are free "
+                    f"({HEADROOM:.0%} usable): use a smaller prompt or cap, offload, or a larger device")
+            break
+        wave.append((it, cfg))
+        used += need
+    return wave
+
+
 # ---------------------------------------------------------------------------------------------- the run
 def _row(item: _Item, cfg: OffloadConfig, cache, out, model_name: str, prediction: str, state, build_s: float,
-         decode_s: float, batch_rows: int, prov: dict) -> dict:
+         decode_s: float, batch_rows: int, batch_methods: str, prov: dict) -> dict:
     task, s = item.task, item.sample
     H, L, d = state.k_pre[0].shape
     return make_row(
@@ -169,7 +258,7 @@ def _row(item: _Item, cfg: OffloadConfig, cache, out, model_name: str, predictio
         metrics=_score(task, prediction, s.gold), prediction=prediction, prompt_tokens=L, new_tokens=len(out.token_ids),
         finish_reason=out.finish_reason, token_ids=out.token_ids, n_kv_heads=H, head_dim=d,
         dtype_bits=torch.finfo(state.v[0].dtype).bits, memory=cache.memory_report().to_dict(), prefill_s=state.prefill_s,
-        build_s=build_s, decode_s=decode_s, batch_rows=batch_rows, fallback="; ".join(cache.fallback),
+        build_s=build_s, decode_s=decode_s, batch_rows=batch_rows, batch_methods=batch_methods, fallback="; ".join(cache.fallback),
         recorded=cache.recorder is not None, meta=s.meta, provenance=prov)
 
 
@@ -206,16 +295,23 @@ class _Progress:
         self.bar.close()
 
 
-def _run_waves(model, tokenizer, items: list[_Item], out, *, model_name, batch_size, record, rank, prog: _Progress) -> None:
-    """Rows = (item, method) in order, cut into waves of <= batch_size rows; a sample's prefill is kept until its last
-    row has been built (a sample may straddle two waves), so each sample is prefilled exactly once."""
+def _run_waves(model, tokenizer, items: list[_Item], out, *, model_name, batch_size, record, rank, prog: _Progress,
+               free_memory=None) -> None:
+    """Rows = (item, method) in order, cut into waves of <= batch_size rows that fit the free device memory
+    (_next_wave, measured before each wave; free_memory: a fixed budget in bytes instead); a sample's prefill is kept
+    until its last row has been built (a sample may straddle two waves), so each sample is prefilled exactly once."""
     stop_ids = stop_token_ids(model, tokenizer)
     writer = ResultsWriter(out, rank=rank)
     rec_writer = ResultsWriter(out, rank=rank, table=RECORDS)
     queue = [(it, c) for it in items for c in it.pending]
     remaining = {id(it): len(it.pending) for it in items}
-    for w in range(0, len(queue), batch_size):
-        wave = queue[w : w + batch_size]
+    device = next(model.parameters()).device
+    fp = _Footprint(model, tokenizer, record)
+    w = 0
+    while w < len(queue):
+        free = free_memory if free_memory is not None else free_device_bytes(device)
+        wave = _next_wave(queue, w, batch_size, free, fp)
+        w += len(wave)
         caches, build_s, states = [], [], []
         for it, cfg in wave:
             if it._state is None:
@@ -238,12 +334,13 @@ def _run_waves(model, tokenizer, items: list[_Item], out, *, model_name, batch_s
         t0 = time.perf_counter()
         outs = decode(model, caches, firsts, [it.cap for it, _ in wave], stop_ids, progress=on_step)
         prov = provenance(model, rank)
+        methods = ",".join(sorted({cfg.name for _, cfg in wave}))
         rows, records = [], []
         for (it, cfg), cache, o, st, bs in zip(wave, caches, outs, states, build_s):
             n = len(o.token_ids)  # a row of n tokens finished after n - 1 batched steps
             dec_s = step_times[n - 2] - t0 if n > 1 else 0.0
             text = tokenizer.decode(o.token_ids, skip_special_tokens=True) if tokenizer is not None else ""
-            rows.append(_row(it, cfg, cache, o, model_name, text, st, bs, dec_s, len(wave), prov))
+            rows.append(_row(it, cfg, cache, o, model_name, text, st, bs, dec_s, len(wave), methods, prov))
             if cache.recorder is not None:
                 rec = cache.recorder.frame()
                 keys = {"model": model_name, "task": it.task.name, "sample_id": str(it.sample.id), "method": cfg.name,
@@ -268,12 +365,15 @@ def _summary(df, stats: _Progress, wall: float, world: int) -> None:
 
 
 def run(model, tokenizer, tasks, methods, out, *, model_name: str, n=None, tokens=None, seed=0, data=None, batch_size=8,
-        record=False, max_new_tokens=None, progress=True, dry_run=False, on_device=False):
+        record=False, max_new_tokens=None, progress=True, dry_run=False, on_device=False, free_memory=None):
     """Run every pending (task, sample, method) cell; return the grid's rows from the store (a pandas DataFrame).
 
     tasks: names, Task objects or (name or Task, samples) pairs; methods: preset names or OffloadConfigs.
     n, tokens, seed, data: passed to Task.load for tasks given by name. batch_size: rows (sample x method) per
-    batched decode. max_new_tokens: override every sample's cap (note: not part of the cell key). record: also
+    batched decode, an upper bound: each wave takes as many rows as fit the device's free memory (measured before
+    the wave: torch.cuda.mem_get_info on CUDA, available RAM on CPU; rows estimated by
+    cache.memory.row_footprint_bytes), and a row that cannot fit alone raises RowMemoryError naming its bytes and the
+    free memory. free_memory: a fixed budget in bytes instead of the measured one (tests). max_new_tokens: override every sample's cap (note: not part of the cell key). record: also
     store attention-level records under out/records/. dry_run: print the grid, what is done, what would run and an
     estimated cost; return the plan (one row per sample) without running anything. on_device: run every method with
     offload=False (everything on the compute device): placement changes speed and memory, never the numbers, and the
@@ -281,6 +381,8 @@ def run(model, tokenizer, tasks, methods, out, *, model_name: str, n=None, token
     """
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size={batch_size!r}: must be an int >= 1")
+    if free_memory is not None and (not isinstance(free_memory, int) or isinstance(free_memory, bool) or free_memory < 1):
+        raise ValueError(f"free_memory={free_memory!r}: must be None (measure the device) or an int of bytes >= 1")
     cfgs = resolve_methods(methods)
     if on_device:
         cfgs = [c.replace(offload=False) for c in cfgs]
@@ -314,7 +416,8 @@ def run(model, tokenizer, tasks, methods, out, *, model_name: str, n=None, token
     prog = _Progress(sum(len(it.pending) for it in items), enabled=progress and rank == 0)
     t0 = time.perf_counter()
     try:
-        _run_waves(model, tokenizer, items, out, model_name=model_name, batch_size=batch_size, record=record, rank=rank, prog=prog)
+        _run_waves(model, tokenizer, items, out, model_name=model_name, batch_size=batch_size, record=record, rank=rank, prog=prog,
+                   free_memory=free_memory)
     finally:
         prog.close()
     wall = time.perf_counter() - t0

@@ -93,7 +93,8 @@ def register(subparsers) -> None:
     p.add_argument("--tokens", type=int, default=None, help="target prompt length for generated tasks")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data", default=None, help="dataset file/folder passed to the task loader (default: generate offline)")
-    p.add_argument("--batch-size", type=int, default=8, help="rows (sample x method) decoded together")
+    p.add_argument("--batch-size", type=int, default=8, help="at most this many rows (sample x method) decoded together; "
+                   "each wave takes as many as fit the device's free memory")
     p.add_argument("--max-new-tokens", type=int, default=None, help="override every task's cap")
     p.add_argument("--record", action="store_true", help="also store attention-level records (out/records/)")
     p.add_argument("--on-device", action="store_true", help="keep every method's cache on the compute device "

@@ -86,6 +86,7 @@ def test_batched_equals_alone(tiny, samples, tmp_path, monkeypatch):
     assert len(df) == len(samples) * len(METHODS) and (df.fallback == "").all()
     assert set(df.finish_reason) == {"stop", "length"}
     assert set(df.batch_rows) <= {1, 2, 3}
+    assert all(r.method in r.batch_methods.split(",") and set(r.batch_methods.split(",")) <= set(METHODS) for r in df.itertuples())
     for r in df.itertuples():
         s = next(s for s in samples if s.id == r.sample_id)
         alone = generate(model, tok, encode_prompt(tok, s.prompt), r.method, max_new_tokens=task.max_new_tokens_for(s))
@@ -303,3 +304,80 @@ def test_recording_is_part_of_the_cell_key(tiny, samples, tmp_path, monkeypatch)
     again = run(model, tok, grid, ["full", "yakv"], tmp_path, model_name="tiny", progress=False)
     assert len(calls) == 2 and len(again) == 2 and again.set_index("method").recorded.to_dict() == {"full": False, "yakv": True}
     assert len(load(tmp_path, all_rows=True)) == 3
+
+
+def test_waves_fit_a_fake_free_memory_budget(tiny, samples, tmp_path, monkeypatch):
+    """--batch-size is an upper bound: with a free-memory budget that fits about two rows, every wave fits it, the
+    tokens are those of the unbounded run, and a row that cannot fit alone names its bytes and the free memory."""
+    import shadowkv_lab.runner as runner
+
+    model, tok = tiny
+    task = FakeTask()
+    waves = []
+    real = runner._next_wave
+
+    def spy(queue, start, batch_size, free, fp):
+        wave = real(queue, start, batch_size, free, fp)
+        need = sum(fp.row(it, c) for it, c in wave)
+        waves.append((len(wave), need, free))
+        return wave
+
+    monkeypatch.setattr(runner, "_next_wave", spy)
+    wide = runner.run(model, tok, [(task, samples[:2])], METHODS, tmp_path / "a", model_name="tiny", batch_size=8, progress=False)
+    assert [n for n, _, _ in waves] == [8]
+    fp = runner._Footprint(model, tok, record=False)
+    it = runner._Item(task, samples[1], task.max_new_tokens_for(samples[1]), [])
+    row = max(fp.row(it, runner.resolve(m)) for m in METHODS)
+    budget = int((2 * row + fp.prefill(it, [runner.resolve(m) for m in METHODS])) / runner.HEADROOM) + 1
+    waves.clear()
+    narrow = runner.run(model, tok, [(task, samples[:2])], METHODS, tmp_path / "b", model_name="tiny", batch_size=8,
+                        progress=False, free_memory=budget)
+    assert len(waves) >= 3 and all(1 <= n <= 8 for n, _, _ in waves) and max(n for n, _, _ in waves) < 8
+    assert all(need <= runner.HEADROOM * free for _, need, free in waves)
+    key = ["sample_id", "method"]
+    a, b = wide.sort_values(key).reset_index(drop=True), narrow.sort_values(key).reset_index(drop=True)
+    assert a.token_ids.tolist() == b.token_ids.tolist()
+    assert set(b.batch_rows) == {n for n, _, _ in waves} - {0} or set(b.batch_rows) <= {n for n, _, _ in waves}
+    with pytest.raises(runner.RowMemoryError, match=r"fake/fake-0/full needs about .* bytes.* but .* \(1,000 bytes\) are free"):
+        runner.run(model, tok, [(task, samples[:1])], ["full"], tmp_path / "c", model_name="tiny", free_memory=1000,
+                   progress=False)
+    for bad in (0, -5, 1.5, True, "1GB"):
+        with pytest.raises(ValueError, match="free_memory="):
+            runner.run(model, tok, [(task, samples[:1])], ["full"], tmp_path / "d", model_name="tiny", free_memory=bad)
+
+
+def test_free_device_bytes_on_cpu_is_available_ram():
+    import psutil
+    import torch
+
+    from shadowkv_lab.runner import free_device_bytes
+
+    got = free_device_bytes(torch.device("cpu"))
+    assert isinstance(got, int) and 0 < got <= psutil.virtual_memory().total
+
+
+def test_row_footprint_bounds_the_built_cache():
+    """The estimate made before building covers what the built cache's memory report holds on the device."""
+    import dataclasses
+
+    import torch
+
+    from shadowkv_lab.cache.memory import row_footprint_bytes
+    from shadowkv_lab.cache.presets import PRESETS
+    from shadowkv_lab.generation import build_cache, prefill
+    from shadowkv_lab.testing import tiny_model
+
+    model, _ = tiny_model("qwen2", seed=1, dtype=torch.bfloat16)
+    st = prefill(model, torch.randint(3, 384, (700,), generator=torch.Generator().manual_seed(0)))
+    H, L, d = st.k_pre[0].shape
+    for name in ("full", "shadowkv", "yakv", "oracle", "shadowkv_fullkeys", "yakv_exactkv"):
+        for offload in (True, False):
+            for record in (False, True):
+                cfg = dataclasses.replace(PRESETS[name], offload=offload)
+                cache = build_cache(model, st, cfg, record=record)
+                rep = cache.memory_report()
+                held = rep.total("device", packed=False) + rep.total("analysis", packed=False)
+                held += 0 if offload else rep.total("offloaded", packed=False)
+                est = row_footprint_bytes(cfg, n_layers=len(cache.layers), n_kv_heads=H, head_dim=d, prompt_len=L,
+                                          new_tokens=32, dtype_bytes=2, record=record)
+                assert held <= est <= 5 * held, (name, offload, record, held, est)

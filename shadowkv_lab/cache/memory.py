@@ -141,3 +141,61 @@ def analytic_bytes_per_token(config, n_kv_heads: int, head_dim: int, prompt_len:
             offloaded += kb
     return {"device": device, "offloaded": offloaded}
 
+
+
+@functools.lru_cache(maxsize=None)
+def _storage_bits(fmt: str, group: int, width: int, dtype_bits: int) -> float:
+    """Bits per element a store of `fmt` holds in memory (codes as stored, scales, constants), from a 64-row sample."""
+    from .config import NATIVE
+
+    if fmt == NATIVE:
+        return float(dtype_bits)
+    import torch
+
+    from shadowkv_lab.quant import make_quantizer
+
+    qt = make_quantizer(fmt, group=group).quantize(torch.randn(64, width))
+    return 8.0 * qt.nbytes_storage / (64 * width)
+
+
+def row_footprint_bytes(config, *, n_layers: int, n_kv_heads: int, head_dim: int, prompt_len: int, new_tokens: int,
+                        dtype_bytes: int, record: bool = False) -> int:
+    """Estimated compute-device bytes one row (one method on one prompt) holds during its decode, before building it:
+    what its cache keeps on the device (the offloaded part too when config.offload is False), the exact copies of
+    recording and the oracle, the generated tokens at the cap (buffers grow by doubling, and the stacked step holds a
+    second copy), the dequantized landmarks the stacked step keeps, and the step's transients (selected rows and the
+    prompt or selection in fp32). The runner sizes its waves with it (runner._plan_waves); tests check it bounds
+    the built cache's memory report. The prefill state is counted per sample by the runner, not here."""
+    H, d, L, e = n_kv_heads, head_dim, prompt_len, dtype_bytes
+    HD = H * d
+    gen = 2 * HD * e * (4 * max(new_tokens, 1) + 128)  # layer buffer + stacked copy, each up to 2x the cap
+    if config.kind == "full":
+        per_layer = 2 * L * HD * e + gen + 2 * L * HD * 4  # prompt K/V, generated, fp32 K/V in the step
+        return int(n_layers * per_layer)
+    c = config.chunk_size
+    n_chunks = max(L // c - config.local_budget // c, 0)
+    M = n_chunks  # candidates, outliers included (an upper bound)
+    dtype_bits = 8 * e
+
+    def bits(fmt, group, default_group, width):
+        return _storage_bits(fmt, group or default_group, width, dtype_bits)
+
+    lm_w = d
+    per_layer = H * M * d * bits(config.landmark_format, config.landmark_group, d, lm_w) / 8  # stored landmarks
+    per_layer += H * M * d * e + H * M * 8  # dequantized landmarks of the stack, candidate ids
+    resident = min(config.local_budget + c + config.outlier_chunks * c, L)
+    per_layer += 2 * HD * resident * e
+    rank = min(config.rank_for(H, d), HD)
+    kv_w = HD
+    if rank > 0:
+        per_layer += L * rank * e + H * rank * d * e
+    else:
+        kb = L * HD * bits(config.key_format, config.key_group, HD, kv_w if (config.key_group or HD) > d else d) / 8
+        per_layer += kb if (config.keys_on_device or not config.offload) else 0
+    if not config.offload:
+        per_layer += L * HD * bits(config.value_format, config.value_group, HD, kv_w if (config.value_group or HD) > d else d) / 8
+    if record or config.selection == "oracle":
+        per_layer += L * HD * e * (2 if record else 1)
+    budget = L if config.selection == "oracle" else min(config.budget_tokens(L) if L else 0, L)
+    per_layer += gen + 2 * HD * budget * (e + 4) + H * M * 4 * 4  # selected K/V (+ fp32), scores
+    return int(n_layers * per_layer)
