@@ -134,7 +134,38 @@ def _plan(task_samples, cfgs, done: dict[str, set], model_name: str, max_new_tok
     return items
 
 
-def _print_dry_run(items: list[_Item], cfgs, tokenizer, out):
+RATES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks", "results", "runner_h200.json")
+
+
+def measured_rates(path: str = RATES) -> dict:
+    """Prefill and aggregate decode tokens/s of a committed runner benchmark (benchmarks/bench_runner.py JSON), with
+    what it measured: {prefill_tok_s, decode_tok_s, source}."""
+    import json
+
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no measured rates at {path}: the GPU-time estimate needs a benchmarks/bench_runner.py JSON")
+    with open(path) as f:
+        d = json.load(f)
+    r, a = d["runner"], d["args"]
+    return {"prefill_tok_s": r["prefill_tokens"] / r["prefill_s"], "decode_tok_s": r["decode_tok_s"],
+            "source": f"{os.path.basename(path)}: {d['provenance']['device_name']}, {a['model']}, {a['methods'].count(',') + 1} "
+                      f"methods x {a['n']} samples at {int(d['prompt_tokens_mean'])} tokens, {r['cells']} rows per wave"}
+
+
+def _print_gpu_time(plan, rates: dict) -> None:
+    """Estimated GPU time per task and in total: prefill tokens at the measured prefill rate plus every row's decode
+    tokens at its cap (an upper bound: rows that stop early cost less) at the measured aggregate decode rate."""
+    pf = plan.groupby("task", sort=False)["prefill_tokens"].sum() / rates["prefill_tok_s"]
+    dc = plan.groupby("task", sort=False)["decode_tokens_max"].sum() / rates["decode_tok_s"]
+    print(f"estimated GPU time from measured rates ({rates['source']}: prefill {rates['prefill_tok_s']:,.0f} tok/s, "
+          f"decode {rates['decode_tok_s']:,.1f} tok/s aggregate); assumes every row decodes to its cap and the same "
+          f"rates for this model, prompt length and wave size:")
+    for task in pf.index:
+        print(f"  {task}: {(pf[task] + dc[task]) / 60:,.1f} min (prefill {pf[task] / 60:,.1f}, decode {dc[task] / 60:,.1f})")
+    print(f"  total: {(pf.sum() + dc.sum()) / 60:,.1f} min ({(pf.sum() + dc.sum()) / 3600:,.2f} h)")
+
+
+def _print_dry_run(items: list[_Item], cfgs, tokenizer, out, rates: dict | None = None):
     """Print the grid per task and the estimated cost; return the plan, one row per sample."""
     import pandas as pd
 
@@ -156,6 +187,8 @@ def _print_dry_run(items: list[_Item], cfgs, tokenizer, out):
     print(f"cells: {len(plan) * len(cfgs)} total, {int(tot['done'])} done, {int(tot['to_run'])} to run; estimated cost: "
           f"{int(tot['prefill_tokens']):,} prefill tokens ({int((plan.to_run > 0).sum())} prefills), "
           f"<= {int(tot['decode_tokens_max']):,} decode tokens")
+    if len(plan) and rates is not None:
+        _print_gpu_time(plan, rates)
     return plan
 
 
@@ -365,7 +398,8 @@ def _summary(df, stats: _Progress, wall: float, world: int) -> None:
 
 
 def run(model, tokenizer, tasks, methods, out, *, model_name: str, n=None, tokens=None, seed=0, data=None, batch_size=8,
-        record=False, max_new_tokens=None, progress=True, dry_run=False, on_device=False, free_memory=None):
+        record=False, max_new_tokens=None, progress=True, dry_run=False, on_device=False, free_memory=None,
+        rates: str = RATES):
     """Run every pending (task, sample, method) cell; return the grid's rows from the store (a pandas DataFrame).
 
     tasks: names, Task objects or (name or Task, samples) pairs; methods: preset names or OffloadConfigs.
@@ -375,7 +409,8 @@ def run(model, tokenizer, tasks, methods, out, *, model_name: str, n=None, token
     cache.memory.row_footprint_bytes), and a row that cannot fit alone raises RowMemoryError naming its bytes and the
     free memory. free_memory: a fixed budget in bytes instead of the measured one (tests). max_new_tokens: override every sample's cap (note: not part of the cell key). record: also
     store attention-level records under out/records/. dry_run: print the grid, what is done, what would run and an
-    estimated cost; return the plan (one row per sample) without running anything. on_device: run every method with
+    estimated cost, with the GPU time at the rates measured in `rates` (a benchmarks/bench_runner.py JSON; default:
+    the committed H200 run, measured_rates); return the plan (one row per sample) without running anything. on_device: run every method with
     offload=False (everything on the compute device): placement changes speed and memory, never the numbers, and the
     config column (and hash) records it.
     """
@@ -391,7 +426,7 @@ def run(model, tokenizer, tasks, methods, out, *, model_name: str, n=None, token
     done = _done_cells(out, cfgs, record)
     if dry_run:  # the whole grid, printed once
         items = _plan(task_samples, cfgs, done, model_name, max_new_tokens, 0, 1)
-        return _print_dry_run(items, cfgs, tokenizer, out) if rank == 0 else None
+        return _print_dry_run(items, cfgs, tokenizer, out, measured_rates(rates)) if rank == 0 else None
 
     import torch.distributed as dist
 

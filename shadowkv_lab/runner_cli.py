@@ -77,7 +77,7 @@ def _cmd_run(args) -> int:
         model, tok = load(args.model, args.device, args.dtype)
     run(model, tok, tasks, methods, args.out, model_name=args.model, n=args.n, tokens=args.tokens, seed=args.seed,
         data=args.data, batch_size=args.batch_size, record=args.record, max_new_tokens=args.max_new_tokens,
-        progress=not args.quiet, dry_run=args.dry_run, on_device=args.on_device)
+        progress=not args.quiet, dry_run=args.dry_run, on_device=args.on_device, **({"rates": args.rates} if args.rates else {}))
     return 0
 
 
@@ -100,6 +100,8 @@ def register(subparsers) -> None:
     p.add_argument("--on-device", action="store_true", help="keep every method's cache on the compute device "
                    "(offload=False): same numbers, faster accuracy sweeps on a GPU")
     p.add_argument("--dry-run", action="store_true", help="print the grid, what is done and the cost; run nothing")
+    p.add_argument("--rates", default=None, help="with --dry-run: the benchmarks/bench_runner.py JSON whose measured "
+                   "prefill and decode rates give the GPU-time estimate (default: benchmarks/results/runner_h200.json)")
     p.add_argument("--device", default=None, help="default: cuda:LOCAL_RANK if CUDA is available, else cpu")
     p.add_argument("--dtype", default=None, choices=["bf16", "fp16", "fp32"], help="default: bf16 (tiny models: fp32)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")

@@ -381,3 +381,26 @@ def test_row_footprint_bounds_the_built_cache():
                 est = row_footprint_bytes(cfg, n_layers=len(cache.layers), n_kv_heads=H, head_dim=d, prompt_len=L,
                                           new_tokens=32, dtype_bytes=2, record=record)
                 assert held <= est <= 5 * held, (name, offload, record, held, est)
+
+
+def test_dry_run_estimates_gpu_time_from_measured_rates(tiny, samples, tmp_path, capsys):
+    import json
+
+    from shadowkv_lab.runner import RATES, measured_rates, run
+
+    model, tok = tiny
+    task = FakeTask()
+    rates = json.load(open(RATES))
+    rates["runner"].update(prefill_tokens=1000, prefill_s=1.0, decode_tok_s=10.0)  # 1,000 prefill tok/s, 10 decode tok/s
+    path = tmp_path / "rates.json"
+    path.write_text(json.dumps(rates))
+    plan = run(model, tok, [(task, samples[:2])], ["full", "yakv"], tmp_path / "res", model_name="tiny", dry_run=True,
+               rates=str(path))
+    text = capsys.readouterr().out
+    want = plan.prefill_tokens.sum() / 1000 + plan.decode_tokens_max.sum() / 10
+    assert "estimated GPU time from measured rates (rates.json: NVIDIA H200" in text and "decode 10.0 tok/s" in text
+    assert f"  total: {want / 60:,.1f} min" in text and "  fake: " in text
+    assert measured_rates()["decode_tok_s"] > 0  # the committed measurement loads
+    with pytest.raises(FileNotFoundError, match="no measured rates at .*nope.json"):
+        run(model, tok, [(task, samples[:1])], ["full"], tmp_path / "res", model_name="tiny", dry_run=True,
+            rates=str(tmp_path / "nope.json"))
