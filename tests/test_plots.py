@@ -88,12 +88,29 @@ def test_scoring_rows_take_the_newest_file_and_kernel_agreement_its_rows(tmp_pat
     assert A.scoring_rows(pd.DataFrame()).empty and A.kernel_agreement(pd.DataFrame()).empty
 
 
+def _outside(fig) -> list[str]:
+    """Titles, axis labels, legends and annotations that stick out of the figure (tick labels are left out: the
+    ones beyond the view limits exist but are not drawn)."""
+    fig.canvas.draw()
+    ticks = {id(t) for ax in fig.axes for t in ax.get_xticklabels(which="both") + ax.get_yticklabels(which="both")}
+    fb = fig.bbox.padded(2)
+    out = []
+    for t in fig.findobj(matplotlib.text.Text):
+        if id(t) in ticks or not t.get_visible() or not t.get_text().strip():
+            continue
+        b = t.get_window_extent()
+        if b.x0 < fb.x0 or b.x1 > fb.x1 or b.y0 < fb.y0 or b.y1 > fb.y1:
+            out.append(t.get_text()[:40])
+    return out
+
+
 def test_every_figure_saves_pdf_type42_and_png(demo, tmp_path):
     df, rec = demo
     figs = _figures(df, rec, tmp_path)
     for name, fig in figs.items():
         assert isinstance(fig, matplotlib.figure.Figure), name
         assert fig.get_figwidth() in (plots.COLUMN, plots.PAGE), f"{name}: {fig.get_figwidth()} in wide, not a paper width"
+        assert not _outside(fig), f"{name}: text outside the figure: {_outside(fig)}"
         pdf, png = plots.save(fig, name, tmp_path / "figs")
         assert pdf.suffix == ".pdf" and png.suffix == ".png"
         data = pdf.read_bytes()

@@ -8,8 +8,8 @@ from .. import analysis as A
 from . import labels as L
 from .style import empty, figure, legend
 
-ATTN_LABELS = {"recall": "recall of oracle top-B", "mass": "attention mass covered", "err_selection": "output error: selection",
-               "err_approx": "output error: approximation"}
+ATTN_LABELS = {"recall": "recall of oracle top-B", "mass": "attention mass", "err_selection": "error: selection",
+               "err_approx": "error: approximation"}
 
 
 
@@ -27,16 +27,16 @@ def attention_profile(records: pd.DataFrame, by: str = "layer", metrics=A.ATTN_M
     n_methods = t["method"].nunique()
     fig, axes = figure("page", 2.2 + 0.12 * (n_methods // 3), 1, len(metrics), sharey=False, squeeze=False)
     axes = axes[0]
-    xlabel = {"layer": "layer", "position": "mean selected position (share of prompt)", "step": "generated token index"}[by]
+    xlabel = {"layer": "layer", "position": "selected position\n(share of prompt)", "step": "generated token"}[by]
     for ax, m in zip(axes, metrics):
         for i, (meth, g) in enumerate(t.groupby("method", sort=False)):
             ax.errorbar(g[by], g[m], yerr=g.get(f"{m}_sem", pd.Series(0, index=g.index)).fillna(0), marker=L.MARKERS[i % len(L.MARKERS)], ms=3,
                         color=color(meth), label=label(meth), capsize=1.5, lw=1)
         ax.set_title(ATTN_LABELS.get(m, m))
+        ax.set_xlabel(xlabel)
         if m in ("recall", "mass"):
             ax.set_ylim(-0.02, 1.02)
-    axes[0].set_ylabel("mean (± s.e.) over heads,\nsteps and samples")
-    fig.supxlabel(xlabel)
+    axes[0].set_ylabel("mean ± s.e. (heads,\nsteps, samples)")
     legend(axes[-1])
     fig.suptitle(title or f"Attention-level diagnostics by {by}")
     return fig

@@ -134,7 +134,7 @@ def cpu_decode_speed(df: pd.DataFrame, title: str | None = None):
     fig, ax = figure("page" if len(s) > 5 else "column", 2.6)
     ax.bar(range(len(s)), s["mean"], yerr=s["ci95"].fillna(0), color=[color(m) for m in s["method"]], capsize=2)
     ax.set_xticks(range(len(s)), [label(m) for m in s["method"]], rotation=30, ha="right", fontsize=6)
-    ax.set_ylabel("decode tokens / s (runner, this machine)")
+    ax.set_ylabel("decode tokens/s (runner)")
     ax.set_title(title or "Measured decode speed of the results")
     return fig
 

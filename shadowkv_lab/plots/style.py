@@ -81,10 +81,14 @@ def legend(ax, max_right: int = 6, ncol: int = 2):
         return
     if len(uniq) <= max_right and ax.figure.get_figwidth() > COLUMN + 0.1:
         ax.legend(uniq.values(), uniq.keys(), loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    else:  # below the figure; one column wide: as many columns as the longest labels allow
-        longest = max(map(len, uniq))
-        fit = max(1, int(ax.figure.get_figwidth() * 72 / (7 * 0.55 * longest + 24)))
-        ax.figure.legend(uniq.values(), uniq.keys(), loc="outside lower center", ncol=max(1, min(ncol, fit, len(uniq))))
+    else:  # below the figure, as many columns as the longest label allows; the figure grows by the legend's rows
+        fig = ax.figure
+        longest = max(len(line) for k in uniq for line in str(k).split("\n"))
+        fit = max(1, int(fig.get_figwidth() * 72 / (7 * 0.55 * longest + 24)))
+        cols = max(1, min(ncol, fit, len(uniq)))
+        lines = sum(max(str(k).count("\n") + 1 for k in list(uniq)[i:i + cols]) for i in range(0, len(uniq), cols))
+        fig.set_figheight(fig.get_figheight() + lines * 7 * 1.25 / 72 + 0.1)
+        fig.legend(uniq.values(), uniq.keys(), loc="outside lower center", ncol=cols)
 
 
 def plain_log_ticks(axis):

@@ -21,11 +21,12 @@ def _full_summary(df, metric):
     return A.summary(df[df["method"] == "full"], metric) if "full" in set(df["method"]) else None
 
 
-def _full_line(ax, s_full: pd.DataFrame, task, color, label=True):
-    """Dashed horizontal line at full attention's mean score for `task` (the accuracy ceiling)."""
+def _full_line(ax, s_full: pd.DataFrame, task, color):
+    """Dashed horizontal line at full attention's mean score for `task` (the accuracy ceiling); one legend entry
+    for all tasks."""
     v = s_full[s_full["task"] == task]["mean"]
     if len(v) and np.isfinite(v.iloc[0]):
-        ax.axhline(v.iloc[0], color=color, ls="--", lw=0.8, alpha=0.8, label=f"{L.task_label(task)}: full" if label else None)
+        ax.axhline(v.iloc[0], color=color, ls="--", lw=0.8, alpha=0.8, label="dashed: full attention")
 
 
 def _score_axis(ax, s):
@@ -41,9 +42,6 @@ def _sweep_plot(s: pd.DataFrame, x: str, xlabel: str, s_full: pd.DataFrame | Non
     for t, g in s.groupby("task", sort=False):
         g = g.dropna(subset=[x]).sort_values(x)
         ax.errorbar(g[x], g["mean"], yerr=yerr(g["mean"], g["ci95"]), marker="o", capsize=2, color=colors[t], label=L.task_label(t))
-        if annotate:
-            for _, r in g.iterrows():
-                ax.annotate(annotate(r), (r[x], r["mean"]), textcoords="offset points", xytext=(2, 4), fontsize=6, color=colors[t])
         if s_full is not None:
             _full_line(ax, s_full, t, colors[t])
     if logx2:
@@ -51,6 +49,9 @@ def _sweep_plot(s: pd.DataFrame, x: str, xlabel: str, s_full: pd.DataFrame | Non
         plain_log_ticks(ax.xaxis)
     ax.set_xlabel(xlabel)
     _score_axis(ax, s)
+    if annotate:  # point names once, along the first task's line
+        g = s[s["task"] == next(iter(colors))].dropna(subset=[x])
+        label_points(ax, list(g[x]), list(g["mean"]), [annotate(r) for _, r in g.iterrows()], ["#333333"] * len(g), logx=logx2)
     legend(ax)
     ax.set_title(title)
     return fig
@@ -84,7 +85,7 @@ def key_compression(df: pd.DataFrame, methods=None, metric: str = "score", title
         if r["key_format"] in (None, "native"):
             return "exact"
         name = L.format_name(r["key_format"]).replace(" ", "\n", 1)
-        return name + (f"\n{r['key_bits']:.3g} b/dim" if np.isfinite(r["key_bits"]) else "")
+        return name + (f"\n({r['key_bits']:.3g})" if np.isfinite(r["key_bits"]) else "")
 
     ms = sorted(info.index, key=order)
     xi = {m: i for i, m in enumerate(ms)}
@@ -97,7 +98,8 @@ def key_compression(df: pd.DataFrame, methods=None, metric: str = "score", title
         if s_full is not None:
             _full_line(ax, s_full, t, colors[t])
     ax.set_xticks(range(len(ms)), [label(m) for m in ms], fontsize=6)
-    ax.set_xlabel("key representation (low-rank SVD | stored pre-RoPE keys)")
+    ax.set_xlim(-0.5, len(ms) - 0.5)
+    ax.set_xlabel("keys: SVD rank | stored (bits/dim with scales)")
     _score_axis(ax, s)
     legend(ax)
     ax.set_title(title or f"Key compression ({model_title(df)})")
@@ -159,19 +161,22 @@ def residual_landmarks(df: pd.DataFrame, methods=None, metric: str = "score", ti
     for t, g in s.groupby("task", sort=False):
         plain, resid = g[~g["residual"]].sort_values("landmark_bits"), g[g["residual"]]
         ax.errorbar(plain["landmark_bits"], plain["mean"], yerr=yerr(plain["mean"], plain["ci95"]), marker="o", capsize=2, color=colors[t],
-                    label=f"{L.task_label(t)}: plain landmarks")
-        for _, r in resid.iterrows():  # the saving goes into the legend entry: no text over the points
-            sv = residual_saving(plain, r["landmark_bits"])
-            note = f" ({r['landmark_bits']:.3g} b/dim: {sv[0]:.0f}% fewer than\nHIGGS 2-bit's {sv[1]:.3g})" if sv is not None else ""
-            ax.errorbar([r["landmark_bits"]], [r["mean"]], yerr=yerr([r["mean"]], [r["ci95"]]), marker="*", ms=9, ls="none", capsize=2,
-                        color=colors[t], mec="black", mew=0.5, label=f"{L.task_label(t)}: {L.format_name(r['landmark_format'])}{note}")
-        ax.set_xscale("log", base=2)
-        ax.set_ylim(-2, 105)
-        label_points(ax, list(plain["landmark_bits"]), list(plain["mean"]), [L.format_name(f) for f in plain["landmark_format"]],
-                     [colors[t]] * len(plain))
+                    label=L.task_label(t))
+        ax.errorbar(resid["landmark_bits"], resid["mean"], yerr=yerr(resid["mean"], resid["ci95"]), marker="*", ms=9, ls="none",
+                    capsize=2, color=colors[t], mec="black", mew=0.5)
         if s_full is not None:
             _full_line(ax, s_full, t, colors[t])
+    first = s[s["task"] == next(iter(colors))]
+    plain, resid = first[~first["residual"]], first[first["residual"]]
     ax.set_xscale("log", base=2)
+    ax.set_ylim(-2, 105)
+    label_points(ax, list(plain["landmark_bits"]), list(plain["mean"]), [L.format_name(f) for f in plain["landmark_format"]],
+                 ["#333333"] * len(plain))
+    for _, r in resid.drop_duplicates("landmark_format").iterrows():  # one legend entry: the residual format and its saving
+        sv = residual_saving(plain, r["landmark_bits"])
+        note = f" ({r['landmark_bits']:.3g} b/dim,\n{sv[0]:.0f}% fewer than HIGGS 2-bit's {sv[1]:.3g})" if sv is not None else ""
+        ax.plot([], [], marker="*", ms=9, ls="none", color="white", mec="black", mew=0.5,
+                label=f"star: {L.format_name(r['landmark_format'])}{note}")
     plain_log_ticks(ax.xaxis)
     ax.set_xlabel("landmark bits / dimension (incl. scales)")
     _score_axis(ax, s)

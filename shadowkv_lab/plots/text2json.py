@@ -55,8 +55,8 @@ def errors_by_position(errors: pd.DataFrame, bins: int = 5, title: str | None = 
     for i, (m, g) in enumerate(e.groupby("method", sort=False)):
         s = g.groupby("bucket")["wrong"].mean()
         ax.plot(s.index, s.values, marker=L.MARKERS[i % len(L.MARKERS)], color=color(m), label=label(m))
-    ax.set_xlabel("entity position in the prompt (share of prompt)")
-    ax.set_ylabel("share of fields wrong or missing")
+    ax.set_xlabel("entity position (share of the prompt)")
+    ax.set_ylabel("fields wrong or missing")
     ax.set_ylim(-0.02, 1.02)
     legend(ax)
     ax.set_title(title or "Text2JSON errors by entity position")
