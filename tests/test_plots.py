@@ -228,3 +228,16 @@ def test_figure_saver_writes_stamped_files_and_returns_nothing(demo, tmp_path, c
     pdf = (tmp_path / "figures" / "full" / "01_accuracy_by_task.pdf").read_bytes()
     assert b"profile=full; model=m; n=24; commit=abc1234; smoke_test=False" in pdf
     assert (tmp_path / "figures" / "full" / "01_accuracy_by_task.png").is_file() and "saved" in capsys.readouterr().out
+
+
+def test_budget_sweep_groups_budget_variants_by_config(demo):
+    from shadowkv_lab.cache.presets import PRESETS
+
+    df, _ = demo
+    fig = plots.budget_sweep(df[df.task == "text2json"], families=(PRESETS["shadowkv"], "yakv"))
+    ax = fig.axes[0]
+    labels = [t.get_text() for t in fig.legends[0].texts] if fig.legends else [t.get_text() for t in ax.get_legend().texts]
+    assert "ShadowKV" in labels and "YAKV" in labels
+    lines = [ln for ln in ax.lines if ln.get_linestyle() != "--"]  # not the full-attention line
+    assert sorted(len(ln.get_xdata()) for ln in lines) == [2, 2]  # each family: its preset and one budget variant
+    matplotlib.pyplot.close(fig)

@@ -199,7 +199,10 @@ def budget_sweep(df: pd.DataFrame, families=("shadowkv", "yakv"), metric: str = 
         return empty("no budget-sweep results")
     fams = {}
     for f in families:
-        cfg = PRESETS[f].to_dict() if isinstance(f, str) else f.to_dict()
+        if isinstance(f, str) and f not in PRESETS and (df["method"] == f).any():  # a method of these rows
+            cfg = json.loads(df.loc[df["method"] == f, "config"].iloc[0])
+        else:
+            cfg = PRESETS[f].to_dict() if isinstance(f, str) else f.to_dict()
         fams[_family(cfg)] = cfg
     d = df.assign(family=df["config"].map(_family))
     d = d[d["family"].isin(fams)]
