@@ -19,6 +19,8 @@ from shadowkv_lab.kernels.common import rope_table_from_freqs, torch_rope
 from shadowkv_lab.testing import tiny_model
 
 CPU = torch.device("cpu")
+GPU = os.environ["TRITON_INTERPRET"] == "0" and torch.cuda.is_available()  # the lent GPU runs the compiled kernels
+DEV = torch.device("cuda" if GPU else "cpu")
 
 
 # ---------------------------------------------------------------------------------------------- validation
@@ -171,12 +173,12 @@ def _kernel_layer(cfg, seed=0):
     H, G, D, L = 2, 3, 128, 600
     gen = torch.Generator().manual_seed(seed)
     inv = 1.0 / (1e6 ** (torch.arange(0, D, 2, dtype=torch.float32) / D))
-    tab = rope_table_from_freqs(inv, 2048, torch.bfloat16)
+    tab = rope_table_from_freqs(inv.to(DEV), 2048, torch.bfloat16)
     rope = lambda x, pos: torch_rope(x, pos, tab)  # noqa: E731
-    k_pre = (_biased_keys(H, L, D, seed, offset=600.0)).to(torch.bfloat16)
-    v = torch.randn(H, L, D, generator=gen).to(torch.bfloat16)
-    ctx = LayerContext(rope=rope, scaling=D ** -0.5, n_q_heads=H * G, compute_device=CPU, offload_device=CPU, pin=False)
-    return SparseLayer(cfg, k_pre, rope(k_pre, torch.arange(L).expand(H, L)), v, ctx), rope, (H, G, D, L)
+    k_pre = (_biased_keys(H, L, D, seed, offset=600.0)).to(DEV, torch.bfloat16)
+    v = torch.randn(H, L, D, generator=gen).to(DEV, torch.bfloat16)
+    ctx = LayerContext(rope=rope, scaling=D ** -0.5, n_q_heads=H * G, compute_device=DEV, offload_device=CPU, pin=GPU)
+    return SparseLayer(cfg, k_pre, rope(k_pre, torch.arange(L, device=DEV).expand(H, L)), v, ctx), rope, (H, G, D, L)
 
 
 def test_kernel_gather_restores_offsets_bit_for_bit():
@@ -190,9 +192,9 @@ def test_kernel_gather_restores_offsets_bit_for_bit():
     assert dispatch.enabled(layer), dispatch.unsupported_reason(layer)
     gen = torch.Generator().manual_seed(1)
     for step in range(2):
-        p = torch.full((H, 1), L + step)
-        q = rope(torch.randn(H, G, D, generator=gen).to(torch.bfloat16), p.expand(H, G)).view(H * G, D)
-        k_new = torch.randn(H, 1, D, generator=gen).to(torch.bfloat16)
+        p = torch.full((H, 1), L + step, device=DEV)
+        q = rope(torch.randn(H, G, D, generator=gen).to(DEV, torch.bfloat16), p.expand(H, G)).view(H * G, D)
+        k_new = torch.randn(H, 1, D, generator=gen).to(DEV, torch.bfloat16)
         dispatch.sparse_decode(layer, q, k_new[:, 0], rope(k_new, p)[:, 0], k_new[:, 0])
         st = layer._kstate
         rk, rv = layer.selected_kv(st.resident.slot_pos)
@@ -209,11 +211,11 @@ def test_landmark_offset_restated():
 
     cfg = dataclasses.replace(PRESETS["yakv_centred_keys"], chunk_size=2, local_budget=64, landmark_offset="mean")
     layer, rope, (H, G, D, L) = _kernel_layer(cfg, seed=2)
-    k_pre = _biased_keys(H, L, D, 2, offset=600.0).to(torch.bfloat16)
+    k_pre = _biased_keys(H, L, D, 2, offset=600.0).to(DEV, torch.bfloat16)
     mu = k_pre.float().mean(1)
-    pos = (layer.cand_ids.unsqueeze(-1) * 2 + torch.arange(2)).flatten(1)
+    pos = (layer.cand_ids.unsqueeze(-1) * 2 + torch.arange(2, device=DEV)).flatten(1)
     off = rope(mu.unsqueeze(1).expand(H, pos.shape[1], D).contiguous(), pos).float().view(H, -1, 2, D).mean(2)
-    lm = rope(k_pre, torch.arange(L).expand(H, L)).gather(1, pos.unsqueeze(-1).expand(-1, -1, D)).view(H, -1, 2, D).mean(2)
+    lm = rope(k_pre, torch.arange(L, device=DEV).expand(H, L)).gather(1, pos.unsqueeze(-1).expand(-1, -1, D)).view(H, -1, 2, D).mean(2)
     qz = make_quantizer("higgs-4-256", group=D)
     expect = torch.stack([qz.dequantize(qz.quantize(lm[h].float() - off[h])) for h in range(H)]) + off
     assert torch.equal(layer._landmarks(), expect.to(torch.bfloat16))
