@@ -41,10 +41,12 @@ class _QueryCapture(PrefillCapture):
 
 @torch.inference_mode()
 def capture_prompt(model, tok, prompt: str | torch.Tensor, n_queries: int = 64) -> _QueryCapture:
-    """Exact prefill of `prompt` (text, or token ids (P,)) keeping pre/post-RoPE keys, values and the last
-    `n_queries` queries of every layer."""
+    """Exact prefill of `prompt` (text, encoded with the chat template as the runs do, or token ids (P,)) keeping
+    pre/post-RoPE keys, values and the last `n_queries` queries of every layer."""
+    from .generation import encode_prompt
+
     patch_model(model)
-    ids = prompt if isinstance(prompt, torch.Tensor) else tok(prompt, return_tensors="pt").input_ids[0]
+    ids = prompt if isinstance(prompt, torch.Tensor) else encode_prompt(tok, prompt)
     if ids.numel() <= n_queries:
         raise ValueError(f"prompt of {ids.numel()} tokens: need more than n_queries={n_queries}")
     cap = _QueryCapture(len(layer_contexts(model)), n_queries)

@@ -247,3 +247,21 @@ def test_real_keys_layer0_attention_error(real_model_path):
     assert tv[0, "none"] > 0.5 and tv[0, "selective"] < 0.25, (tv[0, "none"], tv[0, "selective"])
     assert all(tv[i, "selective"] <= tv[i, "none"] + 0.01 for i in range(n_layers))
     assert statistics.median(tv[i, "selective"] for i in range(n_layers)) < statistics.median(tv[i, "none"] for i in range(n_layers))
+
+
+def test_key_offsets_figure_is_page_wide_with_bounded_tv():
+    """The notebook-02 figure: one page wide; left panel log-scale norms per layer, right panel TV in [0, 1], one
+    line per rule, labelled."""
+    import pandas as pd
+
+    from shadowkv_lab import plots
+
+    stats = pd.DataFrame([{"layer": i, "kv_head": h, "key_norm": 300.0 / (i + 1), "centred_norm": 5.0,
+                           "bias_norm": 290.0 / (i + 1)} for i in range(4) for h in range(2)])
+    errs = pd.DataFrame([{"layer": i, "format": "HIGGS 4-bit", "key_offset": r, "tv": t}
+                         for i in range(4) for r, t in (("none", 0.9), ("selective", 0.05))])
+    fig = plots.key_offsets(stats, errs)
+    assert abs(fig.get_figwidth() - plots.PAGE) < 1e-6
+    a, b = fig.axes
+    assert a.get_yscale() == "log" and b.get_ylim() == (0.0, 1.0)
+    assert [t.get_text() for t in b.get_legend().get_texts()] == ["none (the paper)", "selective mean"]

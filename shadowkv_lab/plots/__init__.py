@@ -9,7 +9,7 @@ their configs (labels.py), one colour per method and per memory category in ever
 their bits per dimension.
 
 Modules: style (sizes, saving, stamps), labels (names, colours), scores, sweeps, memory, attribution, attention,
-text2json, speed.
+text2json, speed, keys.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from .attention import attention_profile
 from .attribution import error_attribution, factorial_cells
 from .labels import (CATEGORY_COLORS, MAIN_METHODS, METHOD_COLORS, config_label, format_label, format_name, is_main, method_color,
                      method_colors, method_label, method_labels, task_label)
+from .keys import key_offsets
 from .memory import accuracy_vs_memory, memory_breakdown
 from .scores import accuracy_by_task, depth_profile
 from .speed import capacity, cpu_decode_speed, decode_speed, landmark_scoring
@@ -29,7 +30,7 @@ __all__ = [
     "CATEGORY_COLORS", "COLUMN", "MAIN_METHODS", "METHOD_COLORS", "PAGE", "RC", "FigureSaver", "Stamp", "accuracy_by_task",
     "accuracy_vs_memory", "attention_profile", "budget_sweep", "capacity", "chunk_size", "config_label", "cpu_decode_speed",
     "decode_speed", "depth_profile", "error_attribution", "errors_by_position", "factorial_cells", "format_label",
-    "format_name", "is_main", "key_compression", "landmark_precision", "landmark_scoring", "make_stamp", "memory_breakdown",
+    "format_name", "is_main", "key_compression", "key_offsets", "landmark_precision", "landmark_scoring", "make_stamp", "memory_breakdown",
     "method_color", "method_colors", "method_label", "method_labels", "residual_landmarks", "residual_saving", "save",
     "task_label", "text2json_errors",
 ]
