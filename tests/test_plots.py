@@ -192,7 +192,7 @@ def test_small_n_figures_draw_no_interval(demo):
     d = df[(df.task == "text2json") & df.sample_id.isin(["text2json-0", "text2json-1"])]
     fig = plots.accuracy_by_task(d, methods=["full", "shadowkv", "yakv"])
     ax = fig.axes[0]
-    assert "no CI" in ax.get_ylabel()
+    assert "dots: samples (n < 5)" in ax.get_ylabel()
     assert not [c for c in ax.collections if type(c).__name__ == "LineCollection"]  # no error bars, no caps
     assert sum(len(c.get_offsets()) for c in ax.collections) == 6  # the sample dots instead (3 methods x 2 samples)
     matplotlib.pyplot.close(fig)
@@ -240,4 +240,13 @@ def test_budget_sweep_groups_budget_variants_by_config(demo):
     assert "ShadowKV" in labels and "YAKV" in labels
     lines = [ln for ln in ax.lines if ln.get_linestyle() != "--"]  # not the full-attention line
     assert sorted(len(ln.get_xdata()) for ln in lines) == [2, 2]  # each family: its preset and one budget variant
+    matplotlib.pyplot.close(fig)
+
+
+def test_sweeps_show_each_sample_below_five(demo):
+    df, _ = demo
+    d = df[(df.task == "text2json") & df.sample_id.isin(["text2json-0", "text2json-1"])]
+    fig = plots.chunk_size(d[(d["rank"] < 0) & (d.key_format == "native") & (d.landmark_format == "bf16") | (d.method == "full")])
+    dots = [c for c in fig.axes[0].collections if len(c.get_offsets()) == 2]
+    assert len(dots) >= 4  # two samples at every chunk size
     matplotlib.pyplot.close(fig)

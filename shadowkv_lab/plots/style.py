@@ -65,12 +65,19 @@ def yerr(mean, ci, lo: float = 0.0, hi: float = 100.0):
     return np.vstack([np.clip(np.minimum(c, m - lo), 0, None), np.clip(np.minimum(c, hi - m), 0, None)])
 
 
+def sample_dots(ax, xs, values, ns, color):
+    """Each sample's value as a small open dot at its x, for the points that have no interval (n < MIN_N_CI)."""
+    for x, v, n in zip(xs, values, ns):
+        if n < MIN_N_CI and isinstance(v, tuple) and len(v) > 1:
+            ax.scatter(np.full(len(v), x), v, s=6, facecolor="white", edgecolor=color, lw=0.6, zorder=3)
+
+
 def interval_note(n) -> str:
     """Axis-label suffix saying what the bars are: 'mean ± 95% CI', or 'mean, no CI (n < 5)'."""
     n = np.asarray(n, float)
     if len(n) and np.nanmin(n) >= MIN_N_CI:
         return "mean ± 95% CI"
-    return f"mean, no CI (n < {MIN_N_CI})"
+    return f"mean, dots: samples (n < {MIN_N_CI})"
 
 
 def legend(ax, max_right: int = 6, ncol: int = 2):

@@ -12,7 +12,7 @@ from .. import analysis as A
 from ..cache.config import OffloadConfig
 from ..cache.presets import PRESETS
 from . import labels as L
-from .style import empty, figure, interval_note, label_points, legend, model_title, panels, plain_log_ticks, yerr
+from .style import empty, figure, interval_note, label_points, legend, model_title, panels, plain_log_ticks, sample_dots, yerr
 
 SCORE_LABEL = "score (0-100)"
 
@@ -42,6 +42,7 @@ def _sweep_plot(s: pd.DataFrame, x: str, xlabel: str, s_full: pd.DataFrame | Non
     for t, g in s.groupby("task", sort=False):
         g = g.dropna(subset=[x]).sort_values(x)
         ax.errorbar(g[x], g["mean"], yerr=yerr(g["mean"], g["ci95"]), marker="o", capsize=2, color=colors[t], label=L.task_label(t))
+        sample_dots(ax, g[x], g["values"], g["n"], colors[t])
         if s_full is not None:
             _full_line(ax, s_full, t, colors[t])
     if logx2:
@@ -95,6 +96,7 @@ def key_compression(df: pd.DataFrame, methods=None, metric: str = "score", title
     for t, g in s.groupby("task", sort=False):
         g = g[g["method"].isin(ms)].assign(x=lambda v: v["method"].map(xi)).sort_values("x")
         ax.errorbar(g["x"], g["mean"], yerr=yerr(g["mean"], g["ci95"]), marker="o", capsize=2, color=colors[t], label=L.task_label(t))
+        sample_dots(ax, g["x"], g["values"], g["n"], colors[t])
         if s_full is not None:
             _full_line(ax, s_full, t, colors[t])
     ax.set_xticks(range(len(ms)), [label(m) for m in ms], fontsize=6)
@@ -162,6 +164,7 @@ def residual_landmarks(df: pd.DataFrame, methods=None, metric: str = "score", ti
         plain, resid = g[~g["residual"]].sort_values("landmark_bits"), g[g["residual"]]
         ax.errorbar(plain["landmark_bits"], plain["mean"], yerr=yerr(plain["mean"], plain["ci95"]), marker="o", capsize=2, color=colors[t],
                     label=L.task_label(t))
+        sample_dots(ax, g["landmark_bits"], g["values"], g["n"], colors[t])
         ax.errorbar(resid["landmark_bits"], resid["mean"], yerr=yerr(resid["mean"], resid["ci95"]), marker="*", ms=9, ls="none",
                     capsize=2, color=colors[t], mec="black", mew=0.5)
         if s_full is not None:
