@@ -10,6 +10,7 @@ matplotlib.use("Agg")
 
 from shadowkv_lab import analysis as A  # noqa: E402
 from shadowkv_lab import plots  # noqa: E402
+from shadowkv_lab.results import bench_row, write_bench_rows  # noqa: E402
 from shadowkv_lab.workbook import demo_results  # noqa: E402
 
 
@@ -23,9 +24,9 @@ def _figures(df, rec, tmp_path):
     gold = {f"text2json-{i}": [{"name": "Ann", "k": "1"}, {"name": "Bob", "k": "2"}] for i in range(3)}
     df = df.assign(prediction='[{"name": "Ann", "k": "1"}]')
     errs = A.text2json_field_errors(df, gold, {k: "Ann then Bob" for k in gold})
-    (tmp_path / "bench").mkdir(exist_ok=True)
-    (tmp_path / "bench" / "r.json").write_text(json.dumps([{"method": m, "context": c, "batch": 1, "tokens_per_s": 1000 / c ** 0.5}
-                                                           for m in ("full", "yakv") for c in (4096, 16384, 65536)]))
+    write_bench_rows([bench_row(**STAMP, table="steps", method=m, variant=v, context=c, batch=b, metric="tok_s_layer", value=b * 1e3 / c ** 0.5)
+                      for m, v in (("full", ""), ("yakv", "cache"), ("yakv", "nocache")) for c in (4096, 16384, 65536) for b in (1, 8)],
+                     tmp_path / "bench" / "steps.rows.csv")
     bench = A.load_benchmarks(tmp_path / "bench")
     exact_kv = (df.kind != "full") & (df["rank"] < 0) & (df.key_format == "native") & (df.value_format == "native")
     lm = df[exact_kv & (df.chunk_size == 1)]  # the landmark-precision sweep, selected by config, not by name
@@ -53,38 +54,52 @@ def _figures(df, rec, tmp_path):
         "errors_by_position": plots.errors_by_position(errs),
         "decode_speed": plots.decode_speed(bench),
         "decode_speed_absent": plots.decode_speed(A.load_benchmarks(tmp_path / "missing")),
-        "capacity": plots.capacity(pd.DataFrame([{"method": "full", "context": 131072, "max_batch": 3, "tokens_per_s[full]": 180.0},
-                                                 {"method": "yakv", "context": 131072, "max_batch": 29, "tokens_per_s[yakv_fp8]": 70.0,
-                                                  "tokens_per_s[yakv_fp8_nocache]": 75.0}])),
+        "capacity": plots.capacity(_capacity_bench()),
+        "capacity_absent": plots.capacity(bench),
         "cpu_decode_speed": plots.cpu_decode_speed(df),
         "landmark_scoring": plots.landmark_scoring(_scoring_bench(tmp_path)),
         "landmark_scoring_absent": plots.landmark_scoring(bench),
     }
 
 
+STAMP = dict(benchmark="bench_decode_step", run="r", device_name="H200", model="m", timestamp="2026-11-29T00:00:00+00:00")
+
+
+def _capacity_bench():
+    st = {**STAMP, "benchmark": "bench_capacity", "table": "capacity", "context": 131072}
+    rows = [bench_row(**st, method=m, metric="max_batch", value=b) for m, b in (("full", 3), ("yakv", 29))]
+    rows += [bench_row(**st, method=m, variant=v, batch=b, metric="tok_s", value=t)
+             for m, v, b, t in (("full", "", 3, 180.0), ("yakv_fp8", "cache", 29, 70.0), ("yakv_fp8", "nocache", 29, 75.0))]
+    return pd.DataFrame(rows)
+
+
 def _scoring_bench(tmp_path):
-    """Two benchmark files with scoring tables; the newer (by date) holds a sweep row."""
+    """Two runs with scoring rows; the newer (by timestamp) holds a sweep row and a top-k row."""
     d = tmp_path / "scoring_bench"
-    d.mkdir(exist_ok=True)
-    rows = lambda k: [{"landmarks": f, "rule": r, "ns_per_landmark": k * v} for f, v in (("bf16", 0.15), ("higgs2", 0.44))  # noqa: E731
-                      for r in ("softmax_max", "mean_dot")]
-    (d / "a_old.json").write_text(json.dumps({"date": "2026-11-28", "device": "H200", "scoring": rows(2.0)}))
-    (d / "b_new.json").write_text(json.dumps({"date": "2026-11-29", "device": "H200", "scoring": rows(1.0) + [
-        {"landmarks": "higgs2", "rule": "softmax_max bm64 w4 stored", "ns_per_landmark": 0.35},
-        {"landmarks": "-", "rule": "topk(3.125%)", "ns_per_landmark": 0.02}]}))
-    (d / "kernels_e2e.json").write_text(json.dumps({"model": "m", "rows": [
-        {"seed": 7, "method": "shadowkv", "identical": True, "first_divergence": None},
-        {"seed": 7, "method": "yakv", "identical": False, "first_divergence": 30, "reference_margin_at_divergence": 0.0}]}))
+    sc = lambda run, ts, k: [bench_row(**{**STAMP, "run": run, "timestamp": ts}, table="scoring", method=f, variant=r,  # noqa: E731
+                                       context=131072, batch=8, metric="ns_per_landmark", value=k * v)
+                             for f, v in (("bf16", 0.15), ("higgs2", 0.44)) for r in ("softmax_max", "mean_dot")]
+    write_bench_rows(sc("old", "2026-11-28T00:00:00+00:00", 2.0), d / "a_old.rows.csv")
+    new = pd.DataFrame(sc("new", "2026-11-29T00:00:00+00:00", 1.0))
+    extra = new.iloc[[2, 0]].assign(method=["higgs2", "topk"], variant=["softmax_max bm64 w4 stored", "topk(3.125%)"], value=[0.35, 0.02])
+    write_bench_rows(pd.concat([new, extra]), d / "b_new.rows.csv")
+    k = {**STAMP, "benchmark": "check_kernels_e2e", "table": "agreement", "context": 8213, "batch": 1, "variant": "seed=7"}
+    write_bench_rows([bench_row(**k, method="shadowkv", metric="identical", value=True),
+                      bench_row(**k, method="yakv", metric="identical", value=False),
+                      bench_row(**k, method="yakv", metric="first_divergence", value=30),
+                      bench_row(**k, method="yakv", metric="reference_margin", value=0.0)], d / "kernels_e2e.rows.csv")
     return A.load_benchmarks(d)
 
 
-def test_scoring_rows_take_the_newest_file_and_kernel_agreement_its_rows(tmp_path):
+def test_scoring_rows_take_the_newest_run_and_kernel_agreement_its_rows(tmp_path):
     b = _scoring_bench(tmp_path)
     s = A.scoring_rows(b)
-    assert set(s["source"]) == {"b_new.json"} and len(s) == 5  # top-k row ("-") dropped
+    assert set(s["run"]) == {"new"} and len(s) == 5  # top-k row dropped
+    assert set(A.scoring_rows(b, run="old")["run"]) == {"old"}
     assert s[(s.landmarks == "bf16") & (s.rule == "softmax_max")]["ns_per_landmark"].iloc[0] == pytest.approx(0.15)
     k = A.kernel_agreement(b)
     assert list(k["method"]) == ["shadowkv", "yakv"] and list(k["identical"]) == [True, False]
+    assert k.loc[1, "first_divergence"] == 30 and k.loc[1, "seed"] == 7 and k.loc[1, "prompt_tokens"] == 8213
     assert A.scoring_rows(pd.DataFrame()).empty and A.kernel_agreement(pd.DataFrame()).empty
 
 
@@ -249,4 +264,16 @@ def test_sweeps_show_each_sample_below_five(demo):
     fig = plots.chunk_size(d[(d["rank"] < 0) & (d.key_format == "native") & (d.landmark_format == "bf16") | (d.method == "full")])
     dots = [c for c in fig.axes[0].collections if len(c.get_offsets()) == 2]
     assert len(dots) >= 4  # two samples at every chunk size
+    matplotlib.pyplot.close(fig)
+
+
+def test_residual_figure_ticks_every_measured_width(demo):
+    df, _ = demo
+    t = df[df.task == "text2json"]
+    exact = (t.kind != "full") & (t["rank"] < 0) & (t.key_format == "native") & (t.chunk_size == 1)
+    fig = plots.residual_landmarks(pd.concat([t[exact], t[t.method == "full"]]))
+    ticks = {lb.get_text() for lb in fig.axes[0].get_xticklabels()}
+    assert {"2.25", "2.5", "1.5"} <= ticks
+    legend_text = " ".join(x.get_text() for lg in fig.legends for x in lg.texts)
+    assert "10% fewer than HIGGS 2-bit's 2.5" in legend_text
     matplotlib.pyplot.close(fig)

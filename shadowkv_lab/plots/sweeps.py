@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import matplotlib.ticker
 import numpy as np
 import pandas as pd
 
@@ -181,6 +182,9 @@ def residual_landmarks(df: pd.DataFrame, methods=None, metric: str = "score", ti
         ax.plot([], [], marker="*", ms=9, ls="none", color="white", mec="black", mew=0.5,
                 label=f"star: {L.format_name(r['landmark_format'])}{note}")
     plain_log_ticks(ax.xaxis)
+    bits = sorted(s["landmark_bits"].dropna().unique())
+    ax.set_xticks(bits, [f"{b:.3g}" for b in bits])  # the sweep spans less than an octave: tick every measured width
+    ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
     ax.set_xlabel("landmark bits / dimension (incl. scales)")
     _score_axis(ax, s)
     legend(ax)
