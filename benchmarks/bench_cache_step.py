@@ -3,7 +3,8 @@
     python benchmarks/bench_cache_step.py --model qwen2.5-coder-0.5b --tokens 4096 --methods full,shadowkv,yakv
 
 One exact prefill is shared; each method decodes `--steps` tokens (EOS ignored) after `--warmup` steps. Prints a
-table (median ms/step, tokens/s, ratio to `full`) and writes JSON to benchmarks/results/cache_step_<device>.json.
+table (median ms/step, tokens/s, ratio to `full`) and writes JSON to benchmarks/results/cache_step_<device>.json and
+the same numbers as benchmark rows to cache_step_<device>.rows.csv beside it.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import argparse
 import json
 import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -19,6 +21,10 @@ import torch
 
 from shadowkv_lab import get_preset, load_model
 from shadowkv_lab.generation import build_cache, decode, prefill
+from shadowkv_lab.results import BENCH_SUFFIX, write_bench_rows
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from to_rows import cache_step_rows, stamp  # noqa: E402
 
 
 def main(argv=None):
@@ -69,7 +75,10 @@ def main(argv=None):
     meta = {"model": args.model, "tokens": args.tokens, "steps": args.steps, "device": str(dev), "dtype": args.dtype,
             "torch": torch.__version__, "host": platform.node(), "threads": torch.get_num_threads()}
     out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
-    print(f"wrote {out}")
+    dev_name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else str(dev)
+    path = write_bench_rows(cache_step_rows({"meta": meta, "rows": rows}, stamp("bench_cache_step", dev_name)),
+                            out.with_name(out.name.removesuffix(".json") + BENCH_SUFFIX))
+    print(f"wrote {out} and {path}")
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ transients, with the layouts the kernels use (kernels/dispatch.py); weights 16 G
 tensors on the GPU under a memory cap of cap-gb: the predicted batch must fit and one more sequence must not.
 Decode tokens/s estimate: B / (layers x per-layer step time(B) + weights / HBM bandwidth), the step time taken from
 results/decode_step.json at this context (linear in B between measured batches, extrapolated past the largest).
+Writes results/capacity.json and the same numbers as benchmark rows, results/capacity.rows.csv.
 """
 
 from __future__ import annotations
@@ -14,6 +15,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from to_rows import capacity_rows, stamp  # noqa: E402
+from shadowkv_lab.results import write_bench_rows  # noqa: E402
 
 LAYERS, H, D, HQ = 32, 8, 128, 32
 WEIGHTS = 16e9
@@ -118,7 +126,8 @@ def main():
     args = ap.parse_args()
     cap, L = args.cap_gb * 1e9, args.context
     lay = layouts(L, args.gen)
-    steps = json.load(open(args.steps))["steps"] if os.path.exists(args.steps) else []
+    step_file = json.load(open(args.steps)) if os.path.exists(args.steps) else {}
+    steps = step_file.get("steps", [])
     rows = []
     for method, parts in lay.items():
         per_tok = sum(b for b, shared in parts.values() if not shared) / (L + args.gen)
@@ -141,6 +150,13 @@ def main():
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "capacity.json"), "w") as f:
         json.dump(rows, f, indent=1)
+    if args.verify:
+        import torch
+
+        device = torch.cuda.get_device_name()
+    else:  # analytic; the tokens/s estimates are the step benchmark's device's
+        device = step_file.get("device", "analytic")
+    write_bench_rows(capacity_rows(rows, stamp("bench_capacity", device)), os.path.join(args.out, "capacity.rows.csv"))
     print(f"context {L} + {args.gen} generated, cap {args.cap_gb:g} GB, weights {WEIGHTS / 1e9:g} GB")
     print(f"{'method':10s} {'B/tok/layer':>11s} {'GB/seq':>7s} {'max B':>6s} {'x full':>7s}  verified  tokens/s (estimate)")
     for r in rows:

@@ -29,6 +29,10 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from to_rows import decode_step_rows, stamp  # noqa: E402
+from shadowkv_lab.results import write_bench_rows  # noqa: E402
 
 from shadowkv_lab.kernels.attention import decode_attention  # noqa: E402
 from shadowkv_lab.kernels.common import rope_table_from_freqs  # noqa: E402
@@ -373,9 +377,12 @@ def hit_rate_sweep(L, alphas, table, bufs, steps=12):
     return rows
 
 
-def save(results, out):
+def save(results, out, st, sizes):
+    """decode_step.json, and decode_step.rows.csv: the same numbers as benchmark rows (results.BENCH_COLUMNS; st:
+    the run's stamp, sizes: the context and batch the scoring kernel was timed at)."""
     with open(os.path.join(out, "decode_step.json"), "w") as f:
         json.dump(results, f, indent=1)
+    write_bench_rows(decode_step_rows(results, st, *sizes), os.path.join(out, "decode_step.rows.csv"))
 
 
 def main():
@@ -413,13 +420,14 @@ def main():
     print(f"setup {time.time() - t0:.1f}s", flush=True)
 
     results = dict(config=vars(args), device=torch.cuda.get_device_name() if CUDA else "cpu (smoke)", hbm=HBM, pcie=PCIE, steps=[], scoring=[], hits=[])
+    st, sizes = stamp("bench_decode_step", results["device"]), (Lmax, min(8, Bmax))  # bench_scoring's sizes
     results["hits"] = hit_rate_sweep(Lmax, args.sweep_alphas, table, bufs)
     for r in results["hits"]:
         print(f"hit rate {r['method']:9s} L={r['L']} alpha={r['alpha']:.2f}: {r['hit_rate']:.3f}", flush=True)
     if "v_bf16" in bufs:
         results["zero_copy"] = bench_zero_copy(bufs, n_rows=(1 << 18) if CUDA else 256)
     results["scoring"] = bench_scoring(Lmax, min(8, Bmax), bufs, table)
-    save(results, args.out)
+    save(results, args.out, st, sizes)
     for L in ([] if args.scoring_only else args.contexts):
         kv = None
         if "full" in args.methods:
@@ -435,7 +443,7 @@ def main():
                         name = method + ("" if cache else "_nocache")
                     r.update(method=name, L=L, B=B, ratio=r["ms"] / r["bound_ms"], tokens_per_s_layer=B / r["ms"] * 1e3)
                     results["steps"].append(r)
-                    save(results, args.out)
+                    save(results, args.out, st, sizes)
                     print(f"{name:17s} L={L:6d} B={B:2d} {r['ms']:8.3f} ms  bound {r['bound_ms']:7.3f} ms  x{r['ratio']:.2f}"
                           f"  hit {r.get('hit_rate', 0):.2f}  HBM {r['hbm_bytes'] / 1e6:8.1f} MB  PCIe {r['pcie_bytes'] / 1e6:7.1f} MB",
                           flush=True)
@@ -444,7 +452,7 @@ def main():
         del kv
         if CUDA:
             torch.cuda.empty_cache()
-    save(results, args.out)
+    save(results, args.out, st, sizes)
     with open(os.path.join(args.out, "decode_step.csv"), "w") as f:
         keys = ["method", "L", "B", "ms", "bound_ms", "ratio", "hit_rate", "hbm_bytes", "pcie_bytes", "pcie_gbs", "tokens_per_s_layer"]
         f.write(",".join(keys) + "\n")

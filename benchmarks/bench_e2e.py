@@ -8,6 +8,7 @@ decode of `new` tokens (stop tokens ignored, so every row decodes exactly `new`)
 it the torch reference runs (SHADOWKV_LAB_KERNELS=0). Every run also reports the step-to-step
 selection overlap (the cache-hit rate a resident step buffer would get), measured on the real query stream.
 Runs on CPU too (slowly; use a short --context there): that is how the hit rates in benchmarks/README.md were taken.
+Writes results/e2e_<device>_<context>[_kernels].json and the same numbers as benchmark rows (.rows.csv) beside it.
 """
 
 from __future__ import annotations
@@ -22,11 +23,14 @@ import time
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from to_rows import e2e_rows, stamp  # noqa: E402
 from shadowkv_lab.cache.layer import SparseLayer  # noqa: E402
 from shadowkv_lab.cache.presets import get_preset  # noqa: E402
 from shadowkv_lab.generation import build_cache, decode, prefill  # noqa: E402
 from shadowkv_lab.models import load_model  # noqa: E402
+from shadowkv_lab.results import BENCH_SUFFIX, write_bench_rows  # noqa: E402
 from shadowkv_lab.tasks.filler import Filler  # noqa: E402
 
 HITS = {"hit": 0, "sel": 0}
@@ -115,6 +119,9 @@ def main():
     tag = f"e2e_{device.type}_{ids.numel()}{'_kernels' if args.kernels else ''}.json"
     with open(os.path.join(args.out, tag), "w") as f:
         json.dump(rows, f, indent=1)
+    dev_name = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
+    write_bench_rows(e2e_rows(rows, stamp("bench_e2e", dev_name), model=os.path.basename(str(args.model).rstrip("/"))),
+                     os.path.join(args.out, tag.removesuffix(".json") + BENCH_SUFFIX))
     print(f"\n{'method':9s} {'B':>3s} {'tok/s':>8s} {'hit':>6s}")
     for r in rows:
         print(f"{r['method']:9s} {r['B']:3d} {r['tokens_per_s']:8.1f} {r['hit_rate'] or 0:6.3f}")

@@ -5,7 +5,7 @@
 
 The naive loop is what one writes first: `generate` once per method per sample (a prefill each time, batch 1).
 The runner prefills each sample once and decodes up to --batch-size (sample x method) rows per forward pass.
-Writes benchmarks/results/runner_<device>.json.
+Writes benchmarks/results/runner_<device>.json and its benchmark rows, runner_<device>.rows.csv.
 """
 
 from __future__ import annotations
@@ -21,11 +21,14 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from shadowkv_lab import generation, get_preset, runner  # noqa: E402
 from shadowkv_lab.provenance import provenance  # noqa: E402
+from shadowkv_lab.results import BENCH_SUFFIX, write_bench_rows  # noqa: E402
 from shadowkv_lab.runner_cli import check_methods, load  # noqa: E402
 from shadowkv_lab.tasks import get_task  # noqa: E402
+from to_rows import runner_rows, stamp  # noqa: E402
 
 DEFAULT_METHODS = "full,shadowkv,shadowkv_fullkeys,shadowkv_oracle,oracle,yakv,yakv_residual,yakv_exactkv"
 
@@ -197,7 +200,10 @@ def main(argv=None) -> int:
     out = Path(args.out_json) if args.out_json else Path(__file__).parent / "results" / f"runner_{dev}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2, default=str))
-    print(f"wrote {out}")
+    rows = out.with_name(out.name.removesuffix(".json") + BENCH_SUFFIX)
+    st = stamp("bench_runner", prov["device_name"], commit=prov["git_commit"] or "", timestamp=prov["timestamp"])
+    write_bench_rows(runner_rows(json.loads(out.read_text()), st), rows)
+    print(f"wrote {out} and {rows}")
     return 0 if not res_naive or result["identical_scores"] else 1
 
 

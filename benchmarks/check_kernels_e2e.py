@@ -6,12 +6,14 @@ Both paths share one exact prefill and decode one row at a time (batched=False: 
 run); SHADOWKV_LAB_KERNELS=1 selects the kernels, 0 the torch reference. Each path runs once untimed first (Triton
 compiles on first use). Prints, per method, whether the token ids are identical, the first divergence with the
 reference's top-1/top-2 logit margin there (a near-tie flips on rounding; a large margin means a real difference),
-the largest logit difference over the steps before it, and both decode times; writes kernels_e2e.json.
+the largest logit difference over the steps before it, and both decode times; writes kernels_e2e.json and its
+benchmark rows, kernels_e2e.rows.csv.
 """
 
 import argparse
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -20,7 +22,11 @@ import torch
 from shadowkv_lab import get_preset, load_model
 from shadowkv_lab.generation import build_cache, decode, encode_prompt, prefill, stop_token_ids
 from shadowkv_lab.kernels import scoring
+from shadowkv_lab.results import write_bench_rows
 from shadowkv_lab.tasks import get_task
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from to_rows import agreement_rows, stamp  # noqa: E402
 
 
 def sync():
@@ -46,6 +52,7 @@ def main(argv=None):
     model, tok = load_model(args.model, dtype=args.dtype)
     stops = stop_token_ids(model, tok)
     rows = []
+    st = stamp("check_kernels_e2e", torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu")
     for seed in map(int, args.seeds.split(",")):
         sample = get_task("text2json").load(n=1, tokens=args.tokens, seed=seed, tokenizer=tok)[0]
         state = prefill(model, encode_prompt(tok, sample.prompt))
@@ -56,6 +63,7 @@ def main(argv=None):
         (out / "kernels_e2e.json").write_text(json.dumps(  # after every prompt: a cut-off run keeps what it measured
             {"model": args.model, "dtype": args.dtype, "max_new_tokens": args.max_new_tokens,
              "higgs_tile": list(scoring.HIGGS_TILE), "rows": rows}, indent=2))
+        write_bench_rows(agreement_rows({"model": args.model, "rows": rows}, st), out / "kernels_e2e.rows.csv")
     os.environ.pop("SHADOWKV_LAB_KERNELS")
 
 

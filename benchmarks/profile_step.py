@@ -7,7 +7,7 @@ Prefills --n samples of --data once, builds one cache per sample x method (offlo
 decodes --steps tokens for every row together (no stop tokens, so the batch is constant): first timed without the
 profiler (tokens/s, ms per step), then --profile-steps more under torch.profiler. Prints the ops that take the most
 device and host time and the bytes bound of one step (weights + every row's KV read once, at the HBM copy rate),
-and writes benchmarks/results/profile_step_<device>.json.
+and writes benchmarks/results/profile_step_<device>.json and its benchmark rows (.rows.csv).
 """
 
 from __future__ import annotations
@@ -26,7 +26,11 @@ from shadowkv_lab import generation  # noqa: E402
 from shadowkv_lab.cache.presets import resolve  # noqa: E402
 from shadowkv_lab.models import load_model  # noqa: E402
 from shadowkv_lab.provenance import provenance  # noqa: E402
+from shadowkv_lab.results import write_bench_rows  # noqa: E402
 from shadowkv_lab.tasks import get_task  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from to_rows import profile_rows, stamp  # noqa: E402
 
 HBM_GBPS = 4268.0  # H200 device-to-device copy, read + write counted (docs/gpu.md)
 
@@ -109,7 +113,9 @@ def main(argv=None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"profile_step_{dev.type}.json"
     path.write_text(json.dumps(res, indent=1, default=str))
-    print("wrote", path)
+    st = stamp("profile_step", res["device_name"], commit=res["git_commit"] or "", timestamp=res["timestamp"])
+    rows = write_bench_rows(profile_rows(res, st), out / f"profile_step_{dev.type}.rows.csv")
+    print("wrote", path, "and", rows)
 
 
 if __name__ == "__main__":

@@ -4,13 +4,15 @@
 
 Real data: post-RoPE keys of a Text2JSON prompt (chunk-1 landmarks are exactly these keys), every layer and KV head,
 quantized per head row (group = head_dim) for landmark formats and per token row (group = H*d) for the KV formats.
-Relative MSE = ||x - qdq(x)||^2 / ||x||^2. Writes benchmarks/results/quant_error.json and prints a Markdown table.
+Relative MSE = ||x - qdq(x)||^2 / ||x||^2. Writes benchmarks/results/quant_error.json, its benchmark
+rows (quant_error.rows.csv), and prints a Markdown table.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import torch
@@ -18,7 +20,11 @@ import torch
 from shadowkv_lab import load_model
 from shadowkv_lab.generation import encode_prompt, prefill
 from shadowkv_lab.quant import make_quantizer
+from shadowkv_lab.results import BENCH_SUFFIX, write_bench_rows
 from shadowkv_lab.tasks import get_task
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from to_rows import quant_rows, stamp  # noqa: E402
 
 LANDMARK_FORMATS = ["bf16", "fp8", "nvfp4", "higgs-2-256", "higgs-2-64", "higgs-4-256", "higgs-8-256",
                     "residual:m=2,main=higgs-4-256,res=higgs-16-256"]
@@ -61,7 +67,9 @@ def main(argv=None):
     for r in rows:
         print(f"| {r['use']} | {r['format']} | {r['group']} | {r['bits_per_dim']:.4g} | {r['rel_mse_gaussian']:.3g} | {r['rel_mse_real']:.3g} |")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"model": args.model, "prompt_tokens": state.prompt_len, "rows": rows}, indent=2))
+    data = {"model": args.model, "prompt_tokens": state.prompt_len, "rows": rows}
+    Path(args.out).write_text(json.dumps(data, indent=2))
+    write_bench_rows(quant_rows(data, stamp("quant_error", "cpu")), Path(args.out).with_name(Path(args.out).stem + BENCH_SUFFIX))
 
 
 if __name__ == "__main__":

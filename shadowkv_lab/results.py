@@ -19,6 +19,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import numbers
 import os
 import time
 from pathlib import Path
@@ -134,6 +135,22 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _write_atomically(final: Path, tmp: Path, write, mode: str) -> Path:
+    """Write `final` through `tmp` (same folder): write(f), flush, fsync, rename into place, fsync the folder so that
+    the rename itself is durable. A reader sees the whole file or none; a failed write leaves no temp file."""
+    try:
+        with open(tmp, mode, **({} if "b" in mode else {"newline": ""})) as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, final)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(final.parent)
+    return final
+
+
 class ResultsWriter:
     """Appends shards to a results folder (`table="records"` writes to its records/ subfolder).
 
@@ -154,18 +171,8 @@ class ResultsWriter:
             return None
         self.dir.mkdir(parents=True, exist_ok=True)
         name = name or self.new_name()
-        final, tmp = self.dir / name, self.dir / f".tmp-{name}"  # dot prefix: ignored by load() and by pyarrow datasets
-        try:
-            with open(tmp, "wb") as f:
-                pq.write_table(to_table(rows), f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, final)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        _fsync_dir(self.dir)  # make the rename itself durable
-        return final
+        # dot prefix: ignored by load() and by pyarrow datasets
+        return _write_atomically(self.dir / name, self.dir / f".tmp-{name}", lambda f: pq.write_table(to_table(rows), f), "wb")
 
 
 def shards(path) -> list[Path]:
@@ -244,3 +251,162 @@ def done_keys(path, recorded: bool = False) -> set[tuple[str, str, str, str]]:
         df = _with_recorded(path, df)
         df = df[df[RECORDED]]
     return set(zip(*(df[k].astype(str) for k in KEY)))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Benchmark rows: tidy, one per measurement, a fixed set of columns (benchmarks/*.py write them, analysis reads them).
+
+# benchmark: the script's name (bench_decode_step, ...); run: one run of it (rows of one call share it); table: what
+# the script measured (steps, scoring, hits, ...); model: a model name or the shapes timed; method: a method name, a
+# landmark format or a kernel; variant: the setting within the method (nocache, a scoring rule, a launch shape);
+# context, batch: tokens per sequence and sequences (empty when not one); metric, value, unit: the number, with the
+# unit BENCH_UNITS fixes for the metric; commit, timestamp: the code and the time of the measurement; detail: a short
+# free note (at most BENCH_DETAIL_CHARS characters).
+BENCH_COLUMNS = ("benchmark", "run", "table", "device_name", "model", "method", "variant", "context", "batch",
+                 "metric", "value", "unit", "commit", "timestamp", "detail")
+BENCH_SUFFIX = ".rows.csv"  # a benchmark rows file; load_bench_rows(folder) reads every *.rows.csv in it
+BENCH_DETAIL_CHARS = 300
+
+# Every metric a benchmark row may carry, with its one unit.
+BENCH_UNITS = {
+    # decode step (one layer) and whole-model steps
+    "step_ms": "ms", "bound_ms": "ms", "sum_bound_ms": "ms", "triton_ms": "ms", "sdpa_ms": "ms", "call_ms": "ms",
+    "ratio_to_bound": "x", "ratio_to_full": "x", "tok_s": "tok/s", "tok_s_layer": "tok/s", "hit_rate": "share",
+    "hbm_bytes": "bytes", "pcie_bytes": "bytes", "pcie_gb_s": "GB/s", "rows_fetched": "count", "rows_selected": "count",
+    "union_tokens": "count",
+    # landmark scoring and the zero-copy gather
+    "ns_per_landmark": "ns", "bytes_per_landmark": "bytes", "gb_s": "GB/s", "zero_copy_gb_s": "GB/s",
+    "memcpy_gb_s": "GB/s", "mrows_s": "Mrows/s",
+    # capacity under a memory cap
+    "max_batch": "count", "batch_vs_full": "x", "bytes_per_token_layer": "bytes", "gb_per_sequence": "GB",
+    "part_gb": "GB", "verify_fits": "bool", "verify_next_fails": "bool", "verify_allocated_gb": "GB",
+    # memory of a cache, per token and layer
+    "device_bytes_per_token_layer": "bytes", "offloaded_bytes_per_token_layer": "bytes", "cache_gpu_gb": "GB",
+    # runner against the naive loop, whole-model profiles
+    "wall_s": "s", "prefill_s": "s", "decode_s": "s", "prefills": "count", "prefill_tokens": "count",
+    "decode_tokens": "count", "cells": "count", "cells_per_s": "1/s", "wall_s_grid_estimate": "s", "speedup": "x",
+    "identical_tokens": "bool", "identical_scores": "bool", "prompt_tokens_mean": "tokens", "rows": "count",
+    "weight_bytes": "bytes", "device_kv_bytes": "bytes", "op_count": "count", "self_device_us": "us", "self_cpu_us": "us",
+    # quantizer error
+    "bits_per_dim": "bits", "rel_mse_gaussian": "relative", "rel_mse_real": "relative",
+    # Triton decode path against the torch reference
+    "identical": "bool", "first_divergence": "token", "n_tokens": "count", "reference_margin": "logit",
+    "max_logit_diff": "logit", "median_logit_diff": "logit", "kernels_s": "s", "reference_s": "s",
+}
+_BENCH_INT = ("context", "batch")
+_BENCH_TEXT = tuple(c for c in BENCH_COLUMNS if c not in (*_BENCH_INT, "value"))
+_BENCH_REQUIRED = ("benchmark", "run", "table", "device_name", "metric", "unit", "timestamp")
+
+
+def bench_row(*, benchmark: str, run: str, table: str, device_name: str, metric: str, value, model: str = "",
+              method: str = "", variant: str = "", context=None, batch=None, commit: str | None = "",
+              timestamp: str = "", detail: str = "") -> dict:
+    """One benchmark row (BENCH_COLUMNS in order); the unit comes from BENCH_UNITS[metric]. Raises ValueError on an
+    unknown metric, a non-numeric value, a non-integer context or batch, a missing required field or a long detail."""
+    if metric not in BENCH_UNITS:
+        raise ValueError(f"unknown benchmark metric {metric!r}; allowed: {sorted(BENCH_UNITS)}")
+    row = dict(benchmark=benchmark, run=run, table=table, device_name=device_name, model=model, method=method,
+               variant=variant, context=context, batch=batch, metric=metric, value=value, unit=BENCH_UNITS[metric],
+               commit=commit or "", timestamp=timestamp, detail=detail)
+    return _check_bench_row(row, where=f"{benchmark} {table} {metric}")
+
+
+def _check_bench_row(row: dict, where: str) -> dict:
+    for c in _BENCH_REQUIRED:
+        if not isinstance(row[c], str) or not row[c].strip():
+            raise ValueError(f"benchmark row ({where}): {c}={row[c]!r}; must be a non-empty string")
+    for c in _BENCH_TEXT:
+        if not isinstance(row[c], str):
+            raise ValueError(f"benchmark row ({where}): {c}={row[c]!r}; must be a string ('' when not known)")
+    if row["metric"] not in BENCH_UNITS:
+        raise ValueError(f"benchmark row ({where}): unknown metric {row['metric']!r}; allowed: {sorted(BENCH_UNITS)}")
+    if row["unit"] != BENCH_UNITS[row["metric"]]:
+        raise ValueError(f"benchmark row ({where}): unit {row['unit']!r} for {row['metric']}; must be {BENCH_UNITS[row['metric']]!r}")
+    v = row["value"]
+    if isinstance(v, bool) or type(v).__name__ == "bool_":  # Python or numpy bool: 1.0 / 0.0
+        v = float(v)
+    if isinstance(v, str) or not isinstance(v, numbers.Real) or not math.isfinite(float(v)):
+        raise ValueError(f"benchmark row ({where}): value={row['value']!r}; must be a finite number")
+    row["value"] = float(v)
+    for c in _BENCH_INT:
+        x = row[c]
+        if x is None or (isinstance(x, str) and not x.strip()) or (not isinstance(x, str) and pd.isna(x)):
+            row[c] = None
+            continue
+        try:
+            ok = not isinstance(x, bool) and float(x).is_integer() and float(x) >= 0
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise ValueError(f"benchmark row ({where}): {c}={x!r}; must be a non-negative integer or empty")
+        row[c] = int(float(x))
+    if len(row["detail"]) > BENCH_DETAIL_CHARS:
+        raise ValueError(f"benchmark row ({where}): detail of {len(row['detail'])} characters; at most {BENCH_DETAIL_CHARS}")
+    try:
+        pd.Timestamp(row["timestamp"])
+    except ValueError as e:
+        raise ValueError(f"benchmark row ({where}): timestamp={row['timestamp']!r}; must be ISO 8601 (e.g. 2026-11-29T01:07:38+00:00)") from e
+    return {c: row[c] for c in BENCH_COLUMNS}
+
+
+def check_bench_rows(df: pd.DataFrame, source: str = "benchmark rows") -> pd.DataFrame:
+    """`df` validated against the schema: exactly BENCH_COLUMNS (in any order), every row passing bench_row's checks.
+    Returns a copy with the columns in order, context / batch as nullable integers and value as float."""
+    missing = [c for c in BENCH_COLUMNS if c not in df.columns]
+    extra = [c for c in df.columns if c not in BENCH_COLUMNS]
+    if missing or extra:
+        raise ValueError(f"{source}: columns do not match the benchmark schema: missing {missing}, unexpected {extra}; "
+                         f"expected {list(BENCH_COLUMNS)}")
+    text = {c: df[c].astype(object).where(df[c].notna(), "").map(str) for c in _BENCH_TEXT}
+    rows = []
+    for i in range(len(df)):
+        r = {c: text[c].iloc[i] if c in text else df[c].iloc[i] for c in BENCH_COLUMNS}
+        if isinstance(r["value"], str):
+            try:
+                r["value"] = float(r["value"])
+            except ValueError:
+                pass
+        try:
+            rows.append(_check_bench_row(r, where=f"row {i}"))
+        except ValueError as e:
+            raise ValueError(f"{source}: {e}") from None
+    out = pd.DataFrame(rows, columns=list(BENCH_COLUMNS))
+    for c in _BENCH_INT:
+        out[c] = out[c].astype("Int64")
+    return out.astype({"value": float})
+
+
+def write_bench_rows(rows, path, append: bool = False) -> Path:
+    """Write benchmark rows (dicts from bench_row, or a DataFrame) as CSV to `path` (a name ending in BENCH_SUFFIX),
+    atomically: a temp file in the same folder, fsynced, renamed into place. append=True keeps the rows already in
+    `path` (validated) before the new ones. Returns the path."""
+    path = Path(path)
+    if not path.name.endswith(BENCH_SUFFIX):
+        raise ValueError(f"benchmark rows file {path}: the name must end in {BENCH_SUFFIX!r}")
+    df = check_bench_rows(rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows), columns=list(BENCH_COLUMNS)), str(path))
+    if append and path.exists():
+        df = pd.concat([read_bench_rows(path), df], ignore_index=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return _write_atomically(path, path.parent / f".tmp-{os.getpid()}-{path.name}",
+                             lambda f: df.to_csv(f, index=False, float_format="%.17g"), "w")
+
+
+def read_bench_rows(path) -> pd.DataFrame:
+    """The rows of one benchmark rows file, validated (check_bench_rows); ValueError names the file and the problem."""
+    path = Path(path)
+    try:
+        df = pd.read_csv(path, dtype={c: str for c in _BENCH_TEXT}, keep_default_na=False, na_values={"value": [""], "context": [""], "batch": [""]})
+    except (OSError, ValueError) as e:
+        raise ValueError(f"cannot read benchmark rows {path}: {e}") from e
+    return check_bench_rows(df, str(path))
+
+
+def load_bench_rows(path) -> pd.DataFrame:
+    """Every benchmark row under `path`: a rows file, or a folder's *.rows.csv (sorted by name), with a `source`
+    column (the file name) after BENCH_COLUMNS. Empty (those columns) when there is none."""
+    path = Path(path)
+    files = sorted(path.glob(f"*{BENCH_SUFFIX}")) if path.is_dir() else ([path] if path.is_file() else [])
+    frames = [read_bench_rows(f).assign(source=f.name) for f in files]
+    if not frames:
+        return pd.DataFrame(columns=[*BENCH_COLUMNS, "source"])
+    return pd.concat(frames, ignore_index=True)

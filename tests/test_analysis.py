@@ -165,16 +165,29 @@ def test_depth_scores_and_sweep_on_demo():
     assert set(s["chunk_size"]) == {2, 4, 8, 16}
 
 
-def test_load_benchmarks_absent_and_shapes(tmp_path):
+def test_load_benchmarks_absent_rows_and_tables(tmp_path):
+    from shadowkv_lab.results import bench_row, write_bench_rows
+
     assert A.load_benchmarks(tmp_path / "nope").empty
-    (tmp_path / "a.json").write_text(json.dumps({"device": "H200", "rows": [{"method": "yakv", "context": 8192, "tokens_per_s": 50.0}]}))
-    (tmp_path / "b.json").write_text(json.dumps([{"method": "full", "context": 8192, "tokens_per_s": 80.0}]))
-    (tmp_path / "c.json").write_text("{not json")
-    (tmp_path / "d.json").write_text(json.dumps({"device": "H200", "config": {"n": 2}, "steps": [{"method": "full", "L": 4096, "ms": 1.0}],
-                                                 "hits": [{"method": "full", "hit_rate": 0.5}], "hbm": 4.2e12}))
+    st = dict(benchmark="bench_decode_step", device_name="H200", model="m", timestamp="2026-11-29T00:00:00+00:00")
+    old = [bench_row(run="a", table="steps", method="full", context=4096, batch=1, metric=m, value=v, **st)
+           for m, v in (("step_ms", 2.0), ("tok_s_layer", 500.0))]
+    new = [bench_row(run="b", table="steps", method="yakv", variant="nocache", context=4096, batch=1, metric="step_ms", value=1.0,
+                     **{**st, "timestamp": "2026-11-30T00:00:00+00:00"})]
+    write_bench_rows(old, tmp_path / "a.rows.csv")
+    write_bench_rows(new, tmp_path / "b.rows.csv")
+    (tmp_path / "c.json").write_text("{not a rows file")  # other files are not read
     b = A.load_benchmarks(tmp_path)
-    assert len(b) == 4 and b.loc[b.method == "yakv", "device"].item() == "H200"
-    assert set(b.table) == {"rows", "b", "steps", "hits"} and b.loc[b.table == "steps", "config.n"].item() == 2
+    assert len(b) == 3 and set(b.source) == {"a.rows.csv", "b.rows.csv"}
+    assert list(A.newest_run(b, "bench_decode_step", "steps")["run"]) == ["b"]
+    assert A.newest_run(b, "bench_decode_step", run="a")["value"].tolist() == [2.0, 500.0]
+    with pytest.raises(ValueError, match="run='zz': no such run of bench_decode_step; runs: \\['a', 'b'\\]"):
+        A.newest_run(b, "bench_decode_step", run="zz")
+    t = A.bench_table(b, "steps")
+    assert list(t.method) == ["full", "yakv"] and t.loc[0, "tok_s_layer"] == 500.0 and pd.isna(t.loc[1, "tok_s_layer"])
+    (tmp_path / "d.rows.csv").write_text("benchmark,value\nx,1\n")
+    with pytest.raises(ValueError, match="d.rows.csv: columns do not match the benchmark schema"):
+        A.load_benchmarks(tmp_path)
 
 
 def test_write_summary_csv_and_markdown(tmp_path):

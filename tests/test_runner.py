@@ -284,6 +284,12 @@ def test_bench_runner_smoke(tmp_path, capsys):
     assert rc == 0 and res["identical_tokens"] and res["identical_scores"]
     assert res["runner"]["prefills"] == 2 and res["naive"]["prefills"] == 4 and res["runner"]["cells"] == 4
     assert "speedup" in capsys.readouterr().out
+    from shadowkv_lab.results import read_bench_rows
+
+    rows = read_bench_rows(tmp_path / "bench.rows.csv")  # the same numbers as benchmark rows
+    got = rows.set_index(["table", "metric"])["value"]
+    assert got["runner", "prefills"] == 2 and got["naive", "prefills"] == 4 and got["comparison", "identical_scores"] == 1.0
+    assert set(rows["benchmark"]) == {"bench_runner"} and rows["run"].nunique() == 1 and (rows["context"] == 600).all()
 
 
 def test_recording_is_part_of_the_cell_key(tiny, samples, tmp_path, monkeypatch):

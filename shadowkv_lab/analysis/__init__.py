@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from .attention import ATTN_METRICS, _bucket, attention_by, attention_summary, attention_vs_score
 from .attribution import ATTRIBUTION_CELLS, ATTRIBUTION_PARTS, factorial_attribution
-from .benchmarks import kernel_agreement, load_benchmarks, scoring_rows
+from .benchmarks import bench_table, kernel_agreement, load_benchmarks, newest_run, scoring_rows
 from .memory import accuracy_vs_memory, closed_form_vs_measured, landmark_bytes, memory_breakdown, memory_table, pareto_front
 from .methods import EASY_TASK_PREFIXES, KEYS, config_field, method_order, task_group
 from .paper import PAPER, paper_landmark_bits, paper_memory
@@ -33,10 +33,10 @@ from .text2json import ENTITY_STATUSES, entity_errors, error_counts, text2json_f
 
 __all__ = [
     "ATTN_METRICS", "ATTRIBUTION_CELLS", "ATTRIBUTION_PARTS", "EASY_TASK_PREFIXES", "ENTITY_STATUSES", "KEYS", "METRIC_RANGE",
-    "MIN_N_CI", "PAPER", "accuracy_vs_memory", "attention_by", "attention_summary", "attention_vs_score", "closed_form_vs_measured",
+    "MIN_N_CI", "PAPER", "accuracy_vs_memory", "attention_by", "attention_summary", "attention_vs_score", "bench_table", "closed_form_vs_measured",
     "config_field", "depth_scores", "entity_errors", "error_counts", "factorial_attribution", "fmt_ci", "is_smoke",
     "kernel_agreement", "landmark_bytes", "load_benchmarks", "load_stores", "main", "mean_ci", "memory_breakdown", "memory_table",
-    "method_order", "paired_delta", "paper_landmark_bits", "paper_memory", "pareto_front", "per_sample", "results_summary",
+    "method_order", "newest_run", "paired_delta", "paper_landmark_bits", "paper_memory", "pareto_front", "per_sample", "results_summary",
     "score_table", "scoring_rows", "smoke_note", "summary", "sweep", "t95", "task_group", "text2json_field_errors",
     "to_markdown", "win_tie_loss", "write_summary",
 ]

@@ -10,73 +10,70 @@ from .. import analysis as A
 from . import labels as L
 from .style import empty, figure, legend, panels, plain_log_ticks
 
-def decode_speed(bench: pd.DataFrame, source: str = "benchmarks/results", title: str | None = None):
-    """Decode throughput against context length, one line per method, one panel per batch size, from the GPU
-    benchmarks' JSON rows (analysis.load_benchmarks; decode_step.json's one-layer step times give tokens/s per
-    layer). Without benchmark files, a figure that says so."""
-    if bench is None or bench.empty:
-        return empty(f"No GPU decode benchmark results found in {source}/*.json.\nRun the GPU decode benchmark "
-                      "(benchmarks/README.md) to fill this figure.")
-    ys = {"tokens_per_s_layer": "decode tokens/s of one layer (1 / step time)", "decode_tok_s": "decode tokens / s",
-          "tokens_per_s": "decode tokens / s", "tok_s": "decode tokens / s", "throughput": "decode tokens / s"}
-    y = next((c for c in ys if c in bench and bench[c].notna().any()), None)
-    if y is None:
-        return empty(f"benchmark rows in {source} have no tokens/s column (looked for {', '.join(ys)})")
-    b = bench[bench[y].notna()]
-    if "table" in b and b["table"].nunique() > 1:  # several tables carry tokens/s: the step benchmark's first
-        b = b[b["table"] == ("steps" if (b["table"] == "steps").any() else b["table"].value_counts().index[0])]
-    x = next((c for c in ("L", "context", "context_len", "prompt_len", "prompt_tokens", "tokens") if c in b and b[c].notna().any()), None)
-    m = next((c for c in ("method", "name", "impl") if c in b), None)
-    bcol = next((c for c in ("B", "batch", "batch_size") if c in b and b[c].notna().any()), None)
-    b = b.assign(_m=b[m].astype(str) if m else "all", _b=b[bcol] if bcol else "")
-    batches = sorted(b["_b"].dropna().unique())[:4]
+SPEED = {  # benchmark -> (table, metric, y label) that decode_speed draws
+    "bench_decode_step": ("steps", "tok_s_layer", "decode tokens/s of one layer (1 / step time)"),
+    "bench_e2e": ("e2e", "tok_s", "decode tokens / s"),
+}
+
+
+def decode_speed(bench: pd.DataFrame, source: str = "benchmarks/results", title: str | None = None,
+                 benchmark: str = "bench_decode_step", run: str | None = None):
+    """Decode throughput against context length, one line per method (dashed: without reuse of the previous step's
+    rows, variant 'nocache'), one panel per batch size (the first four), from one run of a speed benchmark's rows
+    (analysis.load_benchmarks; the newest run unless `run` names one). benchmark: 'bench_decode_step' (one layer's
+    step at Llama-3.1-8B shapes, tokens/s per layer) or 'bench_e2e' (a real model's decode). Without rows, a figure
+    that says so."""
+    if benchmark not in SPEED:
+        raise ValueError(f"benchmark={benchmark!r}; allowed: {sorted(SPEED)}")
+    table, metric, ylabel = SPEED[benchmark]
+    b = A.newest_run(bench, benchmark, table, run)
+    b = b[(b["metric"] == metric) & b["context"].notna() & b["batch"].notna()] if len(b) else b
+    if b.empty:
+        return empty(f"No GPU decode benchmark results found in {source} (*.rows.csv with {benchmark} rows).\nRun the "
+                     "GPU decode benchmark (benchmarks/README.md) to fill this figure.")
+    batches = sorted(int(x) for x in b["batch"].unique())[:4]
     fig, axes = panels(len(batches), 2.6, sharey=False)
     for ax, bs in zip(axes, batches):
-        g0 = b[b["_b"] == bs]
-        for i, (meth, g) in enumerate(g0.groupby("_m", sort=False)):
-            style = "--" if "nocache" in meth else "-"
-            if x is None:
-                ax.bar(i, g[y].median(), color=L.method_color(meth.replace("_nocache", "")), label=meth.replace("_nocache", ", no row reuse"))
-                continue
-            gg = g.groupby(x)[y].median().sort_index()
-            ax.plot(gg.index, gg.values, style, marker=L.MARKERS[i % len(L.MARKERS)], color=L.method_color(meth.split("_")[0]), label=meth.replace("_nocache", ", no row reuse"))
-        if x is not None:
-            ax.set_xscale("log", base=2)
-            plain_log_ticks(ax.xaxis)
-            ax.set_xlabel("context length (tokens)")
+        for i, ((meth, var), g) in enumerate(b[b["batch"] == bs].groupby(["method", "variant"], sort=False)):
+            gg = g.groupby("context")["value"].median().sort_index()
+            label = meth + {"nocache": ", no row reuse", "cache": "", "": ""}.get(var, f", {var}")
+            ax.plot(gg.index.astype(float), gg.values, "--" if var == "nocache" else "-", marker=L.MARKERS[i % len(L.MARKERS)],
+                    color=L.method_color(meth), label=label)
+        ax.set_xscale("log", base=2)
+        plain_log_ticks(ax.xaxis)
+        ax.set_xlabel("context length (tokens)")
         ax.set_yscale("log")
-        ax.set_title(f"batch {bs:g}" if bcol and isinstance(bs, (int, float)) else (f"batch {bs}" if bcol else ""))
-    axes[0].set_ylabel(ys[y])
+        ax.set_title(f"batch {bs}")
+    axes[0].set_ylabel(ylabel)
     legend(axes[-1])
-    dev = b["device"].dropna().iloc[0] if "device" in b and b["device"].notna().any() else ""
-    fig.suptitle(title or f"Decode speed {dev}".strip())
+    fig.suptitle(title or f"Decode speed {b['device_name'].iloc[0]} ({b['run'].iloc[0]})")
     return fig
 
 
 
-def capacity(bench: pd.DataFrame, title: str | None = None):
-    """Largest batch that fits the memory cap per method (and its estimated tokens/s), from the capacity
-    benchmark's rows (capacity.json: method, context, max_batch, tokens_per_s[...]). ShadowKV's own headline is
-    up to 6x the batch of full attention."""
-    if bench is None or bench.empty or "max_batch" not in bench or bench["max_batch"].dropna().empty:
-        return empty("No capacity benchmark results (capacity.json) found.")
-    b = bench[bench["max_batch"].notna()]
-    tps = [c for c in b.columns if c.startswith("tokens_per_s[")]
+def capacity(bench: pd.DataFrame, title: str | None = None, run: str | None = None):
+    """Largest batch that fits the memory cap per method (metric max_batch), and the estimated decode tokens/s at
+    that batch per step-benchmark method (metric tok_s; hatched: without row reuse), from one bench_capacity.py run
+    (the newest unless `run` names one). ShadowKV's own headline is up to 6x the batch of full attention."""
+    b = A.newest_run(bench, "bench_capacity", "capacity", run)
+    mb = b[b["metric"] == "max_batch"] if len(b) else b
+    if mb.empty:
+        return empty("No capacity benchmark results (bench_capacity rows) found.")
+    est = b[b["metric"] == "tok_s"]
     fig, (ax, ax2) = figure("page", 2.6, 1, 2)
-    x = np.arange(len(b))
-    ax.bar(x, b["max_batch"], color=[L.method_color(m) for m in b["method"]])
-    ax.set_xticks(x, [L.method_label(m) for m in b["method"]], rotation=20, ha="right")
-    ctx = f" at {int(b['context'].iloc[0]):,} tokens" if "context" in b else ""
-    ax.set_ylabel(f"largest batch{ctx}")
-    for i, v in enumerate(b["max_batch"]):
+    x = np.arange(len(mb))
+    ax.bar(x, mb["value"], color=[L.method_color(m) for m in mb["method"]])
+    ax.set_xticks(x, [L.method_label(m) for m in mb["method"]], rotation=20, ha="right")
+    ctx = mb["context"].dropna()
+    ax.set_ylabel(f"largest batch at {int(ctx.iloc[0]):,} tokens" if len(ctx) else "largest batch")
+    for i, v in enumerate(mb["value"]):
         ax.annotate(f"{int(v)}", (i, v), ha="center", va="bottom", fontsize=6)
-    est = [(c[len("tokens_per_s["):-1], float(v)) for c in tps for v in b[c] if pd.notna(v)]  # (variant, tokens/s)
-    ax2.barh(range(len(est)), [v for _, v in est], color=[L.method_color(k.split("_")[0]) for k, _ in est],
-             hatch=None, edgecolor="white")
-    for i, (k, _) in enumerate(est):
-        if "nocache" in k:
+    ax2.barh(range(len(est)), est["value"], color=[L.method_color(m) for m in est["method"]], edgecolor="white")
+    for i, var in enumerate(est["variant"]):
+        if var == "nocache":
             ax2.patches[i].set_hatch("//")
-    ax2.set_yticks(range(len(est)), [k for k, _ in est], fontsize=6)
+    ax2.set_yticks(range(len(est)), [m + (", no reuse" if v == "nocache" else "") for m, v in zip(est["method"], est["variant"])],
+                   fontsize=6)
     ax2.invert_yaxis()
     ax2.set_xlabel("est. decode tokens / s at that batch")
     fig.suptitle(title or "Capacity under the GPU memory cap (from the step benchmark)")
@@ -84,12 +81,12 @@ def capacity(bench: pd.DataFrame, title: str | None = None):
 
 
 
-def landmark_scoring(bench: pd.DataFrame, title: str | None = None):
+def landmark_scoring(bench: pd.DataFrame, title: str | None = None, run: str | None = None):
     """Cost per landmark of the fused scoring kernel by landmark format and selection rule, from the newest
-    `scoring` table of the GPU benchmarks (bench_decode_step.py; analysis.scoring_rows), and, when that file holds a
-    sweep (--sweep-scoring), every tile / warps / kept-logits configuration beside it. The price of landmark
+    bench_decode_step.py run with scoring rows (analysis.scoring_rows; the newest unless `run` names one), and, when
+    that run holds a sweep (--sweep-scoring), every tile / warps / kept-logits configuration beside it. The price of landmark
     precision at decode time: the study's HIGGS landmarks are 7x smaller than bf16 ones."""
-    s = A.scoring_rows(bench)
+    s = A.scoring_rows(bench, run)
     if s.empty:
         return empty("No landmark scoring benchmark rows (bench_decode_step.py writes them) found.")
     base = s[s["rule"].isin(["softmax_max", "mean_dot"])]
@@ -117,8 +114,7 @@ def landmark_scoring(bench: pd.DataFrame, title: str | None = None):
         ax2.invert_yaxis()
         ax2.set_xlabel("ns per landmark (softmax-max)")
         ax2.set_title("tile (bm), warps (w), kept logits")
-    src = s["source"].iloc[0] if "source" in s else ""
-    dev = s["device"].dropna().iloc[0] if "device" in s and s["device"].notna().any() else ""
+    src, dev = s["run"].iloc[0], s["device_name"].iloc[0]
     fig.suptitle(title or f"Landmark scoring cost {dev} ({src})".strip())
     return fig
 

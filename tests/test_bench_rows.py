@@ -1,0 +1,164 @@
+"""Benchmark rows: the schema (results.BENCH_COLUMNS), its writer and reader, the conversion of the committed
+measurement files (benchmarks/to_rows.py), the scripts' rows and the speed figures that read them."""
+
+import importlib.util
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import matplotlib
+import pandas as pd
+import pytest
+
+matplotlib.use("Agg")
+
+from shadowkv_lab import analysis as A  # noqa: E402
+from shadowkv_lab import plots  # noqa: E402
+from shadowkv_lab.results import (BENCH_COLUMNS, BENCH_UNITS, bench_row, check_bench_rows, read_bench_rows,  # noqa: E402
+                                  write_bench_rows)
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+ST = dict(benchmark="bench_decode_step", run="r1", table="steps", device_name="cpu", timestamp="2026-12-04T18:00:00+00:00")
+
+
+def _script(name):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="module")
+def to_rows():
+    return _script("to_rows")
+
+
+@pytest.mark.parametrize("bad, message", [
+    (dict(metric="speed"), "unknown benchmark metric 'speed'; allowed: \\["),
+    (dict(value="fast"), "value='fast'; must be a finite number"),
+    (dict(value=float("inf")), "value=inf; must be a finite number"),
+    (dict(context=-1), "context=-1; must be a non-negative integer or empty"),
+    (dict(batch=1.5), "batch=1.5; must be a non-negative integer or empty"),
+    (dict(run=""), "run=''; must be a non-empty string"),
+    (dict(model=None), "model=None; must be a string"),
+    (dict(timestamp="yesterday"), "timestamp='yesterday'; must be ISO 8601"),
+    (dict(detail="x" * 301), "detail of 301 characters; at most 300"),
+])
+def test_bench_row_rejects_bad_fields(bad, message):
+    with pytest.raises(ValueError, match=message):
+        bench_row(**{**ST, "metric": "step_ms", "value": 1.0, **bad})
+
+
+def test_bench_row_fills_the_unit_and_keeps_the_column_order():
+    r = bench_row(**ST, metric="tok_s_layer", value=True, context=4096.0, batch=None)
+    assert list(r) == list(BENCH_COLUMNS) and r["unit"] == BENCH_UNITS["tok_s_layer"] == "tok/s"
+    assert r["value"] == 1.0 and r["context"] == 4096 and r["batch"] is None and r["commit"] == ""
+
+
+def test_check_bench_rows_names_the_bad_column_and_unit():
+    df = pd.DataFrame([bench_row(**ST, metric="step_ms", value=1.0)])
+    with pytest.raises(ValueError, match=r"missing \['detail'\], unexpected \['note'\]"):
+        check_bench_rows(df.rename(columns={"detail": "note"}))
+    with pytest.raises(ValueError, match="row 0\\): unit 's' for step_ms; must be 'ms'"):
+        check_bench_rows(df.assign(unit="s"))
+
+
+def test_write_appends_atomically_and_reads_back(tmp_path):
+    p = tmp_path / "x.rows.csv"
+    a = [bench_row(**ST, method="full", context=4096, batch=1, metric="step_ms", value=0.1234567890123)]
+    b = [bench_row(**ST, method="yakv", variant="nocache", metric="hit_rate", value=0.5, detail="alpha, 0.9 \"q\"")]
+    write_bench_rows(a, p)
+    write_bench_rows(b, p, append=True)
+    assert [f.name for f in tmp_path.iterdir()] == ["x.rows.csv"]  # no temp file left behind
+    df = read_bench_rows(p)
+    assert list(df.columns) == list(BENCH_COLUMNS) and len(df) == 2
+    assert df.loc[0, "value"] == 0.1234567890123 and df.loc[1, "detail"] == "alpha, 0.9 \"q\""
+    assert df.loc[0, "context"] == 4096 and pd.isna(df.loc[1, "context"]) and df.loc[1, "variant"] == "nocache"
+    write_bench_rows(b, p)  # without append: one file per run, replaced
+    assert len(read_bench_rows(p)) == 1
+    with pytest.raises(ValueError, match="must end in '.rows.csv'"):
+        write_bench_rows(b, tmp_path / "x.csv")
+    (tmp_path / "bad.rows.csv").write_text(p.read_text().replace("hit_rate", "hits"))
+    with pytest.raises(ValueError, match="bad.rows.csv: benchmark row \\(row 0\\): unknown metric 'hits'"):
+        read_bench_rows(tmp_path / "bad.rows.csv")
+
+
+RUN_COUNTS = {"decode_step": 824, "decode_step_exact_higgs": 828, "scoring_sweep_h200": 76, "capacity": 46,
+              "cache_step_cpu": 20, "runner_cpu": 23, "runner_cpu_per_row": 10, "runner_h200": 23,
+              "profile_step_h200": 126, "quant_error": 36, "kernels_e2e": 44}
+
+
+def test_converter_keeps_every_committed_measurement(to_rows):
+    rows = pd.DataFrame(to_rows.convert(RESULTS))
+    assert rows.groupby("run", sort=False).size().to_dict() == RUN_COUNTS
+    committed = read_bench_rows(RESULTS / "bench.rows.csv")  # the committed rows file is the converter's output
+    pd.testing.assert_frame_equal(committed, check_bench_rows(rows))
+    v = committed.set_index(["run", "table", "method", "variant", "context", "batch", "metric"])["value"]
+    assert v["decode_step", "steps", "full", "", 131072, 32, "step_ms"] == pytest.approx(3.7194559574127197)  # decode_step.csv
+    assert v["decode_step", "steps", "shadowkv", "nocache", 131072, 1, "hit_rate"] == 0.0
+    assert v["decode_step_exact_higgs", "steps", "yakv_fp8", "cache", 131072, 32, "step_ms"] == pytest.approx(47.0, abs=0.05)
+    assert v["scoring_sweep_h200", "scoring", "bf16", "softmax_max", 131072, 8, "ns_per_landmark"] == pytest.approx(0.147, abs=5e-4)
+    assert v["capacity", "capacity", "yakv", "", 131072, pd.NA, "max_batch"] == 29
+    assert v["capacity", "capacity", "shadowkv", "nocache", 131072, 21, "tok_s"] == pytest.approx(253.879, abs=1e-3)
+    assert v["runner_h200", "comparison", "", "", 16384, 128, "speedup"] == pytest.approx(6.592, abs=1e-3)
+    assert v["kernels_e2e", "agreement", "yakv", "seed=7", 8213, 1, "first_divergence"] == 30
+    steps = json.loads((RESULTS / "decode_step.json").read_text())["steps"]
+    assert (committed[(committed.run == "decode_step") & (committed.metric == "step_ms")]["value"].tolist()
+            == [s["ms"] for s in steps])
+
+
+def test_converter_refuses_a_step_csv_that_disagrees(to_rows, tmp_path):
+    d = tmp_path / "results"
+    shutil.copytree(RESULTS, d, ignore=shutil.ignore_patterns("*.parquet", "key_offset"))
+    text = (d / "decode_step.csv").read_text().splitlines()
+    text[1] = text[1].replace("full,131072,1,0.17", "full,131072,1,0.27")
+    (d / "decode_step.csv").write_text("\n".join(text) + "\n")
+    with pytest.raises(ValueError, match="decode_step.csv: row .* differs from the JSON's step"):
+        to_rows.convert(d)
+
+
+def test_capacity_script_writes_rows(tmp_path, monkeypatch):
+    cap = _script("bench_capacity")
+    monkeypatch.setattr(sys, "argv", ["bench_capacity.py", "--out", str(tmp_path)])
+    cap.main()
+    rows = read_bench_rows(tmp_path / "capacity.rows.csv")
+    assert set(rows.benchmark) == {"bench_capacity"} and rows.run.nunique() == 1 and set(rows.device_name) == {"NVIDIA H200"}
+    mb = rows[rows.metric == "max_batch"].set_index("method")["value"].to_dict()
+    assert mb == {"full": 3, "shadowkv": 21, "yakv": 29}  # the committed capacity.json's batches
+    assert json.loads((tmp_path / "capacity.json").read_text())[2]["max_batch"] == 29
+
+
+def test_decode_step_rows_split_nocache_and_scoring(to_rows):
+    st = to_rows.stamp("bench_decode_step", "cpu (smoke)", commit="abc")
+    res = {"steps": [{"method": "shadowkv_nocache", "L": 1024, "B": 2, "ms": 1.0, "bound_ms": 0.5, "ratio": 2.0,
+                      "tokens_per_s_layer": 2000.0, "hit_rate": 0.0}],
+           "scoring": [{"landmarks": "-", "rule": "topk(3.125%)", "ms": 0.1, "ns_per_landmark": 0.02}], "hits": []}
+    rows = pd.DataFrame(to_rows.decode_step_rows(res, st, scoring_context=1024, scoring_batch=2))
+    assert rows.run.iloc[0].startswith("bench_decode_step-cpu-smoke-") and set(rows.commit) == {"abc"}
+    s = rows[rows.table == "steps"]
+    assert set(s.method) == {"shadowkv"} and set(s.variant) == {"nocache"} and len(s) == 5
+    assert rows[rows.table == "scoring"][["method", "variant"]].values.tolist() == [["topk", "topk(3.125%)"]] * 2
+
+
+def test_speed_figures_read_the_committed_rows():
+    bench = A.load_benchmarks(RESULTS)
+    assert set(bench.source) >= {"bench.rows.csv"}
+    fig = plots.decode_speed(bench)  # the newest bench_decode_step run: the exact-HIGGS kernels
+    assert "decode_step_exact_higgs" in fig._suptitle.get_text() and len(fig.axes[0].lines) == 7
+    fig = plots.decode_speed(bench, run="decode_step")
+    assert "(decode_step)" in fig._suptitle.get_text()
+    with pytest.raises(ValueError, match="run='nope': no such run of bench_decode_step \\(steps\\)"):
+        plots.decode_speed(bench, run="nope")
+    with pytest.raises(ValueError, match="benchmark='bench_foo'; allowed: \\['bench_decode_step', 'bench_e2e'\\]"):
+        plots.decode_speed(bench, benchmark="bench_foo")
+    fig = plots.capacity(bench)
+    assert [p.get_height() for p in fig.axes[0].patches] == [3, 21, 29]
+    s = A.scoring_rows(bench)
+    assert set(s.run) == {"scoring_sweep_h200"} and len(s) == 22
+    assert plots.landmark_scoring(bench).axes
+    k = A.kernel_agreement(bench)
+    assert len(k) == 6 and k.identical.tolist() == [True, False, True, False, False, False] and k.loc[k.method == "yakv", "first_divergence"].iloc[0] == 30
+    matplotlib.pyplot.close("all")
