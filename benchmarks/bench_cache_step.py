@@ -42,7 +42,8 @@ def main(argv=None):
     model, tok = load_model(args.model, device=args.device, dtype=args.dtype)
     dev = next(model.parameters()).device
     g = torch.Generator().manual_seed(0)
-    ids = torch.randint(100, 20000, (args.tokens,), generator=g)  # random text: timing does not depend on content
+    vocab = model.config.vocab_size  # random text (timing does not depend on content) inside any model's vocabulary
+    ids = torch.randint(min(100, vocab // 2), min(20000, vocab), (args.tokens,), generator=g)
     state = prefill(model, ids)
     print(f"prefill {args.tokens} tokens: {state.prefill_s:.2f}s ({args.tokens / state.prefill_s:.0f} tok/s) on {dev}")
     rows = []

@@ -162,3 +162,31 @@ def test_speed_figures_read_the_committed_rows():
     k = A.kernel_agreement(bench)
     assert len(k) == 6 and k.identical.tolist() == [True, False, True, False, False, False] and k.loc[k.method == "yakv", "first_divergence"].iloc[0] == 30
     matplotlib.pyplot.close("all")
+
+
+def test_cache_step_script_writes_rows_on_a_tiny_model(tmp_path):
+    """bench_cache_step.py on CPU with a tiny random model: its JSON and the same numbers as rows."""
+    _script("bench_cache_step").main(["--model", "tiny-qwen2", "--tokens", "256", "--methods", "full,yakv", "--steps", "2",
+                                      "--warmup", "1", "--out", str(tmp_path / "cache_step_cpu.json")])
+    rows = read_bench_rows(tmp_path / "cache_step_cpu.rows.csv")
+    data = json.loads((tmp_path / "cache_step_cpu.json").read_text())
+    assert set(rows.benchmark) == {"bench_cache_step"} and set(rows.device_name) == {"cpu"} and set(rows.context) == {256}
+    got = rows[rows.metric == "step_ms"].set_index("method")["value"].to_dict()
+    assert got == {r["method"]: pytest.approx(r["ms_per_step"]) for r in data["rows"]}
+    t = A.bench_table(A.load_benchmarks(tmp_path), "steps")
+    assert list(t.method) == ["full", "yakv"] and t.loc[0, "ratio_to_full"] == 1.0
+
+
+def test_e2e_rows_and_their_figure(to_rows, tmp_path):
+    st = to_rows.stamp("bench_e2e", "cpu", commit="")
+    rows = to_rows.e2e_rows([{"method": m, "B": b, "new": 8, "context": c, "kernels": False, "decode_s": 1.0,
+                              "tokens_per_s": 7.0 * b / c ** 0.5, "hit_rate": None if m == "full" else 0.6, "cache_gpu_gb": 0.1}
+                             for m in ("full", "yakv") for b in (1, 8) for c in (1024, 4096)], st, model="m")
+    write_bench_rows(rows, tmp_path / "e2e_cpu_4096.rows.csv")
+    bench = A.load_benchmarks(tmp_path)
+    assert set(bench.variant) == {"reference"} and len(bench[bench.metric == "hit_rate"]) == 4  # full has no hit rate
+    fig = plots.decode_speed(bench, benchmark="bench_e2e")
+    assert [ax.get_title() for ax in fig.axes[:2]] == ["batch 1", "batch 8"] and len(fig.axes[0].lines) == 2
+    fig = plots.decode_speed(bench)  # no bench_decode_step rows here
+    assert "No GPU decode benchmark results" in fig.axes[0].texts[0].get_text()
+    matplotlib.pyplot.close("all")
