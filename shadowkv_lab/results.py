@@ -12,6 +12,9 @@ One store per experiment: a cell is (model, task, sample_id, config_hash, record
 cell's attention records are stored too; recording only observes, so a recorded row also serves a request without
 recording, and `load` returns one row per (model, task, sample_id, config_hash), the recorded one first.
 `make_row` is the one builder of a results row (the runner and the workbook's demo data use it).
+
+Benchmark rows (BENCH_COLUMNS, one measurement per row) are a second, smaller schema: `bench_row` builds one,
+`write_bench_rows` / `read_bench_rows` write and read a `<name>.rows.csv` file atomically and validated.
 """
 
 from __future__ import annotations
@@ -383,7 +386,10 @@ def write_bench_rows(rows, path, append: bool = False) -> Path:
     path = Path(path)
     if not path.name.endswith(BENCH_SUFFIX):
         raise ValueError(f"benchmark rows file {path}: the name must end in {BENCH_SUFFIX!r}")
-    df = check_bench_rows(rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows), columns=list(BENCH_COLUMNS)), str(path))
+    if not isinstance(rows, pd.DataFrame):  # dicts: a key outside the schema is an error, not dropped
+        rows = list(rows)
+        rows = pd.DataFrame(rows) if rows else pd.DataFrame(columns=list(BENCH_COLUMNS))
+    df = check_bench_rows(rows, str(path))
     if append and path.exists():
         df = pd.concat([read_bench_rows(path), df], ignore_index=True)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -79,6 +79,8 @@ def test_write_appends_atomically_and_reads_back(tmp_path):
     assert df.loc[0, "context"] == 4096 and pd.isna(df.loc[1, "context"]) and df.loc[1, "variant"] == "nocache"
     write_bench_rows(b, p)  # without append: one file per run, replaced
     assert len(read_bench_rows(p)) == 1
+    with pytest.raises(ValueError, match=r"unexpected \['speed'\]"):
+        write_bench_rows([{**b[0], "speed": 1}], p)
     with pytest.raises(ValueError, match="must end in '.rows.csv'"):
         write_bench_rows(b, tmp_path / "x.csv")
     (tmp_path / "bad.rows.csv").write_text(p.read_text().replace("hit_rate", "hits"))
