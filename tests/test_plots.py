@@ -277,3 +277,16 @@ def test_residual_figure_ticks_every_measured_width(demo):
     legend_text = " ".join(x.get_text() for lg in fig.legends for x in lg.texts)
     assert "10% fewer than HIGGS 2-bit's 2.5" in legend_text
     matplotlib.pyplot.close(fig)
+
+
+def test_direct_labels_stay_inside_the_axes_when_crowded_at_the_bottom():
+    from shadowkv_lab.plots.style import figure, label_points
+
+    fig, ax = figure("column", 2.4)
+    ax.set_xscale("log")
+    ax.set_xlim(10, 1000)
+    ax.set_ylim(-2, 105)
+    label_points(ax, [100, 100, 100, 100], [1, 1, 2, 0], ["a long label one", "a long label two", "three", "four"], ["k"] * 4)
+    ys = [t.get_position()[1] for t in ax.texts]
+    assert min(ys) >= -2 and len(set(ys)) == 4
+    matplotlib.pyplot.close(fig)

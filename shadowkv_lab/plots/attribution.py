@@ -47,7 +47,7 @@ def error_attribution(means: pd.DataFrame, title: str | None = None, per: pd.Dat
     ax.set_xticks(x, labels, fontsize=6)
     ax.set_ylabel("score points lost vs full attention")
     legend(ax, ncol=2)
-    ax.set_title(title or "Where ShadowKV's accuracy goes (2x2 factorial attribution)")
+    ax.set_title(title or "ShadowKV's loss, 2x2 attribution")
     return fig
 
 

@@ -123,9 +123,16 @@ def label_points(ax, xs, ys, texts, colors, logx: bool = True, min_gap_pt: float
         right = fx > 0.67
         w = (len(str(texts[i])) * fontsize * 0.55 + 4) / w_pt
         lo, hi = (fx - w, fx) if right else (fx, fx + w)
+        def free(y):
+            return not any(lo < phi and plo < hi and abs(y - py) < gap for plo, phi, py in placed)
+
         y = ys[i] + 0.25 * gap
-        while any(lo < phi and plo < hi and abs(y - py) < gap for plo, phi, py in placed):
+        while not free(y) and y > y0 + gap:
             y -= gap
+        if not free(y) or y < y0:  # no room below inside the axes: look upwards instead
+            y = ys[i] + 0.25 * gap
+            while not free(y) and y < y1 - gap:
+                y += gap
         placed.append((lo, hi, y))
         shift = matplotlib.transforms.offset_copy(ax.transData, fig=fig, x=-4 if right else 4, y=0, units="points")
         ax.text(xs[i], y, texts[i], transform=shift, ha="right" if right else "left", va="bottom", fontsize=fontsize,
