@@ -106,8 +106,9 @@ def plain_log_ticks(axis):
 
 def label_points(ax, xs, ys, texts, colors, logx: bool = True, min_gap_pt: float = 9.0, fontsize: float = 6):
     """Write each text beside its point, moved down while it would overlap a label already placed (greedy, from the
-    top); labels of points in the right third go to the left of their point. Label heights are in data units, so a
-    later change of the layout moves labels with their points."""
+    top); labels of points in the right third go to the left of their point; a label moved away from its point is
+    joined to it by a thin leader line. Label heights are in data units, so a later change of the layout moves labels
+    with their points."""
     fig = ax.figure
     fig.draw_without_rendering()  # the constrained layout's final axes size
     bbox = ax.get_window_extent()
@@ -137,6 +138,8 @@ def label_points(ax, xs, ys, texts, colors, logx: bool = True, min_gap_pt: float
         shift = matplotlib.transforms.offset_copy(ax.transData, fig=fig, x=-4 if right else 4, y=0, units="points")
         ax.text(xs[i], y, texts[i], transform=shift, ha="right" if right else "left", va="bottom", fontsize=fontsize,
                 color=colors[i], zorder=4)
+        if abs(y - ys[i]) > 0.75 * gap:  # a label pushed away from its point gets a leader line to it
+            ax.plot([xs[i], xs[i]], [ys[i], y], "-", lw=0.4, color=colors[i], alpha=0.7, zorder=3)
 
 
 def model_title(df) -> str:
