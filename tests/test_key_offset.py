@@ -265,3 +265,16 @@ def test_key_offsets_figure_is_page_wide_with_bounded_tv():
     a, b = fig.axes
     assert a.get_yscale() == "log" and b.get_ylim() == (0.0, 1.0)
     assert [t.get_text() for t in b.get_legend().get_texts()] == ["none (the paper)", "selective mean"]
+
+
+def test_centred_presets_have_their_own_label_and_colour():
+    """Config dicts omit offset fields at their default: the labeller must still tell the centred presets apart."""
+    from shadowkv_lab import plots
+    from shadowkv_lab.plots.labels import nearest_preset
+
+    names = ["yakv", "yakv_centred", "yakv_centred_keys", "yakv_residual_centred", "yakv_exactkv"]
+    assert [nearest_preset(PRESETS[n].to_dict()) for n in names] == [(n, []) for n in names]
+    assert len({plots.method_color(n) for n in names}) == len(names)
+    assert len({plots.config_label(PRESETS[n].to_dict()) for n in names}) == len(names)
+    variant = PRESETS["yakv"].replace(key_offset="bias").to_dict()
+    assert nearest_preset(variant)[1] == ["key_offset"]

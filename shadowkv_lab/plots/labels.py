@@ -9,6 +9,8 @@ dimension including scales where a figure needs them ("2.5 b/dim").
 
 from __future__ import annotations
 
+import functools
+
 import hashlib
 import json
 import math
@@ -33,8 +35,9 @@ PRESET_LABELS = {
     "shadowkv_serving": "ShadowKV, mean-dot scoring",
     "yakv": "YAKV",
     "yakv_residual": "YAKV, residual landmarks",
-    "yakv_centred": "YAKV, key offset",
-    "yakv_residual_centred": "YAKV, residual landmarks + key offset",
+    "yakv_centred": "YAKV, centred keys + landmarks",
+    "yakv_centred_keys": "YAKV, centred keys",
+    "yakv_residual_centred": "YAKV, residual landmarks, centred",
     "yakv_exactkv": "YAKV landmarks, exact K/V",
 }
 METHOD_COLORS = {
@@ -48,6 +51,7 @@ METHOD_COLORS = {
     "yakv": OKABE_ITO["blue"],
     "yakv_residual": OKABE_ITO["sky"],
     "yakv_centred": "#332288",
+    "yakv_centred_keys": "#AA4499",
     "yakv_residual_centred": "#88CCEE",
     "yakv_exactkv": OKABE_ITO["green"],
 }
@@ -128,7 +132,21 @@ def _preset_dicts() -> dict[str, dict]:
 
 
 def _differences(cfg: dict, base: dict) -> list[str]:
-    return [k for k in cfg if k not in ("name", "description", "offload") and cfg.get(k) != base.get(k)]
+    """Fields whose values differ; a field missing from one side has its default (config dicts omit fields such as
+    key_offset while they hold the default)."""
+    defaults = _field_defaults()
+    keys = list(cfg) + [k for k in base if k not in cfg]
+    return [k for k in keys if k not in ("name", "description", "offload")
+            and cfg.get(k, defaults.get(k)) != base.get(k, defaults.get(k))]
+
+
+@functools.lru_cache(maxsize=1)
+def _field_defaults() -> dict:
+    import dataclasses
+
+    from ..cache.config import OffloadConfig
+
+    return {f.name: f.default for f in dataclasses.fields(OffloadConfig)}
 
 
 def nearest_preset(config) -> tuple[str, list[str]]:
