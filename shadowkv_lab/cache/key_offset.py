@@ -59,14 +59,14 @@ class KeyOffset:
     def selective(self) -> bool:
         return self.rule == "selective"
 
-    def _row_mu(self, H: int) -> torch.Tensor:
+    def row_mu(self, H: int) -> torch.Tensor:
         """mu laid out like a row: (1, H*d) token-major, (H, 1, d) head-major."""
         return self.mu.reshape(1, -1) if self.token_major else self.mu.view(H, 1, -1)
 
     def subtract(self, rows: torch.Tensor, H: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         """rows: fp32 (P, H*d) token-major or (H, P, d) head-major -> (centred rows, flag (P,) / (H, P) bool or
         None). Non-selective rules centre every row."""
-        mu = self._row_mu(H).to(rows.device)
+        mu = self.row_mu(H).to(rows.device)
         centred = rows - mu
         if not self.selective:
             return centred, None

@@ -127,13 +127,13 @@ class RowStore:
         if self.token_major:
             uniq, inverse = torch.unique(pos, return_inverse=True)
             qr = take_qrows(self.data, uniq, dev)
-            mu = self.offset.mu.reshape(1, -1) if self.offset is not None else None
+            mu = self.offset.row_mu(self.H) if self.offset is not None else None
             deq = self.restore(self.quantizer.dequantize(qr), qr, mu).view(-1, self.H, self.d)  # (U, H, d)
             heads = torch.arange(H, device=dev).unsqueeze(1).expand(H, k)
             return deq[inverse.to(dev), heads]
         flat = (pos + torch.arange(H, device=pos.device).unsqueeze(1) * self.P).reshape(-1)
         qr = take_qrows(self.data, flat, dev)
-        mu = self.offset.mu.view(H, 1, self.d) if self.offset is not None else None
+        mu = self.offset.row_mu(H) if self.offset is not None else None
         return self.restore(self.quantizer.dequantize(qr).view(H, k, self.d), qr, mu)
 
     @property

@@ -183,7 +183,7 @@ def _fetch(store, src, slots, n, out, H, table=None):
                    uniq, n_u, buf)
         if store.offset is not None:  # add the key offset back before RoPE, as RowStore.restore does
             flag = take_rows(rows[FLAG], uniq[0], out.device).bool() if store.offset.selective else None
-            buf[0] = store.offset.restore(buf[0], flag, store.offset.mu.reshape(1, -1))
+            buf[0] = store.offset.restore(buf[0], flag, store.offset.row_mu(H))
         gather_rows(buf[0], (0, d, H * d), H, inv, out, slots, n, FMT_NATIVE, table, rp)
 
 
