@@ -10,9 +10,15 @@ butterfly order, then rounded to the model dtype (bf16: round-to-nearest-even in
 interpreter, which truncates on .to(bf16), rounds as CUDA does), and only then dotted with the query. Scoring in the
 rotated domain instead (never inverse-transforming a landmark) is cheaper but rounds elsewhere, and on models with
 massive key/query channels that changes the top-k (docs/gpu.md; the measurements are in benchmarks/README.md).
-softmax_max runs two passes (per-block max / sum-exp, then the scores). bf16 / fp8 landmarks are re-read in the second
-pass; HIGGS landmarks are dequantized once, their G fp32 logits kept for the second pass (bit-identical scores).
-Batched: BH = batch * KV heads rows.
+softmax_max runs two passes (per-block max / sum-exp, then the scores) with a one-program-per-row reduction of the
+block statistics between them (the blocks' max, then their rescaled sum-exp added in block order 0, 1, ...).
+bf16 / fp8 landmarks are re-read in the second pass; HIGGS landmarks are dequantized once, their G fp32 logits kept for
+the second pass (bit-identical scores).
+Batched: BH = batch * KV heads rows. Ragged: lengths (BH,) on the device gives each row's count of valid landmarks
+(the data padded to M for the stack); padding is never read and scores -inf. Batch-invariant: a row's scores are bit
+for bit those of the row alone (unpadded, BH = its heads) whatever the stack: tiles of a per-format constant size start
+at landmark 0, no reduction spans rows or depends on BH or M, and blocks past a row's length add exactly nothing.
+Counts are only read by the kernels (no host sync), so the step can be captured in a CUDA graph.
 """
 
 from __future__ import annotations
@@ -106,21 +112,27 @@ def _load_landmarks(lm_ptr, grid_ptr, sc_ptr, sgn_ptr, row, srow, m, mmask, dd, 
 
 
 @triton.jit
-def _score_pass(q_ptr, lm_ptr, sc_ptr, grid_ptr, sgn_ptr, stat_ptr, out_ptr, lg_ptr, M, NB, scaling,
+def _score_pass(q_ptr, lm_ptr, sc_ptr, grid_ptr, sgn_ptr, stat_ptr, out_ptr, lg_ptr, len_ptr, M, NB, scaling,
                 stride_lb, stride_lm, stride_sb,
                 G: tl.constexpr, GP: tl.constexpr, D: tl.constexpr, FMT: tl.constexpr, P: tl.constexpr,
                 LOG2D: tl.constexpr, SIGNS: tl.constexpr, LM_DT: tl.constexpr,
                 MODE: tl.constexpr, BF16_PROBS: tl.constexpr, BM: tl.constexpr, F32_DOT: tl.constexpr,
-                STORE: tl.constexpr):
+                STORE: tl.constexpr, RAGGED: tl.constexpr):
     """MODE 0: per-block (max, sum-exp) of the scaled logits per query head -> stat (BH, 2, GP, NB); STORE: the
     scaled logits themselves too -> lg (BH, G, M) fp32.
     MODE 1: softmax_max scores from the reduced (max, sum of exp(logit - max)) in stat (BH, 2, GP) -> out (BH, M);
     STORE: the logits are read back from lg instead of recomputed from the landmarks.
-    MODE 2: mean_dot scores (q holds the group-mean query in row 0) -> out (BH, M)."""
+    MODE 2: mean_dot scores (q holds the group-mean query in row 0) -> out (BH, M).
+    RAGGED: row bh's valid landmarks are its first min(len[bh], M) (read on the device); the others are never loaded,
+    score -inf and enter no statistic. Otherwise all M are valid."""
     bh = tl.program_id(0).to(tl.int64)
     blk = tl.program_id(1)
+    if RAGGED:
+        n = tl.minimum(tl.load(len_ptr + bh).to(tl.int32), M)
+    else:
+        n = M
     m = blk * BM + tl.arange(0, BM)
-    mmask = m < M
+    mmask = m < n
     dd = tl.arange(0, D)
     gg = tl.arange(0, GP)
     lg_off = lg_ptr + bh * G * M + gg[None, :] * M + m[:, None]
@@ -133,14 +145,15 @@ def _score_pass(q_ptr, lm_ptr, sc_ptr, grid_ptr, sgn_ptr, stat_ptr, out_ptr, lg_
         qt = tl.load(q_ptr + bh * GP * D + gg[None, :] * D + dd[:, None])  # (D, GP) bf16, zero rows past G
         s = mma(x, qt, F32_DOT)  # (BM, GP) fp32
         if MODE == 2:
-            tl.store(out_ptr + bh * M + m, tl.sum(tl.where(gg[None, :] == 0, s, 0.0), 1), mask=mmask)
+            s = tl.sum(tl.where(gg[None, :] == 0, s, 0.0), 1)
+            tl.store(out_ptr + bh * M + m, tl.where(mmask, s, float("-inf")), mask=m < M)
             return
         s = tl.where(mmask[:, None], s * scaling, float("-inf"))
     if MODE == 0:
         if STORE:
             tl.store(lg_off, s, mask=lg_mask)
-        mx = tl.max(s, 0)  # (GP,)
-        se = tl.sum(tl.exp(s - mx[None, :]), 0)
+        mx = tl.max(s, 0)  # (GP,); -inf for a block wholly past the row's length
+        se = tl.sum(tl.exp(s - tl.where(mx == float("-inf"), 0.0, mx)[None, :]), 0)  # such a block: exactly 0
         base = stat_ptr + bh * 2 * GP * NB + gg * NB + blk
         tl.store(base, mx)
         tl.store(base + GP * NB, se)
@@ -153,16 +166,50 @@ def _score_pass(q_ptr, lm_ptr, sc_ptr, grid_ptr, sgn_ptr, stat_ptr, out_ptr, lg_
         if BF16_PROBS:
             p = round_bf16(p)  # = p.to(bf16) on CUDA; the interpreter would truncate
         p = tl.where(gg[None, :] < G, p, -1.0)
-        tl.store(out_ptr + bh * M + m, tl.max(p, 1), mask=mmask)
+        tl.store(out_ptr + bh * M + m, tl.where(mmask, tl.max(p, 1), float("-inf")), mask=m < M)
+
+
+@triton.jit
+def _reduce_stats(stat_ptr, red_ptr, NB, GP: tl.constexpr, CH: tl.constexpr):
+    """stat (BH, 2, GP, NB) per-block (max, sum-exp) -> red (BH, 2, GP): the row max gm over blocks, then
+    tot = sum_b se_b * exp(mx_b - gm) added in the fixed order b = 0, 1, ..., NB - 1 (the order torch's sum takes
+    over a few blocks). One program per row, nothing shaped by the batch: a row's result never depends on BH, and a
+    block wholly past the row's length (mx = -inf, se = 0) leaves gm unchanged and adds exactly +0.0 to tot, so
+    padding the row to any NB gives its unpadded result bit for bit. Blocks are read CH at a time; within a tile
+    the terms are still added one by one (column j extracted exactly: a sum of t_j and zeros)."""
+    bh = tl.program_id(0).to(tl.int64)
+    gg = tl.arange(0, GP)
+    cc = tl.arange(0, CH)
+    base = stat_ptr + bh * 2 * GP * NB + gg[:, None] * NB
+    gm = tl.full((GP,), float("-inf"), tl.float32)
+    for b0 in range(0, NB, CH):
+        b = b0 + cc
+        mx = tl.load(base + b[None, :], mask=b[None, :] < NB, other=float("-inf"))
+        gm = tl.maximum(gm, tl.max(mx, 1))  # order-free: max is exact
+    tot = tl.zeros((GP,), tl.float32)
+    for b0 in range(0, NB, CH):
+        b = b0 + cc
+        bmask = b[None, :] < NB
+        mx = tl.load(base + b[None, :], mask=bmask, other=float("-inf"))
+        se = tl.load(base + GP * NB + b[None, :], mask=bmask, other=0.0)
+        t = tl.where(mx == float("-inf"), 0.0, se * tl.exp(mx - gm[:, None]))  # no exp(-inf - -inf) = NaN
+        for j in tl.static_range(CH):
+            tot = tot + tl.sum(tl.where(cc[None, :] == j, t, 0.0), 1)
+    tl.store(red_ptr + bh * 2 * GP + gg, gm)
+    tl.store(red_ptr + bh * 2 * GP + GP + gg, tot)
 
 
 def prepare_query(lm: Landmarks, q: torch.Tensor, rule: str) -> torch.Tensor:
     """q (BH, G, D) post-RoPE queries -> (BH, GP, D) bf16 kernel operand: group mean for mean_dot, zero-padded to
-    GP >= 16 rows (the tensor-core tile)."""
+    GP >= 16 rows (the tensor-core tile). The mean is summed head by head, elementwise ((q_0 + q_1) + ...) / G, so no
+    reduction kernel whose strategy follows the batch shape touches it (on CPU it equals q.mean(1) bit for bit)."""
     BH, G, D = q.shape
     qf = q.float()
     if rule == "mean_dot":
-        qf = qf.mean(1, keepdim=True)
+        acc = qf[:, 0]
+        for j in range(1, G):
+            acc = acc + qf[:, j]
+        qf = (acc / G)[:, None]
     GP = max(16, next_pow2(qf.shape[1]))
     out = torch.zeros(BH, GP, D, dtype=torch.bfloat16, device=q.device)
     out[:, : qf.shape[1]] = qf
@@ -170,18 +217,39 @@ def prepare_query(lm: Landmarks, q: torch.Tensor, rule: str) -> torch.Tensor:
 
 
 _LM_DTYPES = {torch.bfloat16: 0, torch.float16: 1, torch.float32: 2}
+_RED_CHUNK = 16  # blocks per tile of the block-statistics reduction (the order of the sum does not depend on it)
+
+
+def _check_lengths(lengths: torch.Tensor | None, BH: int, device) -> None:
+    """Shape, dtype and device only: the values stay on the device (no sync, CUDA-graph safe)."""
+    if lengths is None:
+        return
+    if lengths.dim() != 1 or lengths.shape[0] != BH:
+        raise ValueError(f"lengths must have shape ({BH},) (one count per row), got {tuple(lengths.shape)}")
+    if lengths.dtype.is_floating_point or lengths.dtype.is_complex or lengths.dtype == torch.bool:
+        raise ValueError(f"lengths must be an integer tensor, got {lengths.dtype}")
+    if lengths.device != device:
+        raise ValueError(f"lengths must be on the scores' device {device}, got {lengths.device}")
 
 
 def landmark_scores(lm: Landmarks, q: torch.Tensor, scaling: float, rule: str = "softmax_max",
                     bf16_probs: bool = False, block_m: int | None = None, num_warps: int | None = None,
-                    store_logits: bool | None = None) -> torch.Tensor:
+                    store_logits: bool | None = None, lengths: torch.Tensor | None = None) -> torch.Tensor:
     """Triton scores (BH, M) fp32 of every candidate landmark; q (BH, G, D).
+
+    lengths: None (every row has all lm.M landmarks) or a (BH,) integer tensor on q's device: row bh's valid
+    landmarks are its first lengths[bh] (1..M; larger counts are read as M), the rest is padding of a stack of rows.
+    Padding is never read, scores -inf (both rules) and does not enter the softmax. The counts are read by the kernels
+    only (no host sync: CUDA-graph safe). Each row's scores are bit-identical whatever BH, M, padding and batch mates:
+    tiles start at landmark 0 with a size fixed per format, every reduction runs inside one row's programs in a fixed
+    order, and blocks past a row's length add exactly nothing.
 
     softmax_max needs every logit before any probability. store_logits (default: for HIGGS landmarks, whose
     dequantization costs far more than re-reading 4 * G bytes per landmark) keeps pass 0's logits in a (BH, G, M)
     fp32 buffer for pass 1; otherwise pass 1 dequantizes and scores the landmarks again (bf16 / fp8: re-reading them
     is cheaper than a logit buffer). Both give bit-identical scores. block_m / num_warps: tile size (a power of two
-    >= 16) and warps, for tuning (benchmarks/bench_decode_step.py --sweep-scoring)."""
+    >= 16) and warps, for tuning (benchmarks/bench_decode_step.py --sweep-scoring); batch invariance holds for any
+    fixed block_m."""
     BH, G, D = q.shape
     M = lm.M
     higgs = lm.fmt == FMT_HIGGS
@@ -192,6 +260,7 @@ def landmark_scores(lm: Landmarks, q: torch.Tensor, scaling: float, rule: str = 
         raise ValueError(f"num_warps must be one of 1, 2, 4, 8, 16, got {num_warps}")
     if lm.dtype not in _LM_DTYPES:
         raise ValueError(f"landmark dtype {lm.dtype} not supported; allowed: {', '.join(map(str, _LM_DTYPES))}")
+    _check_lengths(lengths, BH, q.device)
     store = higgs if store_logits is None else bool(store_logits)
     qk = prepare_query(lm, q, rule)
     GP = qk.shape[1]
@@ -203,37 +272,49 @@ def landmark_scores(lm: Landmarks, q: torch.Tensor, scaling: float, rule: str = 
     sgn = lm.signs if higgs and lm.signs is not None else out
     args = (data, sc, grid, sgn)
     strides = (data.stride(0), data.stride(1), sc.stride(0) if lm.scales is not None else 0)
+    lens = lengths if lengths is not None else out
     # no FMA contraction: the HIGGS butterfly must round grid * s and every sum exactly as the torch reference
     kw = dict(GP=GP, D=D, FMT=lm.fmt, P=lm.p, LOG2D=D.bit_length() - 1, SIGNS=higgs and lm.signs is not None,
               LM_DT=_LM_DTYPES[lm.dtype], BF16_PROBS=bf16_probs, BM=block_m, F32_DOT=interpreting(),
-              num_warps=num_warps or (HIGGS_TILE[1] if higgs else 4), enable_fp_fusion=not higgs)
+              RAGGED=lengths is not None, num_warps=num_warps or (HIGGS_TILE[1] if higgs else 4),
+              enable_fp_fusion=not higgs)
     if rule == "mean_dot":
-        _score_pass[(BH, NB)](qk, *args, out, out, out, M, NB, 1.0, *strides, G=1, MODE=2, STORE=False, **kw)
+        _score_pass[(BH, NB)](qk, *args, out, out, out, lens, M, NB, 1.0, *strides, G=1, MODE=2, STORE=False, **kw)
         return out
     stat = torch.empty(BH, 2, GP, NB, dtype=torch.float32, device=q.device)
     lg = torch.empty(BH, G, M, dtype=torch.float32, device=q.device) if store else out
-    _score_pass[(BH, NB)](qk, *args, stat, out, lg, M, NB, scaling, *strides, G=G, MODE=0, STORE=store, **kw)
-    mx, se = stat[:, 0], stat[:, 1]
-    gm = mx.amax(-1, keepdim=True)
-    red = torch.stack([gm.squeeze(-1), (se * torch.exp(mx - gm)).sum(-1)], 1).contiguous()  # (BH, 2, GP)
-    _score_pass[(BH, NB)](qk, *args, red, out, lg, M, NB, scaling, *strides, G=G, MODE=1, STORE=store, **kw)
+    _score_pass[(BH, NB)](qk, *args, stat, out, lg, lens, M, NB, scaling, *strides, G=G, MODE=0, STORE=store, **kw)
+    red = torch.empty(BH, 2, GP, dtype=torch.float32, device=q.device)
+    _reduce_stats[(BH,)](stat, red, NB, GP=GP, CH=_RED_CHUNK)
+    _score_pass[(BH, NB)](qk, *args, red, out, lg, lens, M, NB, scaling, *strides, G=G, MODE=1, STORE=store, **kw)
     return out
 
 
 def landmark_scores_ref(lm: Landmarks, q: torch.Tensor, scaling: float, rule: str = "softmax_max",
-                        bf16_probs: bool = False) -> torch.Tensor:
-    """The torch reference (SparseLayer.select): dequantize, then the rule in fp32."""
+                        bf16_probs: bool = False, lengths: torch.Tensor | None = None) -> torch.Tensor:
+    """The torch reference (SparseLayer.select): dequantize, then the rule in fp32. lengths: as landmark_scores
+    (a masked softmax over each row's first lengths[bh] landmarks; padding scores -inf)."""
     land = lm.dequantize()
+    valid = None
+    if lengths is not None:
+        valid = torch.arange(lm.M, device=land.device)[None, :] < lengths.to(land.device)[:, None]  # (BH, M)
     if rule == "mean_dot":
-        return torch.matmul(q.float().mean(1, keepdim=True), land.transpose(1, 2)).squeeze(1)
-    p = torch.softmax(torch.matmul(q.float(), land.transpose(1, 2)) * scaling, -1)
+        score = torch.matmul(q.float().mean(1, keepdim=True), land.transpose(1, 2)).squeeze(1)
+        return score if valid is None else score.masked_fill(~valid, float("-inf"))
+    logits = torch.matmul(q.float(), land.transpose(1, 2)) * scaling
+    if valid is not None:
+        logits = logits.masked_fill(~valid[:, None, :], float("-inf"))
+    p = torch.softmax(logits, -1)
     if bf16_probs:
         p = p.to(torch.bfloat16).float()
-    return p.max(1).values
+    score = p.max(1).values
+    return score if valid is None else score.masked_fill(~valid, float("-inf"))
 
 
 def select_topk(score: torch.Tensor, n_sel: int, cand_ids: torch.Tensor | None, chunk: int) -> torch.Tensor:
-    """Top n_sel chunks per row -> token positions (BH, n_sel * chunk) int64. cand_ids None: candidate i is chunk i."""
+    """Top n_sel chunks per row -> token positions (BH, n_sel * chunk) int64. cand_ids None: candidate i is chunk i.
+    Padded scores (-inf) sort after every valid one; ties go to the lowest index (a stable sort, topk_indices), so a
+    row's first min(n_sel, length) picks are those of the row alone."""
     top = topk_indices(score, n_sel)
     ids = top if cand_ids is None else torch.gather(cand_ids, 1, top).long()
     return ids if chunk == 1 else chunk_positions(ids, chunk)
