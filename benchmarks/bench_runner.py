@@ -130,6 +130,7 @@ def main(argv=None) -> int:
     p.add_argument("--n", type=int, default=16)
     p.add_argument("--tokens", type=int, default=16384)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data", default=None, help="samples file (python -m shadowkv_lab data ...); default: the task's generator")
     p.add_argument("--methods", default=DEFAULT_METHODS)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--max-new-tokens", type=int, default=256, help="cap per cell (0: the task's own cap, 1024 for Text2JSON)")
@@ -164,7 +165,7 @@ def main(argv=None) -> int:
     else:
         model, tok = load(args.model, args.device, args.dtype)
     task = get_task(args.task)
-    samples = task.load(n=args.n, tokens=args.tokens, seed=args.seed, tokenizer=tok)
+    samples = task.load(args.data, n=args.n, tokens=args.tokens, seed=args.seed, tokenizer=tok)
     # Warm-up outside the timings (CUDA context, kernels, allocator, quantizer grids), every method once.
     short = min(samples, key=lambda s: len(s.prompt))
     for m in methods:

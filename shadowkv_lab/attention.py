@@ -160,6 +160,21 @@ class PrefillCapture:
         self.v[layer_idx] = v[0].contiguous()
 
 
+def decode_forward(model, ids: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+    """One decode step of the decoder stack, ids and pos (B, 1) -> last-position logits (B, vocab): the model's own
+    modules in the order its forward calls them (embeddings, rotary, decoder layers, final norm, LM head), without the
+    mask and cache machinery a one-token step under our session does not use. Nothing here synchronises the host, so
+    a step can be captured in a CUDA graph; on the supported architectures the logits equal model(...)'s bit for bit
+    (tests/test_generation_step.py)."""
+    inner = model.model
+    h = inner.embed_tokens(ids)
+    pe = inner.rotary_emb(h, pos)
+    for layer in inner.layers[: model.config.num_hidden_layers]:
+        out = layer(h, attention_mask=None, position_ids=pos, position_embeddings=pe)
+        h = out[0] if isinstance(out, tuple) else out
+    return model.lm_head(inner.norm(h)[:, -1])
+
+
 class DecodeBatch:
     """The per-row reference decode session: each row's cache runs its own layer step (see cache.batched for the
     stacked one)."""
@@ -184,4 +199,4 @@ def session(obj):
         _ACTIVE.session = prev
 
 
-__all__ = ["patch_model", "layer_contexts", "session", "PrefillCapture", "DecodeBatch", "make_rope"]
+__all__ = ["patch_model", "layer_contexts", "session", "PrefillCapture", "DecodeBatch", "decode_forward", "make_rope"]

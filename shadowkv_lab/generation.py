@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .attention import DecodeBatch, PrefillCapture, layer_contexts, patch_model, session
+from .attention import DecodeBatch, PrefillCapture, decode_forward, layer_contexts, patch_model, session
 from .cache.batched import BatchPlan
 from .cache.config import OffloadConfig
 from .cache.memory import MemoryReport
@@ -93,13 +93,15 @@ class DecodeOutput:
 
 @torch.inference_mode()
 def decode(model, caches: list[SequenceCache], first_tokens: list[int], max_new_tokens: list[int] | int,
-           stop_ids: set[int], progress=None, on_logits=None, batched: bool = True) -> list[DecodeOutput]:
+           stop_ids: set[int], progress=None, on_logits=None, batched: bool = True, backend: str | None = None,
+           graphs: bool | None = None) -> list[DecodeOutput]:
     """Greedy batched decode: each row has its own cache; finished rows drop out of the batch.
 
     first_tokens: the token chosen from each row's prefill logits (counted as the first new token).
-    on_logits(active_rows, logits (B_active, vocab)): optional hook, e.g. for exactness tests.
-    batched: stack the rows of each method so a step costs O(layers) ops (cache.batched.BatchPlan); False runs
-    every row's reference layer step one by one (DecodeBatch). Both give the same tokens.
+    on_logits(rows, logits (len(rows), vocab)): optional hook, e.g. for exactness tests (rows: the generating rows).
+    batched: stack the rows of each method so a step costs O(layers x methods) ops (cache.batched.BatchPlan, the
+    production step; backend "torch" or "triton", default: triton on CUDA; graphs: CUDA graphs, default on CUDA with
+    triton). False runs every row's per-row reference layer step one by one (attention.DecodeBatch).
     """
     n = len(caches)
     if isinstance(max_new_tokens, int):
@@ -115,10 +117,11 @@ def decode(model, caches: list[SequenceCache], first_tokens: list[int], max_new_
             reason[i] = "stop"
         elif max_new_tokens[i] <= 1:
             reason[i] = "length"
-    plan = BatchPlan(caches) if batched else None
+    plan = BatchPlan(caches, max_new_tokens, backend=backend, graphs=graphs) if batched else None
     t0 = time.perf_counter()
     try:
-        _decode_loop(model, caches, tokens, reason, max_new_tokens, stop_ids, device, plan, progress, on_logits)
+        with _invariant_linears(model, device):
+            _decode_loop(model, caches, tokens, reason, max_new_tokens, stop_ids, device, plan, progress, on_logits)
     finally:
         if plan is not None:
             plan.close()
@@ -127,22 +130,46 @@ def decode(model, caches: list[SequenceCache], first_tokens: list[int], max_new_
     return [DecodeOutput(token_ids=tokens[i], finish_reason=reason[i], decode_s=dt) for i in range(n)]
 
 
+def _invariant_linears(model, device):
+    """On CUDA the decode step's linear layers and RMSNorms run batch-invariant Triton kernels (kernels.matmul):
+    cuBLAS picks its kernels by the number of rows, so a row's logits would depend on its batch mates. On CPU the
+    torch kernels are used (their bf16 products are row-invariant: tests/test_batch_invariance.py)."""
+    import contextlib
+
+    if device.type != "cuda":
+        return contextlib.nullcontext()
+    from .kernels.matmul import invariant_decode
+
+    return invariant_decode(model)
+
+
 def _decode_loop(model, caches, tokens, reason, max_new_tokens, stop_ids, device, plan, progress, on_logits) -> None:
     n = len(caches)
     while True:
         active = [i for i in range(n) if reason[i] is None]
         if not active:
             break
-        ids = torch.tensor([[tokens[i][-1]] for i in active], device=device)
-        pos = torch.tensor([[caches[i].position] for i in active], device=device)
-        if plan is not None and plan.active != active:
-            plan.set_active(active)
-        with session(plan if plan is not None else DecodeBatch([caches[i] for i in active])):
-            logits = model(input_ids=ids, position_ids=pos, use_cache=False).logits[:, -1]
+        if plan is not None:
+            if plan.active != active:
+                plan.set_active(active)
+            rows = plan.batch_rows  # every stacked row: finished ones compute until their group is re-stacked
+        else:
+            rows = active
+        ids = torch.tensor([[tokens[i][-1]] for i in rows], device=device)
+        pos = torch.tensor([[caches[i].position] for i in rows], device=device)
+        if plan is not None:
+            logits = plan.forward(model, ids, pos)
+        else:
+            with session(DecodeBatch([caches[i] for i in rows])):
+                logits = decode_forward(model, ids, pos)
+        live = [j for j, i in enumerate(rows) if reason[i] is None]
         if on_logits is not None:
-            on_logits(active, logits)
+            on_logits([rows[j] for j in live], logits[live])
         nxt = logits.argmax(dim=-1).tolist()
-        for j, i in enumerate(active):
+        if plan is not None:
+            plan.advance()
+        for j in live:
+            i = rows[j]
             caches[i].advance()
             tokens[i].append(nxt[j])
             if nxt[j] in stop_ids:

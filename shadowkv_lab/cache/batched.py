@@ -1,17 +1,21 @@
-"""Batched decode step: many sequences, one set of tensor ops per layer.
+"""Batched decode step: many sequences ("rows"), one set of ops per layer and method, with two backends.
 
-`SparseLayer.decode` / `ExactLayer.decode` are the per-row reference. Run one row at a time, a decode step costs
-O(rows x layers) small kernel launches and Python calls, which is what made the experiment runner barely faster
-than a naive loop. Here the rows of one method are *stacked*: every per-layer tensor is padded to the longest row
-and stacked on a new batch dimension, with masks for the padding, so a step costs O(layers) launches whatever the
-number of rows. The math is the reference's (fp32 scores, per-query-head softmax, max over the GQA group, top-k,
-fp32 attention); only padding (masked to -inf / 0) and reduction order differ.
+`SparseLayer.decode` / `ExactLayer.decode` are the per-row torch reference (tests restate them independently). The
+production step stacks the rows of one method: every per-layer tensor is padded to the longest row and stacked on a
+new batch dimension, with per-row lengths for the padding, so a step costs O(layers x methods) ops whatever the
+number of rows. A single row is B = 1 of the same step. The math is the reference's (fp32 scores, per-query-head
+softmax, max over the GQA group, top-k, fp32 attention); only padding and reduction order differ.
 
-Every production row runs this step, recorded or not (the recorder sees its row's slice), and the step is
-batch-invariant (BLOCK below): a row's tokens do not depend on its batch mates, the padding or the wave size. A row
-whose quantized stores have per-tensor constants or nested parts cannot share a stack and runs in a stack of its
-own (B = 1 of the same step). On CUDA a row alone in its group runs the per-row layer step when the Triton kernels
-cover it: the kernels are single-sequence kernels.
+Backends (one interface: score, select, fetch, attend):
+- "torch": CPU and the readable version. Batch-invariant by construction (BLOCK below).
+- "triton": CUDA (or the interpreter when asked for). The kernels take per-row lengths from device tensors and use
+  fixed tiles and splits, so they are batch-invariant too, and the step has no host synchronisation: the plan can
+  capture a whole decode forward in a CUDA graph (`BatchPlan.forward`).
+A row's tokens do not depend on its batch mates, the padding, the wave size or recording, on either backend.
+
+The step never advances a row's length itself: it writes the new token's K/V at the row's current length and
+attends over length + 1 entries; `BatchPlan.advance` moves the lengths after the forward. That makes the step a pure
+function of device state, which is what a replayed CUDA graph needs.
 
 Stacking moves each row's tensors into the stack and leaves the row holding views of it, so memory is not doubled
 and each row's memory report is unchanged; `unstack` hands the generated tokens back to the rows.
@@ -23,10 +27,13 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import os
+import warnings
 
 import torch
 
 from .layer import ExactLayer, SparseLayer, chunk_positions, topk_indices
+from .key_offset import FLAG
 from .stores import RowStore, pinned_host, take_qrows, take_rows, zero_copy
 
 NEG_INF = float("-inf")
@@ -177,29 +184,101 @@ def row_alone(cache) -> str | None:
     return None
 
 
-def _kernels_on(cache) -> bool:
-    """True when the Triton decode kernels would run some layer of this row (CUDA, or the interpreter)."""
-    from shadowkv_lab.kernels import dispatch
-
-    return any(isinstance(lay, SparseLayer) and dispatch.enabled(lay) for lay in cache.layers)
-
-
 def group_key(cache) -> tuple:
     """Rows with equal keys stack together: same method and, per layer, the same layer kind."""
     return (cache.config, tuple(type(lay).__name__ for lay in cache.layers))
 
 
-# ---------------------------------------------------------------------------------------------- pieces
-class _GenStack:
-    """Generated-token K/V of B rows, (B, H, cap, d), with per-row lengths; grows by doubling. The capacity is a
-    multiple of BLOCK and the buffer starts zeroed, so the padded view holds finite values only (0 x NaN is NaN)."""
+# ---------------------------------------------------------------------------------------------- backends
+BACKENDS = ("torch", "triton")
+_WARNED: set = set()
 
-    def __init__(self, bufs):
-        self.bufs = bufs
-        self.lens = [b.length for b in bufs]
-        cap = round_up(max(max(self.lens) * 2, BLOCK))
+
+def default_backend(device: torch.device) -> str:
+    """The Triton kernels on CUDA (SHADOWKV_LAB_KERNELS=0 selects torch there, to compare), torch elsewhere."""
+    flag = os.environ.get("SHADOWKV_LAB_KERNELS", "1")
+    if flag not in ("0", "1"):
+        raise ValueError(f"SHADOWKV_LAB_KERNELS={flag!r}: allowed are 1 (Triton kernels on CUDA, the default) and 0 (torch)")
+    return "triton" if device.type == "cuda" and flag == "1" else "torch"
+
+
+def _quant_kind(q) -> str:
+    return type(q).__name__ if q is not None else "native"
+
+
+def triton_reason(layer) -> str | None:
+    """None when the Triton backend covers this layer, else why not (the group then runs the torch backend, warned)."""
+    dtype = layer.local_k.dtype if isinstance(layer, SparseLayer) else layer.k.dtype
+    d = layer.d if isinstance(layer, SparseLayer) else layer.k.shape[-1]
+    if dtype not in (torch.bfloat16, torch.float16):
+        return f"model dtype {dtype} (the kernels take bf16/fp16 operands)"
+    if d & (d - 1) or d < 32:
+        return f"head_dim {d} (the kernels need a power of two >= 32)"
+    if isinstance(layer, ExactLayer):
+        return None
+    stores = [("values", layer.values)] + ([("keys", layer.keys)] if layer.rank <= 0 else [])
+    for name, st in stores:
+        kind = _quant_kind(st.quantizer)
+        if kind not in ("native", "PlainQuantizer", "FP8Quantizer", "HiggsQuantizer"):
+            return f"{name} format {st.fmt!r}"
+        if kind == "PlainQuantizer" and st.quantizer.dtype != dtype:
+            return f"{name} stored as {st.quantizer.dtype}, model dtype {dtype}"
+        if kind == "HiggsQuantizer" and not (st.token_major and st.group == st.H * st.d and not st.quantizer.signs):
+            return f"HIGGS {name} with group {st.group} (the kernels dequantize whole token rows, group = H*d)"
+        if st.offset is not None and kind != "HiggsQuantizer":
+            return f"key offset {st.offset.rule!r} with {st.fmt!r} keys"
+    return None
+
+
+def _resolve_backend(layers, backend: str) -> str:
+    if backend == "torch":
+        return "torch"
+    why = triton_reason(layers[0])
+    if why is None:
+        return "triton"
+    if why not in _WARNED:
+        _WARNED.add(why)
+        warnings.warn(f"stacked decode step: {why}: these rows run the torch backend", stacklevel=3)
+    return "torch"
+
+
+def _per_head(x: torch.Tensor, H: int) -> torch.Tensor:
+    """(B,) per-row integers -> (B*H,) int32, each row's value repeated for its H KV heads (kernel row bh = b*H + h)."""
+    return x.repeat_interleave(H).to(torch.int32)
+
+
+# ---------------------------------------------------------------------------------------------- pieces
+class RowState:
+    """Lengths of the generated tokens of B stacked rows, shared by every layer of their RowGroup, and which rows are
+    still generating. Device tensors are updated in place (a captured CUDA graph reads them at every replay)."""
+
+    def __init__(self, lens: list[int], H: int, device):
+        self.lens, self.H = list(lens), H
+        self.t = torch.tensor(lens, device=device, dtype=torch.long)  # (B,) tokens held; the step writes at t
+        self.seen_bh = _per_head(self.t + 1, H)  # (B*H,) entries attended: held + the new token
+        self.active = torch.ones(len(lens), dtype=torch.bool, device=device)
+
+    def set_active(self, flags: list[bool]) -> None:
+        self.active.copy_(torch.tensor(flags, dtype=torch.bool), non_blocking=True)
+
+    def advance(self, flags: list[bool]) -> None:
+        """After a step: rows that generated a token hold one more."""
+        inc = torch.tensor(flags, dtype=torch.long).to(self.t.device, non_blocking=True)
+        self.t += inc
+        self.seen_bh.copy_(_per_head(self.t + 1, self.H))
+        self.lens = [n + int(a) for n, a in zip(self.lens, flags)]
+
+
+class _GenStack:
+    """Generated-token K/V of B rows, (B, H, cap, d), with a capacity fixed for the stack's lifetime (the longest row's
+    tokens at its cap, rounded up to BLOCK; never reallocated, so a captured graph stays valid). The buffer starts
+    zeroed, so the padded view holds finite values only (0 x NaN is NaN)."""
+
+    def __init__(self, bufs, state: RowState, capacity: int):
+        self.bufs, self.state = bufs, state
         first = bufs[0].k
         B, (H, _, d) = len(bufs), first.shape
+        cap = round_up(max(capacity, max(b.length for b in bufs) + 1, 1))
         self.k = first.new_zeros(B, H, cap, d)
         self.v = first.new_zeros(B, H, cap, d)
         for i, b in enumerate(bufs):
@@ -207,35 +286,39 @@ class _GenStack:
             self.k[i, :, : b.length] = gk
             self.v[i, :, : b.length] = gv
         self.rows = torch.arange(B, device=first.device)
-        self.len_t = torch.tensor(self.lens, device=first.device)
 
-    def append(self, k: torch.Tensor, v: torch.Tensor, active: list[bool], active_t: torch.Tensor) -> None:
-        """k, v: (B, H, d); only active rows grow (inactive rows write past their length, never read)."""
-        if max(self.lens) + 1 > self.k.shape[2]:
-            self.k = torch.cat([self.k, torch.zeros_like(self.k)], dim=2)
-            self.v = torch.cat([self.v, torch.zeros_like(self.v)], dim=2)
-        self.k[self.rows, :, self.len_t] = k
-        self.v[self.rows, :, self.len_t] = v
-        self.len_t = self.len_t + active_t
-        self.lens = [n + a for n, a in zip(self.lens, active)]
+    def write(self, k: torch.Tensor, v: torch.Tensor) -> None:
+        """k, v: (B, H, d) of the new token, stored at each row's current length (RowState.advance moves it)."""
+        if max(self.state.lens) + 1 > self.k.shape[2]:
+            raise RuntimeError(f"generated-token stack full ({self.k.shape[2]} tokens): a row ran past its cap")
+        self.k[self.rows, :, self.state.t] = k
+        self.v[self.rows, :, self.state.t] = v
 
     def view(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(k, v (B, H, N, d), valid (B, N)), N = the longest row rounded up to a multiple of BLOCK."""
-        n = round_up(max(self.lens))
-        return self.k[:, :, :n], self.v[:, :, :n], torch.arange(n, device=self.k.device).unsqueeze(0) < self.len_t.unsqueeze(1)
+        """torch backend: (k, v (B, H, N, d), valid (B, N)), N = the longest row's entries rounded up to BLOCK."""
+        n = round_up(max(self.state.lens) + 1)
+        valid = torch.arange(n, device=self.k.device).unsqueeze(0) < (self.state.t + 1).unsqueeze(1)
+        return self.k[:, :, :n], self.v[:, :, :n], valid
+
+    def segment(self):
+        """triton backend: the whole capacity as (B*H, cap, d) views with each row's entries (B*H,)."""
+        B, H, cap, d = self.k.shape
+        return self.k.view(B * H, cap, d), self.v.view(B * H, cap, d), self.state.seen_bh
 
     def unstack(self) -> None:
         for i, b in enumerate(self.bufs):
-            b.k, b.v, b.length = self.k[i], self.v[i], self.lens[i]
+            b.k, b.v, b.length = self.k[i], self.v[i], self.state.lens[i]
 
 
 class _StackedRows:
-    """RowStores of B rows as one store; gather(positions (B, H, K)) -> (B, H, K, d) on the compute device."""
+    """RowStores of B rows as one store; gather(positions (B, H, K)) -> (B, H, K, d) on the compute device (torch),
+    fetch(positions (B*H, K), out (B*H, K, d)) on the kernels (dequantized, RoPE'd with a table)."""
 
     def __init__(self, stores: list[RowStore]):
         s0 = stores[0]
-        self.H, self.d, self.dtype, self.home, self.dev = s0.H, s0.d, s0.dtype, s0.home, s0.compute_device
+        self.B, self.H, self.d, self.dtype, self.home, self.dev = len(stores), s0.H, s0.d, s0.dtype, s0.home, s0.compute_device
         self.quantizer, self.token_major = s0.quantizer, s0.token_major
+        self.kind = _quant_kind(s0.quantizer)
         self.store0 = s0  # restores dequantized rows (model dtype, key offset) as every store of the group does
         # Key offsets, one per row: (B, 1, H*d) token-major, (B, H, 1, d) head-major; None without an offset.
         self.mu = None
@@ -260,6 +343,11 @@ class _StackedRows:
         idx_home = self.dev if self.zc else self.home  # where the row indices are computed
         self.offs = torch.tensor(offs, device=idx_home)
         self.P = torch.tensor([s.P for s in stores], device=idx_home)
+        # kernel addressing: row bh's position p is flat row base_bh[bh] + p (+ the head's slice when token-major)
+        P_dev, offs_dev = self.P.to(self.dev), self.offs.to(self.dev)
+        heads = torch.arange(self.H, device=self.dev).repeat(self.B)
+        self.base_bh = offs_dev.repeat_interleave(self.H) + (0 if self.token_major else heads * P_dev.repeat_interleave(self.H))
+        self.offs_dev = offs_dev
 
     def gather(self, pos: torch.Tensor) -> torch.Tensor:
         B, H, K = pos.shape
@@ -284,24 +372,68 @@ class _StackedRows:
         qr = take_qrows(self.data, flat, self.dev)
         return self.store0.restore(self.quantizer.dequantize(qr).view(B, H, K, self.d), qr, self.mu)
 
+    def fetch(self, pos: torch.Tensor, out: torch.Tensor, table: torch.Tensor | None) -> None:
+        """Kernel gather: out (B*H, K, d) = rows at pos (B*H, K) (prompt positions), dequantized, post-RoPE when
+        `table` is given. Pinned host rows are read zero-copy; nothing synchronises the host."""
+        from shadowkv_lab.kernels.fetch import gather_rows, higgs_rows, union_rows
+
+        H, d = self.H, self.d
+        if self.kind == "native":
+            s = self.data.stride()
+            gather_rows(self.data, (s[0], s[1], s[2]), H, pos, out, rope_table=table, rope_pos=pos)
+            return
+        rows = self.data.rows
+        if self.kind in ("PlainQuantizer", "FP8Quantizer"):
+            src = rows["data"]
+            strides = (0, d if self.token_major else 0, src.stride(0))
+            gather_rows(src, strides, H, pos + self.base_bh.unsqueeze(1), out, fmt=1 if self.kind == "FP8Quantizer" else 0,
+                        rope_table=table, rope_pos=pos)
+            return
+        # HIGGS token rows: dequantize each distinct selected token of a row once, then hand each head its slice
+        from shadowkv_lab.quant import load_grid
+
+        uniq, n_u, inv = union_rows(pos, None, H)  # (B, H*K), (B,), (B*H, K)
+        uniq = uniq + self.offs_dev.unsqueeze(1)
+        C = H * d
+        buf = torch.empty(self.B, uniq.shape[1], C, dtype=out.dtype, device=out.device)
+        codes, scales = rows["codes"], rows["scales"]
+        q = self.quantizer
+        higgs_rows(codes.unsqueeze(0).expand(self.B, -1, -1), scales.unsqueeze(0).expand(self.B, -1, -1),
+                   load_grid(q.p, q.n, out.device), q.group, uniq, n_u, buf)
+        if self.store0.offset is not None:  # add the key offset back before RoPE, as RowStore.restore does
+            flag = None
+            if self.store0.offset.selective:
+                flag = take_rows(rows[FLAG], uniq.reshape(-1), out.device).view(uniq.shape).bool()
+            buf = self.store0.offset.restore(buf, flag, self.mu)
+        gather_rows(buf, (buf.stride(0), d, C), H, inv, out, rope_table=table, rope_pos=pos)
+
 
 # ---------------------------------------------------------------------------------------------- layer groups
 class ExactGroup:
     """Full attention (or the short-prompt fallback) of B rows of one layer."""
 
-    def __init__(self, layers: list[ExactLayer]):
-        self.layers = layers
+    def __init__(self, layers: list[ExactLayer], state: RowState, capacity: int, backend: str):
+        self.layers, self.state = layers, state
         self.ctx = layers[0].ctx
+        self.backend = _resolve_backend(layers, backend)
         self.k, lens = _adopt(layers, "k", block=True)  # (B, H, Lmax rounded up to BLOCK, d)
         self.v, _ = _adopt(layers, "v", block=True)
+        self.H = self.k.shape[1]
         self.prompt_valid = _lengths_mask(lens, self.k.shape[2], self.k.device)
-        self.gen = _GenStack([lay.gen for lay in layers])
+        self.prompt_bh = _per_head(torch.tensor(lens, device=self.k.device), self.H)
+        self.gen = _GenStack([lay.gen for lay in layers], state, capacity)
 
-    def step(self, q, k_pre, k_post, v, active, active_t, record=None):
+    def step(self, q, k_pre, k_post, v, record=None):
         """q: (B, Hq, d); k_pre, k_post, v: (B, H, d) -> (B, Hq, d). Exact attention has nothing to record."""
         B, _, d = q.shape
-        H = self.k.shape[1]
-        self.gen.append(k_post, v, active, active_t)
+        H = self.H
+        self.gen.write(k_post, v)
+        if self.backend == "triton":
+            from shadowkv_lab.kernels.attention import decode_attention
+
+            BH, N = B * H, self.k.shape[2]
+            segs = [(self.k.view(BH, N, d), self.v.view(BH, N, d), self.prompt_bh), self.gen.segment()]
+            return decode_attention(q.reshape(BH, -1, d), segs, self.ctx.scaling).view(B, -1, d)
         gk, gv, gvalid = self.gen.view()
         out = attend_masked(q.view(B, H, -1, d), [(self.k, self.v, self.prompt_valid), (gk, gv, gvalid)], self.ctx.scaling)
         return out.view(B, -1, d)
@@ -311,24 +443,37 @@ class ExactGroup:
 
 
 class SparseGroup:
-    """ShadowKV-family layers of B rows of one method and one layer (SparseLayer's decode, batched)."""
+    """ShadowKV-family layers of B rows of one method and one layer (SparseLayer's decode, batched).
 
-    def __init__(self, layers: list[SparseLayer]):
+    Selection is one rule for both kinds: score every candidate unit with the softmax-max (or mean-dot) rule and keep
+    the top units. Landmark selection: a unit is a chunk, scored by its landmark. Oracle selection (the analysis
+    upper bound): a unit is a token of a candidate chunk, scored by its exact key."""
+
+    def __init__(self, layers: list[SparseLayer], state: RowState, capacity: int, backend: str):
         l0 = layers[0]
-        self.layers, self.cfg, self.ctx = layers, l0.cfg, l0.ctx
+        self.layers, self.cfg, self.ctx, self.state = layers, l0.cfg, l0.ctx, state
+        self.backend = _resolve_backend(layers, backend)
         self.H, self.G, self.d, self.c = l0.H, l0.G, l0.d, l0.c
         dev = self.ctx.compute_device
-        # Landmarks are dequantized once here: the reference dequantizes the same codes at every step.
-        self.lm, Ms = _stack([lay._landmarks() for lay in layers], dim=1, block=True)  # (B, H, Mpad, d)
-        self.lm_valid = _lengths_mask(Ms, self.lm.shape[2], dev)  # (B, Mpad)
-        self.cand, _ = _stack([lay.cand_ids for lay in layers], dim=1, block=True)  # (B, H, Mpad)
+        B, H = len(layers), self.H
         self.oracle = self.cfg.selection == "oracle"
-        if self.oracle:  # token-level top-k over the exact keys of every candidate (analysis upper bound)
+        if self.oracle:
+            self.unit = 1
+            cand_pos = [chunk_positions(lay.cand_ids, self.c) for lay in layers]  # (H, M*c) each
+            keys = [torch.gather(lay.exact_k, 1, p.unsqueeze(-1).expand(-1, -1, self.d)) for lay, p in zip(layers, cand_pos)]
+            self.lm, Ms = _stack(keys, dim=1, block=True)  # (B, H, Mpad, d): exact keys of every candidate token
+            self.cand, _ = _stack(cand_pos, dim=1, block=True)
             self.sel_len = [min(lay.budget, lay.M * self.c) for lay in layers]
-            self.exact_k, _ = _adopt(layers, "exact_k")  # (B, H, Pmax, d)
-            self.cand_valid = self.lm_valid.repeat_interleave(self.c, dim=1)  # (B, Mpad*c), a multiple of BLOCK
+            self.rule, self.bf16 = "softmax_max", False
         else:
+            self.unit = self.c
+            # Landmarks are dequantized once here: the reference dequantizes the same codes at every step.
+            self.lm, Ms = _stack([lay._landmarks() for lay in layers], dim=1, block=True)  # (B, H, Mpad, d)
+            self.cand, _ = _stack([lay.cand_ids for lay in layers], dim=1, block=True)  # (B, H, Mpad)
             self.sel_len = [min(lay.budget // self.c, lay.M) * self.c for lay in layers]
+            self.rule = self.cfg.scoring
+            self.bf16 = self.cfg.scoring == "softmax_max" and self.cfg.score_precision == "bf16"
+        self.lm_valid = _lengths_mask(Ms, self.lm.shape[2], dev)  # (B, Mpad)
         self.k_sel = max(self.sel_len)
         self.sel_valid = _lengths_mask(self.sel_len, round_up(self.k_sel), dev)
         # Outliers + local window: resident, exact; each row's tokens first (its own order), padding after.
@@ -343,59 +488,110 @@ class SparseGroup:
         else:
             self.keys = _StackedRows([lay.keys for lay in layers])
         self.values = _StackedRows([lay.values for lay in layers])
-        self.gen = _GenStack([lay.gen for lay in layers])
-        self.b_idx = torch.arange(len(layers), device=dev).view(-1, 1, 1)
-        self.last_pos = None
+        self.gen = _GenStack([lay.gen for lay in layers], state, capacity)
+        self.b_idx = torch.arange(B, device=dev).view(-1, 1, 1)
+        self.last_pos = torch.zeros(B, H, round_up(self.k_sel), dtype=torch.long, device=dev)
+        if self.backend == "triton":
+            from shadowkv_lab.kernels.common import rope_table
 
-    def select(self, qg: torch.Tensor) -> torch.Tensor:
-        """qg: (B, H, G, d) -> selected token positions (B, H, k_sel rounded up to BLOCK); entries past a row's
-        sel_len are masked (sel_valid). Scores and softmax are batch-invariant (block_scores, softmax_invariant)."""
-        if self.k_sel == 0:
-            return self.cand[:, :, :0]
-        if self.oracle:
-            pos = chunk_positions(self.cand, self.c)  # (B, H, Mpad*c)
-            keys = torch.gather(self.exact_k, 2, pos.unsqueeze(-1).expand(-1, -1, -1, self.d))
-            logits = block_scores(qg, keys) * self.ctx.scaling
-            p = softmax_invariant(logits.masked_fill(~self.cand_valid[:, None, None, :], NEG_INF))
-            score = p.max(dim=2).values.masked_fill(~self.cand_valid[:, None, :], NEG_INF)
-            return _pad_end(torch.gather(pos, 2, topk_indices(score, self.k_sel)), 2, round_up(self.k_sel))
-        if self.cfg.scoring == "softmax_max":
+            per_head = lambda n: _per_head(torch.tensor(n, device=dev), H)  # noqa: E731
+            self.m_bh, self.sel_bh, self.res_bh = per_head(Ms), per_head(self.sel_len), per_head(lens)
+            self.K = self.k_sel  # selected entries per row, unpadded: the kernels mask by sel_bh
+            self.k_buf = self.res_k.new_empty(B * H, self.K, self.d)
+            self.v_buf = self.res_k.new_empty(B * H, self.K, self.d)
+            self.table = rope_table(self.ctx.rope, max(lay.L for lay in layers), self.d, self.res_k.dtype, dev)
+            if self.rank > 0:
+                self.SV_bh = self.SV.view(B * H, self.rank, self.d).contiguous()
+
+    # -------------------------------------------------------------- the four pieces, per backend
+    def scores(self, qg: torch.Tensor) -> torch.Tensor:
+        """qg (B, H, G, d) -> fp32 scores of every candidate unit (B*H, Mpad) (triton) or (B, H, Mpad) (torch);
+        padding ranks below every real candidate (-inf; a real probability may underflow to 0 but never below)."""
+        B, H, G, d = qg.shape
+        if self.backend == "triton":
+            from shadowkv_lab.kernels.scoring import FMT_NATIVE, Landmarks, landmark_scores
+
+            lm = Landmarks(FMT_NATIVE, self.lm.view(B * H, -1, d), dtype=self.lm.dtype)
+            return landmark_scores(lm, qg.reshape(B * H, G, d), self.ctx.scaling, self.rule, bf16_probs=self.bf16,
+                                   lengths=self.m_bh)
+        if self.rule == "softmax_max":
             logits = block_scores(qg, self.lm) * self.ctx.scaling  # (B, H, G, Mpad)
             p = softmax_invariant(logits.masked_fill(~self.lm_valid[:, None, None, :], NEG_INF))
-            if self.cfg.score_precision == "bf16":
+            if self.bf16:
                 p = p.to(torch.bfloat16)
             score = p.max(dim=2).values.float()
         else:  # serving rule: unscaled dot product with the group-mean query
             score = block_scores(qg.float().mean(dim=2, keepdim=True), self.lm).squeeze(2)
-        # Padding ranks below every real candidate (a real probability may underflow to 0 but never below).
-        score = score.masked_fill(~self.lm_valid[:, None, :], NEG_INF)
-        top = topk_indices(score, self.k_sel // self.c)  # (B, H, k_sel/c)
-        return _pad_end(chunk_positions(torch.gather(self.cand, 2, top), self.c), 2, round_up(self.k_sel))
+        return score.masked_fill(~self.lm_valid[:, None, :], NEG_INF)
 
-    def step(self, q, k_pre, k_post, v, active, active_t, record=None):
+    def select(self, qg: torch.Tensor) -> torch.Tensor:
+        """qg (B, H, G, d) -> selected token positions (B, H, K): K = k_sel (triton) or k_sel rounded up to BLOCK
+        (torch, padded with zeros); entries past a row's sel_len are masked in the attention."""
+        B, H = qg.shape[:2]
+        if self.k_sel == 0:
+            return self.cand[:, :, :0]
+        score = self.scores(qg).view(B, H, -1)
+        top = topk_indices(score, self.k_sel // self.unit)
+        pos = chunk_positions(torch.gather(self.cand, 2, top), self.unit)
+        return pos if self.backend == "triton" else _pad_end(pos, 2, round_up(self.k_sel))
+
+    def fetch(self, pos: torch.Tensor):
+        """pos (B, H, K) -> post-RoPE keys and values of the selected tokens: (B*H, K, d) step buffers (triton) or
+        (B, H, K, d) tensors (torch)."""
+        B, H, K = pos.shape
+        d = self.d
+        if self.backend == "triton":
+            from shadowkv_lab.kernels.fetch import lowrank_rows
+
+            pos_bh = pos.reshape(B * H, K)
+            if self.rank > 0:
+                lowrank_rows(self.U, self.SV_bh, pos_bh, self.k_buf, self.table)
+            else:
+                self.keys.fetch(pos_bh, self.k_buf, self.table)
+            self.values.fetch(pos_bh, self.v_buf, None)
+            return self.k_buf, self.v_buf
+        if self.rank > 0:
+            k_pre_sel = torch.matmul(self.U[self.b_idx, pos], self.SV)  # (B, H, K, r) @ (B, H, r, d)
+        else:
+            k_pre_sel = self.keys.gather(pos)
+        sel_k = self.ctx.rope(k_pre_sel.reshape(B * H, K, d), pos.reshape(B * H, K)).view(B, H, K, d)
+        return sel_k, self.values.gather(pos)
+
+    def attend(self, qg: torch.Tensor, sel_k: torch.Tensor, sel_v: torch.Tensor) -> torch.Tensor:
+        """Exact attention over resident + selected + generated entries -> (B, H, G, d)."""
+        B, H, G, d = qg.shape
+        if self.backend == "triton":
+            from shadowkv_lab.kernels.attention import decode_attention
+
+            BH, N = B * H, self.res_k.shape[2]
+            segs = [(self.res_k.view(BH, N, d), self.res_v.view(BH, N, d), self.res_bh)]
+            if self.K:
+                segs.append((sel_k, sel_v, self.sel_bh))
+            segs.append(self.gen.segment())
+            return decode_attention(qg.reshape(BH, G, d), segs, self.ctx.scaling).view(B, H, G, d)
+        gk, gv, gvalid = self.gen.view()
+        segs = [(self.res_k, self.res_v, self.res_valid), (sel_k, sel_v, self.sel_valid), (gk, gv, gvalid)]
+        return attend_masked(qg, segs, self.ctx.scaling)
+
+    def step(self, q, k_pre, k_post, v, record=None):
         """q: (B, Hq, d); k_pre, k_post, v: (B, H, d) -> (B, Hq, d).
         record: [(slot, recorder)] of active rows whose attention is recorded; each recorder sees its row's slice."""
         B, H, d = q.shape[0], self.H, self.d
-        self.gen.append(k_post, v, active, active_t)
+        self.gen.write(k_post, v)
         qg = q.view(B, H, self.G, d)
         pos = self.select(qg)  # (B, H, K)
         K = pos.shape[2]
         if K == 0:  # a budget below one chunk selects nothing
             sel_k = sel_v = self.res_k[:, :, :0]
         else:
-            if self.rank > 0:
-                k_pre_sel = torch.matmul(self.U[self.b_idx, pos], self.SV)  # (B, H, K, r) @ (B, H, r, d)
-            else:
-                k_pre_sel = self.keys.gather(pos)
-            sel_k = self.ctx.rope(k_pre_sel.reshape(B * H, K, d), pos.reshape(B * H, K)).view(B, H, K, d)
-            sel_v = self.values.gather(pos)
-        self.last_pos = pos if self.last_pos is None else torch.where(active_t.bool()[:, None, None], pos, self.last_pos)
-        gk, gv, gvalid = self.gen.view()
-        segs = [(self.res_k, self.res_v, self.res_valid), (sel_k, sel_v, self.sel_valid), (gk, gv, gvalid)]
-        out = attend_masked(qg, segs, self.ctx.scaling)
-        for b, rec in record or ():
-            n, t = self.sel_len[b], self.gen.lens[b]
-            rec.on_step(self.layers[b], qg[b], pos[b, :, :n], out[b], gen=(gk[b, :, :t], gv[b, :, :t]))
+            sel_k, sel_v = self.fetch(pos)
+            self.last_pos[:, :, :K] = torch.where(self.state.active[:, None, None], pos, self.last_pos[:, :, :K])
+        out = self.attend(qg, sel_k, sel_v)
+        if record:
+            gk, gv = self.gen.k, self.gen.v
+            for b, rec in record:
+                n, t = self.sel_len[b], self.state.lens[b] + 1
+                rec.on_step(self.layers[b], qg[b], pos[b, :, :n], out[b], gen=(gk[b, :, :t], gv[b, :, :t]))
         return out.view(B, -1, d)
 
     def unstack(self) -> None:
@@ -403,31 +599,37 @@ class SparseGroup:
         elt = self.res_k.element_size()
         for b, (lay, n) in enumerate(zip(self.layers, self.sel_len)):
             lay.step_buffer_bytes = max(lay.step_buffer_bytes, 2 * self.H * n * self.d * elt)
-            if self.last_pos is not None:
-                lay.last_selection = self.last_pos[b, :, :n]
-
-
-def _layer_group(layers):
-    return ExactGroup(layers) if isinstance(layers[0], ExactLayer) else SparseGroup(layers)
+            lay.last_selection = self.last_pos[b, :, :n].clone()
 
 
 class RowGroup:
-    """Rows (global indices) of one method stacked across all layers."""
+    """Rows (global indices) of one method stacked across all layers, with their shared RowState."""
 
-    def __init__(self, rows: list[int], caches):
+    def __init__(self, rows: list[int], caches, capacity: int, backend: str):
         self.rows = rows
         self.caches = [caches[r] for r in rows]
-        self.layers = [_layer_group([c.layers[i] for c in self.caches]) for i in range(len(self.caches[0].layers))]
+        lay0 = self.caches[0].layers[0]
+        H = lay0.H if isinstance(lay0, SparseLayer) else lay0.k.shape[0]
+        dev = lay0.ctx.compute_device
+        self.state = RowState([c.layers[0].gen.length for c in self.caches], H, dev)
+        self.layers = [
+            (ExactGroup if isinstance(ls[0], ExactLayer) else SparseGroup)(ls, self.state, capacity, backend)
+            for ls in ([c.layers[i] for c in self.caches] for i in range(len(self.caches[0].layers)))
+        ]
+        self.backends = sorted({g.backend for g in self.layers})
 
-    def recorders(self, layer_idx: int, slots) -> list:
-        """[(slot, recorder)] of the given slots whose rows record attention, positioned at this layer and step."""
+    def recorders(self, layer_idx: int, active: set) -> list:
+        """[(slot, recorder)] of the active rows that record attention, positioned at this layer and step."""
         out = []
-        for s in slots:
-            rec = self.caches[s].recorder
-            if rec is not None:
-                rec.layer, rec.step = layer_idx, self.caches[s].generated
-                out.append((s, rec))
+        for s, (r, c) in enumerate(zip(self.rows, self.caches)):
+            if r in active and c.recorder is not None:
+                c.recorder.layer, c.recorder.step = layer_idx, c.generated
+                out.append((s, c.recorder))
         return out
+
+    @property
+    def records(self) -> bool:
+        return any(c.recorder is not None for c in self.caches)
 
     def unstack(self) -> None:
         for g in self.layers:
@@ -436,86 +638,117 @@ class RowGroup:
 
 # ---------------------------------------------------------------------------------------------- the plan
 class BatchPlan:
-    """The decode session of `generation.decode`: every row runs the stacked step, recorded or not (the recorder sees
-    its row's slice). Rows of one method share a stack; a row whose stores cannot be concatenated with another's
-    (row_alone) runs in a stack of its own. Only on CUDA does a row alone fall back to the per-row layer step, when
-    the Triton kernels cover it. Rows leave when they finish; a group is re-stacked once half of its rows have
-    finished, so ragged stopping stops costing work. The step is batch-invariant (BLOCK): re-stacking, batch mates and
-    the wave size never change a row's tokens."""
+    """The decode session of `generation.decode`. Rows of one method share a stack (a RowGroup); a row whose stores
+    cannot be concatenated with another's (row_alone) has a stack of its own. The model's batch is every stacked row,
+    group after group, finished rows included: they keep computing (their outputs are dropped) until half of their
+    group has finished, when the group is re-stacked without them. Batch invariance makes this harmless.
+
+    forward(model, ids, pos) runs one decode step; on CUDA with every group on the Triton backend and no recorded row,
+    the step is captured once per stack composition in a CUDA graph and replayed (`graphs`)."""
 
     mode = "decode"
 
-    def __init__(self, caches):
+    def __init__(self, caches, max_new_tokens: list[int] | int | None = None, backend: str | None = None,
+                 graphs: bool | None = None):
         self.all = caches
+        dev = caches[0].layers[0].ctx.compute_device if caches else torch.device("cpu")
+        self.backend = backend or default_backend(dev)
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend={self.backend!r}: allowed {BACKENDS}")
+        caps = max_new_tokens if isinstance(max_new_tokens, list) else [max_new_tokens or 0] * len(caches)
+        self.caps = caps
+        self.graphs = (dev.type == "cuda" and self.backend == "triton") if graphs is None else graphs
         self.groups: list[RowGroup] = []
-        self.per_row: dict[int, str] = {}
         self.alone: dict[int, str] = {}
         self.active: list[int] = []
+        self.batch_rows: list[int] = []
+        self._graph = None
+
+    def _capacity(self, rows) -> int:
+        """Generated tokens a stack must hold: each row's tokens so far plus what it may still generate."""
+        return max(self.all[r].layers[0].gen.length + max(self.caps[r], 1) for r in rows)
 
     def set_active(self, active: list[int]) -> None:
+        """Rows still generating. Groups whose live rows are half or fewer are re-stacked; new rows get stacks."""
         self.active = list(active)
         act = set(active)
-        kept = []
+        kept, changed = [], False
         for g in self.groups:
             live = [r for r in g.rows if r in act]
             if len(live) * 2 <= len(g.rows) or not live:
                 g.unstack()
+                changed = True
                 if live:
-                    kept.append(RowGroup(live, self.all))
+                    kept.append(RowGroup(live, self.all, self._capacity(live), self.backend))
             else:
                 kept.append(g)
         grouped = {r for g in kept for r in g.rows}
         new: dict[tuple, list[int]] = {}
         for r in active:
-            if r in grouped or r in self.per_row:
+            if r in grouped:
                 continue
             why = row_alone(self.all[r])
             if why is not None:
                 self.alone[r] = why
             new.setdefault((group_key(self.all[r]), r if why is not None else None), []).append(r)
         for rows in new.values():
-            if len(rows) == 1 and _kernels_on(self.all[rows[0]]) and self.all[rows[0]].recorder is None:
-                self.per_row[rows[0]] = "single row on the Triton kernels"
-            else:
-                kept.append(RowGroup(rows, self.all))
+            kept.append(RowGroup(rows, self.all, self._capacity(rows), self.backend))
+            changed = True
         self.groups = kept
-        pos = {r: j for j, r in enumerate(active)}
-        self._maps = []
+        self.batch_rows = [r for g in self.groups for r in g.rows]
+        starts = list(itertools.accumulate([len(g.rows) for g in self.groups], initial=0))
+        self._slices = list(zip(starts[:-1], starts[1:]))
         for g in self.groups:
-            dev = g.layers[0].ctx.compute_device
-            slots = [s for s, r in enumerate(g.rows) if r in act]
-            flags = [r in act for r in g.rows]
-            self._maps.append((
-                torch.tensor([pos[g.rows[s]] for s in slots], device=dev),  # positions in the model batch
-                torch.tensor(slots, device=dev), flags, torch.tensor(flags, device=dev, dtype=torch.long),
-                g.rows == self.active,  # identity: this group is the whole model batch, in order
-                slots,
-            ))
-        self._per_row_active = [(pos[r], r) for r in active if r in self.per_row]
+            g.state.set_active([r in act for r in g.rows])
+        if changed:
+            self._graph = None
 
     def decode_layer(self, layer_idx: int, q, k_pre, k_post, v) -> torch.Tensor:
-        """q: (B_active, Hq, d); k_pre, k_post, v: (B_active, H, d) -> (B_active, Hq, d)."""
-        out = torch.empty_like(q)
-        for g, (batch_pos, slots, flags, flags_t, identity, slot_list) in zip(self.groups, self._maps):
-            lg = g.layers[layer_idx]
-            record = g.recorders(layer_idx, slot_list)
-            if identity:  # the common case: one group, every row active, same order
-                return lg.step(q, k_pre, k_post, v, flags, flags_t, record)
-            n = len(g.rows)
+        """q: (B_batch, Hq, d); k_pre, k_post, v: (B_batch, H, d) -> (B_batch, Hq, d), rows in batch_rows order."""
+        act = set(self.active)
+        outs = []
+        for g, (s, e) in zip(self.groups, self._slices):
+            record = g.recorders(layer_idx, act) if g.records else None
+            outs.append(g.layers[layer_idx].step(q[s:e], k_pre[s:e], k_post[s:e], v[s:e], record))
+        return outs[0] if len(outs) == 1 else torch.cat(outs)
 
-            def scatter(x):
-                y = x.new_zeros((n,) + tuple(x.shape[1:]))
-                y[slots] = x[batch_pos]
-                return y
+    def advance(self) -> None:
+        """After a step: every active row holds one more generated token."""
+        act = set(self.active)
+        for g in self.groups:
+            g.state.advance([r in act for r in g.rows])
 
-            o = lg.step(scatter(q), scatter(k_pre), scatter(k_post), scatter(v), flags, flags_t, record)
-            out[batch_pos] = o[slots]
-        for j, r in self._per_row_active:
-            out[j] = self.all[r].decode_layer(layer_idx, q[j], k_pre[j], k_post[j], v[j])
-        return out
+    def forward(self, model, ids: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        """One decode step of batch_rows: ids, pos (B_batch, 1) -> logits (B_batch, vocab) (valid until the next
+        call). Captured in a CUDA graph when `graphs` and no row records; the eager run that precedes each capture
+        (it also compiles the kernels) is this step's result."""
+        from shadowkv_lab.attention import decode_forward, session
+
+        use_graph = self.graphs and not any(g.records for g in self.groups) and all(
+            g.backends == ["triton"] for g in self.groups)
+        if not use_graph:
+            with session(self):
+                return decode_forward(model, ids, pos)
+        if self._graph is not None:
+            self._ids.copy_(ids)
+            self._pos.copy_(pos)
+            self._graph.replay()
+            return self._logits
+        self._ids, self._pos = ids.clone(), pos.clone()
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side), session(self):
+            logits = decode_forward(model, self._ids, self._pos)
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph), session(self):
+            self._logits = decode_forward(model, self._ids, self._pos)
+        self._graph = graph
+        return logits
 
     def close(self) -> None:
         """Hand every row its generated tokens back (the rows stay valid for the per-row path and reports)."""
+        self._graph = None
         for g in self.groups:
             g.unstack()
         self.groups = []

@@ -59,9 +59,22 @@ def resolve(method: str | OffloadConfig) -> OffloadConfig:
         return method
     if not isinstance(method, str):
         raise TypeError(f"a method is a preset name or an OffloadConfig, got {type(method).__name__}")
-    if method not in PRESETS:
-        raise ValueError(f"unknown method {method!r}; known presets: {', '.join(PRESETS)}")
-    return PRESETS[method]
+    base, at, budget = method.partition("@")
+    if base not in PRESETS:
+        raise ValueError(f"unknown method {method!r}; known presets: {', '.join(PRESETS)} (optionally with a budget, "
+                         "e.g. shadowkv@0.03125 for a fraction of the prompt or shadowkv@2048t for tokens)")
+    if not at:
+        return PRESETS[base]
+    return with_budget(PRESETS[base], _parse_budget(method, budget))
+
+
+def _parse_budget(method: str, tag: str) -> int | float:
+    """The budget of a derived name `<preset>@<tag>` (_budget_tag's format): `<fraction>` or `<tokens>t`."""
+    try:
+        return int(tag[:-1]) if tag.endswith("t") else float(tag)
+    except ValueError:
+        raise ValueError(f"method {method!r}: budget {tag!r} must be a fraction in (0, 1] (e.g. 0.03125) or a token "
+                         "count with a t (e.g. 2048t)") from None
 
 
 get_preset = resolve  # the public name of the README's examples
