@@ -145,11 +145,17 @@ params() {  # notebook: its papermill parameters (YAML)
     extra_params "$1"
 }
 
-if [ "$DRY" = 1 ]; then
+if [ "$DRY" = 1 ]; then  # parameters, then each notebook's grid and the profile's estimated GPU time
+    plans=()
     for nb in "${SELECTED[@]}"; do
         echo "# $nb"
         params "$nb" | tee "$PARAMS/$nb.yaml"
+        [ "$nb" = 08_decode_speed ] && continue  # benchmarks only, no grid
+        python -m shadowkv_lab.notebook_grid "notebooks/$nb.ipynb" "$PARAMS/$nb.yaml" --dry-run \
+            --plan-out "$PARAMS/$nb.plan.csv" 2>/dev/null | grep -E "^(methods|cells|  total)"
+        plans+=("$PARAMS/$nb.plan.csv")
     done
+    [ "${#plans[@]}" -eq 0 ] || python -m shadowkv_lab.notebook_grid --total "${plans[@]}"
     exit 0
 fi
 

@@ -252,3 +252,21 @@ def load_model(name_or_path: str = DEFAULT_MODEL, device: str | None = None, dty
     model.to(device).eval()
     tok = AutoTokenizer.from_pretrained(path)
     return model, tok
+
+
+def load_meta_model(name_or_path: str = DEFAULT_MODEL, dtype: torch.dtype | str | None = None):
+    """(model on the meta device, tokenizer): the architecture and config without weights, for planning a grid
+    (shapes, prompt lengths) on a machine that will not run it."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    from .testing import TINY_PREFIX, load_tiny
+
+    dtype = _DTYPES.get(dtype, dtype) if isinstance(dtype, str) else dtype
+    if name_or_path.startswith(TINY_PREFIX):
+        return load_tiny(name_or_path, dtype=dtype, device="meta")
+    path = resolve(name_or_path)
+    config = AutoConfig.from_pretrained(path)
+    check_architecture(config)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype or torch.bfloat16)
+    return model.eval(), AutoTokenizer.from_pretrained(path)

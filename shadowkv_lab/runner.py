@@ -174,8 +174,10 @@ def _print_dry_run(items: list[_Item], cfgs, tokenizer, out, rates: dict | None 
         L = len(encode_prompt(tokenizer, it.sample.prompt))
         rows.append({"task": it.task.name, "sample_id": str(it.sample.id), "prompt_tokens": L, "done": it.done,
                      "to_run": len(it.pending), "prefill_tokens": L if it.pending else 0,
-                     "decode_tokens_max": it.cap * len(it.pending)})
-    plan = pd.DataFrame(rows, columns=["task", "sample_id", "prompt_tokens", "done", "to_run", "prefill_tokens", "decode_tokens_max"])
+                     "decode_tokens_max": it.cap * len(it.pending), "cap": it.cap,
+                     "pending": ",".join(c.config_hash() for c in it.pending)})
+    plan = pd.DataFrame(rows, columns=["task", "sample_id", "prompt_tokens", "done", "to_run", "prefill_tokens",
+                                       "decode_tokens_max", "cap", "pending"])
     print(f"dry run: {out}\nmethods ({len(cfgs)}): {', '.join(c.name for c in cfgs)}")
     if len(plan):
         g = plan.groupby("task", sort=False).agg(

@@ -23,10 +23,35 @@ from .cache.presets import SCALED_RANK_SHARE, matched_rank, variant, with_budget
 from .cache.presets import resolve as resolve_method  # workbook.resolve resolves paths
 
 
+# notebook_grid runs a notebook's cells as a script up to its grid: "dry" plans it (no weights loaded), "run" runs it;
+# either way wb.run then stops the notebook (GridStop) before its figures.
+GRID_ENV = "SHADOWKV_LAB_GRID"
+
+
+class GridStop(Exception):
+    """Raised by run() under notebook_grid, carrying its result."""
+
+    def __init__(self, result):
+        super().__init__("grid done")
+        self.result = result
+
+
+def _grid_mode() -> str | None:
+    mode = os.environ.get(GRID_ENV) or None
+    if mode not in (None, "dry", "run"):
+        raise ValueError(f"{GRID_ENV}={mode!r}: allowed dry, run (or unset)")
+    return mode
+
+
 def load(model: str, device: str | None = None, dtype=None):
     """(model, tokenizer) by shadowkv_lab.load_model: offline names, hub ids, local folders, and 'tiny-<arch>'
     (tiny-qwen2, tiny-llama, ...), a random tiny model built in code for smoke tests."""
     from .models import load_model
+
+    if _grid_mode() == "dry":  # the plan needs the tokenizer and the model's shape, not its weights
+        from .models import load_meta_model
+
+        return load_meta_model(model)
 
     t0 = time.perf_counter()
     m, tok = load_model(model, device=device, dtype=dtype)
@@ -166,10 +191,15 @@ def run(model, tokenizer, tasks, methods, results_dir, *, model_name: str, n: in
     cfgs = as_configs(methods)
     if batch_size is None:
         batch_size = int(os.environ.get("SHADOWKV_LAB_BATCH", 0)) or 16
+    mode = _grid_mode()
     t0 = time.perf_counter()
     df = _run(model, tokenizer, tasks, cfgs, str(results_dir), model_name=model_name, n=n, tokens=tokens, seed=seed,
-              max_new_tokens=max_new_tokens, record=record, batch_size=batch_size, **kw)
+              max_new_tokens=max_new_tokens, record=record, batch_size=batch_size, dry_run=mode == "dry", **kw)
+    if mode == "dry":
+        raise GridStop(df)
     print(f"[workbook.run] {len(df)} rows ({len(cfgs)} methods) in {time.perf_counter() - t0:.1f}s")
+    if mode == "run":
+        raise GridStop(rename(df, cfgs))
     return rename(df, cfgs)
 
 

@@ -1,0 +1,104 @@
+"""A workbook notebook's grid without Jupyter: run its code cells as a script up to its `wb.run` call.
+
+    python -m shadowkv_lab.notebook_grid notebooks/03_landmark_precision.ipynb PARAMS.yaml --dry-run   # plan + GPU time
+    python -m shadowkv_lab.notebook_grid notebooks/03_landmark_precision.ipynb PARAMS.yaml              # run the grid
+
+Why: the grid (tasks, samples, methods) is defined once, in the notebook. A GPU machine without Jupyter runs exactly
+that grid into the shared results store; the notebook then finds every cell stored and only draws its figures.
+`run_all.sh --dry-run` uses the dry mode to add up the estimated GPU time of a whole profile.
+
+The cells run in one namespace, the PARAMS (papermill's YAML) assigned after the cell tagged `parameters`, as
+papermill injects them. The run stops when `wb.run` returns (workbook.GridStop), before the figure cells. In the dry
+mode `wb.load` loads the tokenizer and the model's config only (weights on the meta device): nothing is computed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+MODES = ("dry", "run")
+
+
+def code_cells(path) -> list[tuple[list[str], str]]:
+    """(tags, source) of every code cell of a notebook."""
+    nb = json.loads(Path(path).read_text())
+    return [(c.get("metadata", {}).get("tags", []), "".join(c["source"])) for c in nb["cells"] if c["cell_type"] == "code"]
+
+
+def run_grid(path, params: dict, mode: str = "run"):
+    """Run notebook `path` up to its grid with `params`; returns what wb.run returned (dry: the plan, one row per
+    sample; run: the grid's rows). Raises if the notebook has no wb.run call."""
+    from . import workbook
+
+    if mode not in MODES:
+        raise ValueError(f"mode={mode!r}: allowed {MODES}")
+    cells = code_cells(path)
+    if not any("parameters" in tags for tags, _ in cells):
+        raise ValueError(f"{path}: no cell tagged 'parameters'")
+    ns: dict = {"__name__": "__notebook__"}
+    prev = os.environ.get(workbook.GRID_ENV)
+    os.environ[workbook.GRID_ENV] = mode
+    try:
+        for tags, src in cells:
+            try:
+                exec(compile(src, f"{path}:cell", "exec"), ns)  # noqa: S102 - our own notebooks
+            except workbook.GridStop as stop:
+                return stop.result
+            if "parameters" in tags:
+                ns.update(params)
+    finally:
+        if prev is None:
+            os.environ.pop(workbook.GRID_ENV, None)
+        else:
+            os.environ[workbook.GRID_ENV] = prev
+    raise ValueError(f"{path}: the notebook never called wb.run")
+
+
+def profile_total(plans, rates: dict) -> dict:
+    """Estimated GPU time of several notebooks' plans together (CSV files or DataFrames written by the dry mode).
+    A cell (task, sample, config hash) that several notebooks share runs once, and a sample is prefilled once."""
+    import pandas as pd
+
+    df = pd.concat([p if isinstance(p, pd.DataFrame) else pd.read_csv(p, keep_default_na=False) for p in plans])
+    cells = {(t, s, h): cap for t, s, hs, cap in zip(df.task, df.sample_id, df.pending, df.cap) for h in str(hs).split(",") if h}
+    prompts = {(t, s): L for t, s, L in zip(df.task, df.sample_id, df.prompt_tokens)}
+    prefill = sum(prompts[(t, s)] for t, s in {(t, s) for t, s, _ in cells})
+    decode = sum(cells.values())
+    minutes = (prefill / rates["prefill_tok_s"] + decode / rates["decode_tok_s"]) / 60
+    return {"cells": len(cells), "prefill_tokens": prefill, "decode_tokens_max": decode, "gpu_minutes": minutes}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("notebook", nargs="?")
+    ap.add_argument("params", nargs="?", help="papermill parameters (YAML), e.g. run_all.sh's outputs/params/<profile>/<nb>.yaml")
+    ap.add_argument("--total", nargs="+", metavar="PLAN", help="instead: the estimated GPU time of these dry-run plans together")
+    ap.add_argument("--dry-run", action="store_true", help="print the plan and its estimated GPU time, run nothing")
+    ap.add_argument("--plan-out", default=None, help="dry run: also write the plan (one row per sample) as CSV here")
+    a = ap.parse_args(argv)
+    if a.total:
+        from .runner import measured_rates
+
+        rates = measured_rates()
+        t = profile_total(a.total, rates)
+        print(f"profile total: {t['cells']:,} cells, {t['prefill_tokens']:,} prefill tokens, <= {t['decode_tokens_max']:,} "
+              f"decode tokens: estimated {t['gpu_minutes']:,.1f} GPU minutes at {rates['source']} (prefill "
+              f"{rates['prefill_tok_s']:,.0f} tok/s, decode {rates['decode_tok_s']:,.0f} tok/s; every row to its cap)")
+        return 0
+    if not (a.notebook and a.params):
+        ap.error("a notebook and its params, or --total PLAN...")
+    import yaml
+
+    params = yaml.safe_load(Path(a.params).read_text()) or {}
+    res = run_grid(a.notebook, params, "dry" if a.dry_run else "run")
+    if a.dry_run and a.plan_out and res is not None:
+        res.assign(notebook=Path(a.notebook).stem).to_csv(a.plan_out, index=False)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,41 @@
+"""notebook_grid: a notebook's grid planned (dry) and run without Jupyter, and a profile's GPU time added up."""
+
+import pandas as pd
+import pytest
+
+from shadowkv_lab import notebook_grid, workbook
+
+NB = "notebooks/04_chunk_size.ipynb"
+
+
+def _params(tmp_path):
+    return {"model": "tiny-qwen2", "profile": "quick", "results_dir": str(tmp_path / "store"),
+            "figures_dir": str(tmp_path / "fig"), "n": 1, "tokens": 1200, "max_new_tokens": 3,
+            "chunk_sizes": [1, 4]}
+
+
+def test_dry_plan_then_run_fills_the_store(tmp_path):
+    plan = notebook_grid.run_grid(NB, _params(tmp_path), "dry")
+    assert list(plan.task) == ["text2json"] and int(plan.to_run.sum()) == 3  # full + two chunk sizes, one sample
+    assert len(plan.pending[0].split(",")) == 3 and not list((tmp_path / "store").glob("*.parquet"))
+    rows = notebook_grid.run_grid(NB, _params(tmp_path), "run")
+    assert len(rows) == 3 and set(rows.finish_reason) <= {"stop", "length"}
+    again = notebook_grid.run_grid(NB, _params(tmp_path), "dry")
+    assert int(again.to_run.sum()) == 0 and int(again.done.sum()) == 3
+    assert workbook.GRID_ENV not in __import__("os").environ  # the mode does not leak out of the call
+
+
+def test_profile_total_counts_shared_cells_once():
+    a = pd.DataFrame({"task": ["t", "t"], "sample_id": ["s0", "s1"], "prompt_tokens": [100, 200], "cap": [10, 10],
+                      "pending": ["h1,h2", "h1"]})
+    b = pd.DataFrame({"task": ["t"], "sample_id": ["s0"], "prompt_tokens": [100], "cap": [10], "pending": ["h2,h3"]})
+    t = notebook_grid.profile_total([a, b], {"prefill_tok_s": 100.0, "decode_tok_s": 10.0})
+    assert (t["cells"], t["prefill_tokens"], t["decode_tokens_max"]) == (4, 300, 40)
+    assert t["gpu_minutes"] == pytest.approx((3 + 4) / 60)
+
+
+def test_bad_mode_and_missing_grid(tmp_path):
+    with pytest.raises(ValueError, match="mode"):
+        notebook_grid.run_grid(NB, {}, "fast")
+    with pytest.raises(ValueError, match="never called wb.run"):
+        notebook_grid.run_grid("notebooks/08_decode_speed.ipynb", {"profile": "quick"}, "dry")
