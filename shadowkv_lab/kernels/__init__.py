@@ -7,6 +7,7 @@
                   and the ShadowKV cache-hit policy (ResidentSet: only rows missing from the previous step move)
     attention.py  split-K decode attention over several KV segments (no concatenation)
     dispatch.py   what SparseLayer calls: enabled(layer), sparse_decode(layer, ...), score_and_select, gather_selected
+    matmul.py     batch-invariant linear / RMSNorm (one fixed tiling, no split-K) and invariant_decode(model)
     common.py     shared Triton helpers (fp8 decode, Walsh-Hadamard, RoPE table from the model's rotary function)
 
 Importing a submodule imports triton; the cache imports dispatch only when it decodes on the kernels.
