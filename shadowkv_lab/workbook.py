@@ -152,13 +152,43 @@ def load_task_samples(task_name: str, tokenizer, *, n: int, tokens: int, seed: i
     from .tasks import get_task
 
     task = get_task(task_name)
-    samples = task.load(None, n=n, tokens=tokens, seed=seed, tokenizer=tokenizer, **kw)
+    samples = _cached_samples(task, tokenizer, n=n, tokens=tokens, seed=seed, **kw)
     if kw:
         tag = "-".join(f"{k}{v}" for k, v in sorted(kw.items()))
         if len(tag) > 32 or not tag.replace("_", "").replace(".", "").replace("-", "").isalnum():
             tag = "kw" + hashlib.sha1(json.dumps(kw, sort_keys=True).encode()).hexdigest()[:8]
         samples = [dataclasses.replace(s, id=f"{s.id}-{tag}") for s in samples]
     return task, samples
+
+
+SAMPLES_ENV = "SHADOWKV_LAB_SAMPLES"  # folder of generated samples; default outputs/samples under the project root
+
+
+def _cached_samples(task, tokenizer, **kw):
+    """task.load(None, ...) of a generated task, kept on disk: every notebook of a profile asks for the same samples,
+    and a 16k-token Text2JSON set takes a while to generate. Keyed by task, arguments and the tokenizer's behaviour
+    (vocabulary size and a probe encoding), so a cache never serves samples measured with another tokenizer."""
+    import hashlib
+    import json
+    import pickle
+
+    probe = tokenizer("shadowkv-lab sample cache probe 0123", add_special_tokens=False)["input_ids"] if tokenizer else None
+    key = json.dumps([task.name, {k: kw[k] for k in sorted(kw)}, len(tokenizer) if tokenizer else None, probe],
+                     sort_keys=True, default=str)
+    folder = Path(os.environ.get(SAMPLES_ENV) or project_root() / "outputs" / "samples")
+    path = folder / f"{task.name}-{hashlib.sha1(key.encode()).hexdigest()[:16]}.pkl"
+    if path.is_file():
+        with open(path, "rb") as f:
+            stored_key, samples = pickle.load(f)
+        if stored_key == key:
+            return samples
+    samples = task.load(None, tokenizer=tokenizer, **kw)
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    with open(tmp, "wb") as f:
+        pickle.dump((key, samples), f)
+    os.replace(tmp, path)
+    return samples
 
 
 def samples_for(tasks, tokenizer, *, n: int, tokens: int, seed: int = 0, task_kw: dict | None = None) -> list:
