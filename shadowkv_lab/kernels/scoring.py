@@ -145,8 +145,9 @@ def _score_pass(q_ptr, lm_ptr, sc_ptr, grid_ptr, sgn_ptr, stat_ptr, out_ptr, lg_
         qt = tl.load(q_ptr + bh * GP * D + gg[None, :] * D + dd[:, None])  # (D, GP) bf16, zero rows past G
         s = mma(x, qt, F32_DOT)  # (BM, GP) fp32
         if MODE == 2:
-            s = tl.sum(tl.where(gg[None, :] == 0, s, 0.0), 1)
-            tl.store(out_ptr + bh * M + m, tl.where(mmask, s, float("-inf")), mask=m < M)
+            # a new name: the compiler types `s` across the branches, and the code below needs it (BM, GP)
+            dot = tl.sum(tl.where(gg[None, :] == 0, s, 0.0), 1)
+            tl.store(out_ptr + bh * M + m, tl.where(mmask, dot, float("-inf")), mask=m < M)
             return
         s = tl.where(mmask[:, None], s * scaling, float("-inf"))
     if MODE == 0:

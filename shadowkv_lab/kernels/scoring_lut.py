@@ -150,8 +150,9 @@ def _lut_pass(codes_ptr, sc_ptr, lut_ptr, stat_ptr, out_ptr, lg_ptr, len_ptr, M,
     else:
         s = _lut_logits(codes_ptr, sc_ptr, lut_ptr, bh, m, mmask, stride_cb, stride_cm, stride_sb, coef, J, N, GP)
         if MODE == 2:
-            s = tl.sum(tl.where(gg[None, :] == 0, s, 0.0), 1)
-            tl.store(out_ptr + bh * M + m, tl.where(mmask, s, float("-inf")), mask=m < M)
+            # a new name: the compiler types `s` across the branches, and the code below needs it (BM, GP)
+            dot = tl.sum(tl.where(gg[None, :] == 0, s, 0.0), 1)
+            tl.store(out_ptr + bh * M + m, tl.where(mmask, dot, float("-inf")), mask=m < M)
             return
         s = tl.where(mmask[:, None], s, float("-inf"))
     if MODE == 0:
