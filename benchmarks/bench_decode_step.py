@@ -38,6 +38,7 @@ from shadowkv_lab.kernels.attention import decode_attention  # noqa: E402
 from shadowkv_lab.kernels.common import rope_table_from_freqs  # noqa: E402
 from shadowkv_lab.kernels.fetch import ResidentSet, gather_rows, higgs_rows, lowrank_rows, union_rows  # noqa: E402
 from shadowkv_lab.kernels.scoring import FMT_HIGGS, FMT_NATIVE, Landmarks, landmark_scores, select_topk  # noqa: E402
+from shadowkv_lab.kernels.scoring_lut import higgs_lut, landmark_scores_lut  # noqa: E402
 
 HBM, PCIE = 4268e9, 55.5e9
 HQ, H, D = 32, 8, 128
@@ -47,6 +48,7 @@ LOC_YAKV, FRAC_YAKV = 64, 0.03125
 GEN = 16  # generated tokens already in the buffer
 N_TIME = 15  # timed replays per configuration (--n-time)
 SWEEP_SCORING = False  # --sweep-scoring
+SCORER = "exact"  # --scorer: HIGGS landmarks scored reference-exact (kernels/scoring.py) or by lookup table
 DEV = torch.device("cuda" if torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET", "0") != "1" else "cpu")
 CUDA = DEV.type == "cuda"  # else: a CPU smoke run under TRITON_INTERPRET=1 (tiny sizes, wall-clock timing)
 
@@ -201,8 +203,15 @@ def make_step(st, q, table, bufs, cache: bool, rule="softmax_max"):
     n_sel = K // c
     arange = torch.arange(K, device=DEV).expand(BH, K)
 
+    lm = st["lm"]
+    use_lut = SCORER == "lut" and lm.fmt == FMT_HIGGS
+
     def step():
-        score = landmark_scores(st["lm"], q, D ** -0.5, rule, bf16_probs=rule == "softmax_max")
+        if use_lut:  # rotate the query once, score the codes through its table (kernels/scoring_lut.py)
+            lut = higgs_lut(q, lm.grid, rule, lm.signs)
+            score = landmark_scores_lut(lm.data, lm.scales, lut, D ** -0.5, rule, bf16_probs=rule == "softmax_max")
+        else:
+            score = landmark_scores(lm, q, D ** -0.5, rule, bf16_probs=rule == "softmax_max")
         pos = select_topk(score, n_sel, st["cand"], c)
         if cache:
             src, slots, n = rs.update(pos)
@@ -304,6 +313,14 @@ def bench_scoring(L, B, bufs, table):
             passes = 2 if rule == "softmax_max" else 1
             rows.append(dict(landmarks=name, rule=rule, ms=ms, ns_per_landmark=ms * 1e6 / (BH * M),
                              bytes_per_landmark=lm.nbytes / (BH * M), gbs=passes * lm.nbytes / ms / 1e6))
+    lm = fmts["higgs2"]  # the lookup-table scorer: the query's table built inside the timed step, as a decode step does
+    for rule in ("softmax_max", "mean_dot"):
+        def lut_step(rule=rule):
+            return landmark_scores_lut(lm.data, lm.scales, higgs_lut(qq, lm.grid, rule), D ** -0.5, rule, rule == "softmax_max")
+        ms, _ = timed_steps(lut_step, qq, qs)
+        passes = 2 if rule == "softmax_max" else 1
+        rows.append(dict(landmarks="higgs2_lut", rule=rule, ms=ms, ns_per_landmark=ms * 1e6 / (BH * M),
+                         bytes_per_landmark=lm.nbytes / (BH * M), gbs=passes * lm.nbytes / ms / 1e6))
     if SWEEP_SCORING:  # tile size x warps x stored logits, softmax-max (the default is the first row of each format)
         for name, stores, bms in (("bf16", (False,), (128, 64)), ("higgs2", (True, False), (128, 64, 32))):
             lm = fmts[name]
@@ -395,10 +412,12 @@ def main():
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
     ap.add_argument("--n-time", type=int, default=15)
     ap.add_argument("--sweep-scoring", action="store_true", help="also time the scoring kernel's tile sizes, warps and stored logits")
+    ap.add_argument("--scorer", choices=["exact", "lut"], default="exact", help="HIGGS landmark scoring in the YAKV "
+                    "steps: the reference-exact kernel or the lookup-table kernel")
     ap.add_argument("--scoring-only", action="store_true", help="hit rates and scoring only, no decode steps")
     args = ap.parse_args()
-    global N_TIME, SWEEP_SCORING
-    N_TIME, SWEEP_SCORING = args.n_time, args.sweep_scoring
+    global N_TIME, SWEEP_SCORING, SCORER
+    N_TIME, SWEEP_SCORING, SCORER = args.n_time, args.sweep_scoring, args.scorer
     os.makedirs(args.out, exist_ok=True)
     torch.manual_seed(0)
     Lmax, Bmax = max(args.contexts), max(args.batches)
@@ -453,7 +472,7 @@ def main():
         if CUDA:
             torch.cuda.empty_cache()
     save(results, args.out, st, sizes)
-    with open(os.path.join(args.out, "decode_step.csv"), "w") as f:
+    with open(os.path.join(args.out, "decode_step.csv" if SCORER == "exact" else f"decode_step_{SCORER}.csv"), "w") as f:
         keys = ["method", "L", "B", "ms", "bound_ms", "ratio", "hit_rate", "hbm_bytes", "pcie_bytes", "pcie_gbs", "tokens_per_s_layer"]
         f.write(",".join(keys) + "\n")
         for r in results["steps"]:
