@@ -6,7 +6,9 @@ uses to share one prefill between many methods and to decode many sequences per 
 
 from __future__ import annotations
 
+import contextlib
 import time
+import types
 from dataclasses import dataclass, field
 
 import torch
@@ -131,16 +133,39 @@ def decode(model, caches: list[SequenceCache], first_tokens: list[int], max_new_
 
 
 def _invariant_linears(model, device):
-    """On CUDA the decode step's linear layers and RMSNorms run batch-invariant Triton kernels (kernels.matmul):
-    cuBLAS picks its kernels by the number of rows, so a row's logits would depend on its batch mates. On CPU the
-    torch kernels are used (their bf16 products are row-invariant: tests/test_batch_invariance.py)."""
-    import contextlib
-
+    """The decode step's linear layers, batch-invariant. On CUDA they and the RMSNorms run Triton kernels of one fixed
+    configuration (kernels.matmul): cuBLAS picks its kernels by the number of rows, so a row's logits would depend
+    on its batch mates. On CPU torch's kernels run, with a lone row given a zero mate (paired_lone_rows)."""
     if device.type != "cuda":
-        return contextlib.nullcontext()
+        return paired_lone_rows(model)
     from .kernels.matmul import invariant_decode
 
     return invariant_decode(model)
+
+
+def _paired_linear(self, x: torch.Tensor) -> torch.Tensor:
+    k = x.shape[-1]
+    if x.numel() != k:  # two rows or more: oneDNN's GEMM, each row's sums independent of the others
+        return torch.nn.functional.linear(x, self.weight, self.bias)
+    pair = torch.cat([x.reshape(1, k), x.new_zeros(1, k)])
+    return torch.nn.functional.linear(pair, self.weight, self.bias)[:1].view(*x.shape[:-1], -1)
+
+
+@contextlib.contextmanager
+def paired_lone_rows(model: torch.nn.Module):
+    """While active, every nn.Linear of `model` computes a lone input row (B = 1) inside a product of two rows (the
+    row and zeros). oneDNN's bf16 GEMM takes a GEMV path for one row whose sums round differently (K > 1024: the
+    Qwen2.5 MLP's down projection) from the same row in any product of two or more rows, where every row's result is
+    independent of the others' (tests/test_batch_invariance.py). With the pair, a cell alone and a cell in a batch
+    run the same kernel. fp32 is not covered: MKL's fp32 GEMM also changes with the number of rows."""
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear) and "forward" not in m.__dict__]
+    for m in linears:
+        m.forward = types.MethodType(_paired_linear, m)
+    try:
+        yield model
+    finally:
+        for m in linears:
+            del m.forward
 
 
 def _decode_loop(model, caches, tokens, reason, max_new_tokens, stop_ids, device, plan, progress, on_logits) -> None:
