@@ -3,8 +3,10 @@
     python benchmarks/bench_capacity.py [--context 131072] [--gen 1024] [--cap-gb 80] [--verify]
 
 Analytic: GPU bytes of one sequence = layers x (bytes/token/layer x tokens + per-layer constants) + per-sequence
-transients, with the layouts the kernels use (kernels/dispatch.py); weights 16 GB. --verify (CUDA) allocates those
-tensors on the GPU under a memory cap of cap-gb: the predicted batch must fit and one more sequence must not.
+transients, with the kernels' storage layouts (landmarks in their stored format, a step buffer of the selected
+K/V); weights 16 GB. The stacked decode step (cache/batched.py) also holds each stack's landmarks dequantized in the
+model dtype, which this model does not count. --verify (CUDA) allocates those tensors on the GPU under a memory cap
+of cap-gb: the predicted batch must fit and one more sequence must not.
 Decode tokens/s estimate: B / (layers x per-layer step time(B) + weights / HBM bandwidth), the step time taken from
 results/decode_step.json at this context (linear in B between measured batches, extrapolated past the largest).
 Writes results/capacity.json and the same numbers as benchmark rows, results/capacity.rows.csv.

@@ -4,9 +4,10 @@
 
 One exact prefill of a filler-text prompt of `context` tokens, shared by every method and batch row; then greedy
 decode of `new` tokens (stop tokens ignored, so every row decodes exactly `new`) for B caches at once through
-`generation.decode`. --kernels runs the Triton decode step (SHADOWKV_LAB_KERNELS=1, the CUDA default); without
-it the torch reference runs (SHADOWKV_LAB_KERNELS=0). Every run also reports the step-to-step
-selection overlap (the cache-hit rate a resident step buffer would get), measured on the real query stream.
+`generation.decode`, the stacked step (cache.batched.BatchPlan). --kernels runs its Triton backend (backend="triton",
+the CUDA default, with CUDA graphs); without it the torch backend runs (backend="torch"). Every run also reports the
+step-to-step selection overlap (the cache-hit rate a resident step buffer would get), measured on the real query
+stream: counted on the device inside the step (a sort of each row's selection per layer), so a CUDA graph replays it.
 Runs on CPU too (slowly; use a short --context there): that is how the hit rates in benchmarks/README.md were taken.
 Writes results/e2e_<device>_<context>[_kernels].json and the same numbers as benchmark rows (.rows.csv) beside it.
 """
@@ -26,34 +27,38 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from to_rows import e2e_rows, stamp  # noqa: E402
-from shadowkv_lab.cache.layer import SparseLayer  # noqa: E402
+from shadowkv_lab.cache.batched import SparseGroup  # noqa: E402
 from shadowkv_lab.cache.presets import get_preset  # noqa: E402
 from shadowkv_lab.generation import build_cache, decode, prefill  # noqa: E402
 from shadowkv_lab.models import load_model  # noqa: E402
 from shadowkv_lab.results import BENCH_SUFFIX, write_bench_rows  # noqa: E402
 from shadowkv_lab.tasks.filler import Filler  # noqa: E402
 
-HITS = {"hit": 0, "sel": 0}
+HITS: dict[str, torch.Tensor] = {}  # device counters of the current run: "hit", "sel"
 
 
-def install_hooks(kernels: bool):
-    """Wrap SparseLayer.decode: count rows selected again at the next step (per layer, per head); optionally
-    run the Triton decode step."""
-    os.environ["SHADOWKV_LAB_KERNELS"] = "1" if kernels else "0"  # SparseLayer.decode dispatches on CUDA by this flag
-    orig = SparseLayer.decode
+def install_hooks():
+    """Wrap the stacked step's selection: per layer, row and KV head, count the selected positions that the row had
+    selected at its previous step too. Device ops only (no host sync), so a captured CUDA graph replays the count."""
+    orig = SparseGroup.select
 
-    def decode_step(self, q, k_pre, k_post, v, recorder=None):
-        prev = self.last_selection
-        out = orig(self, q, k_pre, k_post, v, recorder)
-        cur = self.last_selection
-        if prev is not None and prev.shape == cur.shape and cur.numel():
-            s_prev = prev.sort(-1).values
-            j = torch.searchsorted(s_prev, cur).clamp_(max=prev.shape[1] - 1)
-            HITS["hit"] += int((torch.gather(s_prev, 1, j) == cur).sum())
-            HITS["sel"] += cur.numel()
-        return out
+    def select(self, qg):
+        pos = orig(self, qg)  # (B, H, K); entries past a row's selection length are padding
+        K = pos.shape[2]
+        if K == 0 or not HITS:
+            return pos
+        if not hasattr(self, "hit_seen"):  # rows of this stack that have a previous selection
+            self.hit_seen = torch.zeros_like(self.state.active)
+        valid = self.sel_valid[:, None, :K]  # (B, 1, K)
+        prev = self.last_pos[:, :, :K].masked_fill(~valid, -1).sort(-1).values
+        j = torch.searchsorted(prev, pos).clamp_(max=K - 1)
+        counted = valid & (self.hit_seen & self.state.active)[:, None, None]
+        HITS["hit"] += ((torch.gather(prev, 2, j) == pos) & counted).sum()
+        HITS["sel"] += counted.expand_as(pos).sum()
+        self.hit_seen |= self.state.active
+        return pos
 
-    SparseLayer.decode = decode_step
+    SparseGroup.select = select
 
 
 def filler_prompt(tokenizer, n_tokens: int) -> torch.Tensor:
@@ -69,20 +74,21 @@ def filler_prompt(tokenizer, n_tokens: int) -> torch.Tensor:
     return torch.tensor(ids[:8] + ids[len(ids) - (n_tokens - 8):], dtype=torch.long)  # keep the head and the question
 
 
-def run(model, state, cfg, B, new, device):
+def run(model, state, cfg, B, new, device, backend):
     caches = [build_cache(model, state, cfg) for _ in range(B)]
     first = int(state.first_logits.argmax())
-    HITS.update(hit=0, sel=0)
+    HITS.update(hit=torch.zeros((), dtype=torch.long, device=device), sel=torch.zeros((), dtype=torch.long, device=device))
     if device.type == "cuda":
         torch.cuda.synchronize()
     t0 = time.perf_counter()
-    outs = decode(model, caches, [first] * B, new, set())
+    outs = decode(model, caches, [first] * B, new, set(), backend=backend)
     if device.type == "cuda":
         torch.cuda.synchronize()
     dt = time.perf_counter() - t0
     gpu_gb = sum(r[3] for c in caches for r in c.memory_report().rows if r[2] == "device") / 1e9
+    hit, sel = int(HITS["hit"]), int(HITS["sel"])
     return dict(method=cfg.name, B=B, new=new, decode_s=dt, tokens_per_s=B * (new - 1) / dt,
-                hit_rate=HITS["hit"] / HITS["sel"] if HITS["sel"] else None, cache_gpu_gb=gpu_gb,
+                hit_rate=hit / sel if sel else None, cache_gpu_gb=gpu_gb,
                 tokens=outs[0].token_ids[:16])
 
 
@@ -93,11 +99,12 @@ def main():
     ap.add_argument("--new", type=int, default=64)
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     ap.add_argument("--methods", nargs="+", default=["full", "shadowkv", "yakv"])
-    ap.add_argument("--kernels", action="store_true", help="decode on the Triton kernels (CUDA)")
+    ap.add_argument("--kernels", action="store_true", help="decode on the step's Triton backend (CUDA)")
     ap.add_argument("--dtype", default="bf16")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
     args = ap.parse_args()
-    install_hooks(args.kernels)
+    install_hooks()
+    backend = "triton" if args.kernels else "torch"
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model, tok = load_model(args.model, device=str(device), dtype=args.dtype)
     ids = filler_prompt(tok, args.context)
@@ -107,9 +114,9 @@ def main():
     rows = []
     for name in args.methods:
         cfg = get_preset(name)
-        run(model, state, cfg, 1, 3, device)  # warm-up (kernel compilation, allocator)
+        run(model, state, cfg, 1, 3, device, backend)  # warm-up (kernel compilation, allocator)
         for B in args.batches:
-            r = run(model, state, cfg, B, args.new, device)
+            r = run(model, state, cfg, B, args.new, device, backend)
             r.update(context=ids.numel(), kernels=args.kernels, device=str(device))
             rows.append(r)
             print(f"{name:9s} B={B:2d} {r['tokens_per_s']:8.1f} tok/s  decode {r['decode_s']:.2f}s  hit "

@@ -40,11 +40,11 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from bench_decode_step import QueryStream, timed_steps  # noqa: E402
 from to_rows import stamp  # noqa: E402
-from shadowkv_lab.cache.layer import topk_indices  # noqa: E402
 from shadowkv_lab.kernels.scoring import FMT_HIGGS, FMT_NATIVE, Landmarks, landmark_scores  # noqa: E402
 from shadowkv_lab.kernels.scoring_lut import LUT_TILE, higgs_lut, landmark_scores_lut  # noqa: E402
 from shadowkv_lab.quant import HiggsQuantizer, load_grid  # noqa: E402
 from shadowkv_lab.results import bench_row, write_bench_rows  # noqa: E402
+from shadowkv_lab.selection import topk_indices  # noqa: E402
 
 H, G, D, P = 8, 4, 128, 4
 SCALING = D ** -0.5

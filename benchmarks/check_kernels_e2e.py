@@ -1,13 +1,15 @@
-"""Greedy tokens of the Triton decode path vs the torch reference path on a real prompt (CUDA).
+"""Greedy tokens of the decode step's Triton backend vs its torch backend on a real prompt (CUDA).
 
     python benchmarks/check_kernels_e2e.py --model qwen2.5-coder-1.5b --tokens 8192 --methods shadowkv,yakv,yakv_exactkv --seeds 7,8
 
-Both paths share one exact prefill and decode one row at a time (batched=False: the per-row step, where the kernels
-run); SHADOWKV_LAB_KERNELS=1 selects the kernels, 0 the torch reference. Each path runs once untimed first (Triton
-compiles on first use). Prints, per method, whether the token ids are identical, the first divergence with the
-reference's top-1/top-2 logit margin there (a near-tie flips on rounding; a large margin means a real difference),
-the largest logit difference over the steps before it, and both decode times; writes kernels_e2e.json and its
-benchmark rows, kernels_e2e.rows.csv.
+Both backends share one exact prefill and decode one row (B = 1) through `generation.decode`, i.e. the production
+step (cache.batched.BatchPlan) with backend="triton" (the CUDA default, CUDA graphs on) and backend="torch". Each
+backend runs once untimed first (Triton compiles on first use). Prints, per method, whether the token ids are
+identical, the first divergence with the torch backend's top-1/top-2 logit margin there (a near-tie flips on
+rounding; a large margin means a real difference), the largest logit difference over the steps before it, and both
+decode times; writes kernels_e2e.json and its benchmark rows, kernels_e2e.rows.csv. The row keys keep their names:
+"kernels" is the Triton backend, "reference" the torch backend. (The step scores landmarks dequantized once, so the
+HIGGS scoring tile, kernels.scoring.HIGGS_TILE, which earlier runs of this script set, plays no part.)
 """
 
 import argparse
@@ -21,7 +23,6 @@ import torch
 
 from shadowkv_lab import get_preset, load_model
 from shadowkv_lab.generation import build_cache, decode, encode_prompt, prefill, stop_token_ids
-from shadowkv_lab.kernels import scoring
 from shadowkv_lab.results import write_bench_rows
 from shadowkv_lab.tasks import get_task
 
@@ -42,13 +43,7 @@ def main(argv=None):
     ap.add_argument("--max-new-tokens", type=int, default=128)
     ap.add_argument("--dtype", default="bf16")
     ap.add_argument("--seeds", default="7", help="comma-separated generator seeds: one Text2JSON prompt each")
-    ap.add_argument("--higgs-tile", default=None, help="BLOCK_M,WARPS of the HIGGS scoring pass (default: scoring.HIGGS_TILE)")
     args = ap.parse_args(argv)
-    if args.higgs_tile:
-        parts = args.higgs_tile.split(",")
-        if len(parts) != 2 or not all(x.strip().isdigit() for x in parts):
-            ap.error(f"--higgs-tile {args.higgs_tile!r}: expected BLOCK_M,WARPS, e.g. 64,4")
-        scoring.HIGGS_TILE = (int(parts[0]), int(parts[1]))  # landmark_scores validates both values
     model, tok = load_model(args.model, dtype=args.dtype)
     stops = stop_token_ids(model, tok)
     rows = []
@@ -61,25 +56,22 @@ def main(argv=None):
         out = Path(os.environ.get("OUT", "benchmarks/results"))
         out.mkdir(parents=True, exist_ok=True)
         (out / "kernels_e2e.json").write_text(json.dumps(  # after every prompt: a cut-off run keeps what it measured
-            {"model": args.model, "dtype": args.dtype, "max_new_tokens": args.max_new_tokens,
-             "higgs_tile": list(scoring.HIGGS_TILE), "rows": rows}, indent=2))
+            {"model": args.model, "dtype": args.dtype, "max_new_tokens": args.max_new_tokens, "rows": rows}, indent=2))
         write_bench_rows(agreement_rows({"model": args.model, "rows": rows}, st), out / "kernels_e2e.rows.csv")
-    os.environ.pop("SHADOWKV_LAB_KERNELS")
 
 
 def compare(model, state, stops, args, seed) -> list[dict]:
     rows = []
     for name in args.methods.split(","):
         out = {}
-        for path, flag in (("kernels", "1"), ("reference", "0")):
-            os.environ["SHADOWKV_LAB_KERNELS"] = flag
+        for path, backend in (("kernels", "triton"), ("reference", "torch")):
             first_tok = int(state.first_logits.argmax())
-            decode(model, [build_cache(model, state, get_preset(name))], [first_tok], 4, stops, batched=False)  # warm-up
+            decode(model, [build_cache(model, state, get_preset(name))], [first_tok], 4, stops, backend=backend)  # warm-up
             cache = build_cache(model, state, get_preset(name))
             logits = []
             sync()
             t0 = time.perf_counter()
-            res = decode(model, [cache], [first_tok], args.max_new_tokens, stops, batched=False,
+            res = decode(model, [cache], [first_tok], args.max_new_tokens, stops, backend=backend,
                          on_logits=lambda rows, lg: logits.append(lg[0].float()))[0]
             sync()
             out[path] = (res.token_ids, time.perf_counter() - t0, logits)

@@ -28,11 +28,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from shadowkv_lab import key_diagnostics as kd  # noqa: E402
 from shadowkv_lab.attention import layer_contexts  # noqa: E402
 from shadowkv_lab.cache.key_offset import fit_offset  # noqa: E402
-from shadowkv_lab.cache.layer import topk_indices  # noqa: E402
 from shadowkv_lab.generation import encode_prompt  # noqa: E402
 from shadowkv_lab.models import load_model  # noqa: E402
 from shadowkv_lab.quant import load_grid, make_quantizer  # noqa: E402
 from shadowkv_lab.quant.hadamard import fwht  # noqa: E402
+from shadowkv_lab.selection import topk_indices  # noqa: E402
 from shadowkv_lab.tasks import get_task  # noqa: E402
 
 

@@ -20,8 +20,8 @@ import torch
 from .attention import PrefillCapture, layer_contexts, patch_model, session
 from .cache.config import NATIVE
 from .cache.key_offset import KEY_OFFSETS, fit_offset
-from .cache.layer import topk_indices
 from .cache.stores import RowStore
+from .selection import topk_indices
 
 DEFAULT_KEY_FORMATS = {"higgs4": "higgs-2-256", "fp8": "fp8", "nvfp4": "nvfp4"}
 DEFAULT_LANDMARK_FORMATS = {"bf16": NATIVE, "higgs2": "higgs-4-256"}

@@ -12,12 +12,12 @@ import torch
 
 pytest.importorskip("triton")
 
-from shadowkv_lab.cache.layer import topk_indices  # noqa: E402
 from shadowkv_lab.kernels.scoring import FMT_NATIVE, Landmarks, landmark_scores_ref  # noqa: E402
 from shadowkv_lab.kernels.scoring_lut import (  # noqa: E402
     higgs_lut, landmark_scores_lut, landmark_scores_lut_ref, lut_logits_ref,
 )
 from shadowkv_lab.quant import HiggsQuantizer, load_grid  # noqa: E402
+from shadowkv_lab.selection import topk_indices  # noqa: E402
 
 GPU = os.environ["TRITON_INTERPRET"] == "0" and torch.cuda.is_available()
 DEV = "cuda" if GPU else "cpu"

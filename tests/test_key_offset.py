@@ -182,26 +182,28 @@ def _kernel_layer(cfg, seed=0):
 
 
 def test_kernel_gather_restores_offsets_bit_for_bit():
-    """The Triton path (interpreter on CPU) hands back exactly the reference's keys for HIGGS keys with a selective
-    offset; a layout the kernels do not cover (landmark offset, offset on fp8 keys) declines loudly."""
+    """The stacked step's Triton backend (interpreter on CPU) hands back exactly the reference's keys for HIGGS keys
+    with a selective offset; landmark offsets run on it too (the step dequantizes the landmarks once, offset
+    included), while an offset on fp8 keys is a layout the kernels do not cover."""
     pytest.importorskip("triton")
-    from shadowkv_lab.kernels import dispatch
+    from shadowkv_lab.cache.batched import RowState, SparseGroup, triton_reason
 
     cfg = dataclasses.replace(PRESETS["yakv_centred_keys"], sparse_budget=32)
     layer, rope, (H, G, D, L) = _kernel_layer(cfg)
-    assert dispatch.enabled(layer), dispatch.unsupported_reason(layer)
+    assert triton_reason(layer) is None
+    group = SparseGroup([layer], RowState([0], H, DEV), capacity=4, backend="triton")
+    assert group.backend == "triton"
     gen = torch.Generator().manual_seed(1)
     for step in range(2):
         p = torch.full((H, 1), L + step, device=DEV)
-        q = rope(torch.randn(H, G, D, generator=gen).to(DEV, torch.bfloat16), p.expand(H, G)).view(H * G, D)
-        k_new = torch.randn(H, 1, D, generator=gen).to(DEV, torch.bfloat16)
-        dispatch.sparse_decode(layer, q, k_new[:, 0], rope(k_new, p)[:, 0], k_new[:, 0])
-        st = layer._kstate
-        rk, rv = layer.selected_kv(st.resident.slot_pos)
-        assert torch.equal(st.k_buf, rk) and torch.equal(st.v_buf, rv), step
-    assert "landmark_offset" in dispatch.unsupported_reason(_kernel_layer(PRESETS["yakv_centred"])[0])
+        q = rope(torch.randn(H, G, D, generator=gen).to(DEV, torch.bfloat16), p.expand(H, G))
+        pos = group.select(q.unsqueeze(0))  # (1, H, K)
+        k_buf, v_buf = group.fetch(pos)  # (H, K, d): the kernels' gather, offset restored, RoPE'd
+        rk, rv = layer.selected_kv(pos[0])
+        assert torch.equal(k_buf, rk) and torch.equal(v_buf, rv), step
+    assert triton_reason(_kernel_layer(PRESETS["yakv_centred"])[0]) is None
     fp8 = dataclasses.replace(PRESETS["yakv_centred_keys"], key_format="fp8")
-    assert "key offset" in dispatch.unsupported_reason(_kernel_layer(fp8)[0])
+    assert "key offset" in triton_reason(_kernel_layer(fp8)[0])
 
 
 def test_landmark_offset_restated():

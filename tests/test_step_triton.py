@@ -1,5 +1,6 @@
-"""The stacked decode step on the Triton backend (CUDA; here the interpreter): batch-invariant tokens, and the same
-numbers as the torch backend up to reduction order.
+"""The stacked decode step on the Triton backend (CUDA; here the interpreter): batch-invariant tokens, the same
+numbers as the torch backend up to reduction order, the reference's selection and bit-identical gathered rows on keys
+with massive channels, and which layouts fall back to the torch backend (loudly).
 
 CPU: Triton interpreter (set before triton is imported). On a GPU machine run with TRITON_INTERPRET=0."""
 
@@ -12,9 +13,12 @@ import dataclasses  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from shadowkv_lab.cache.batched import BatchPlan  # noqa: E402
+from shadowkv_lab.cache import batched  # noqa: E402
+from shadowkv_lab.cache.batched import BatchPlan, RowState, SparseGroup, default_backend, triton_reason  # noqa: E402
+from shadowkv_lab.cache.layer import LayerContext, SparseLayer, attend  # noqa: E402
 from shadowkv_lab.cache.presets import PRESETS  # noqa: E402
 from shadowkv_lab.generation import build_cache, decode, prefill  # noqa: E402
+from shadowkv_lab.kernels.common import rope_table_from_freqs, torch_rope  # noqa: E402
 from shadowkv_lab.testing import tiny_model  # noqa: E402
 
 DEV = "cuda" if os.environ["TRITON_INTERPRET"] == "0" and torch.cuda.is_available() else "cpu"
@@ -86,3 +90,89 @@ def test_triton_backend_matches_torch_backend(model_states):
     for r, cfg in enumerate(TARGETS):
         a, b = logits["triton"][r], logits["torch"][r]
         assert (a - b).abs().max() <= 0.03 * b.abs().max(), cfg.name
+
+
+def test_default_backend_follows_the_device_and_the_env_flag(monkeypatch):
+    """Triton on CUDA unless SHADOWKV_LAB_KERNELS=0; torch elsewhere; any other value is an error."""
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    monkeypatch.delenv("SHADOWKV_LAB_KERNELS", raising=False)
+    assert (default_backend(cuda), default_backend(cpu)) == ("triton", "torch")
+    monkeypatch.setenv("SHADOWKV_LAB_KERNELS", "0")
+    assert default_backend(cuda) == "torch"
+    monkeypatch.setenv("SHADOWKV_LAB_KERNELS", "yes")
+    with pytest.raises(ValueError, match="SHADOWKV_LAB_KERNELS='yes': allowed are 1"):
+        default_backend(cuda)
+
+
+def _layer(cfg, k_pre, v, rope, G):
+    H, L, D = k_pre.shape
+    ctx = LayerContext(rope=rope, scaling=D ** -0.5, n_q_heads=H * G, compute_device=torch.device(DEV),
+                       offload_device=torch.device("cpu"), pin=DEV == "cuda")
+    return SparseLayer(cfg, k_pre, rope(k_pre, torch.arange(L, device=DEV).expand(H, L)), v, ctx)
+
+
+def _rope(D, n=1024):
+    inv = 1.0 / (1e6 ** (torch.arange(0, D, 2, dtype=torch.float32) / D))
+    tab = rope_table_from_freqs(inv.to(DEV), n, torch.bfloat16)
+    return lambda x, pos: torch_rope(x, pos, tab)
+
+
+@pytest.mark.parametrize("dtype,cfg,needle", [
+    (torch.float32, dataclasses.replace(PRESETS["yakv"], **SMALL), "model dtype torch.float32"),
+    (torch.bfloat16, dataclasses.replace(PRESETS["yakv_exactkv"], value_format="nvfp4", **SMALL), "values format 'nvfp4'"),
+])
+def test_uncovered_layout_warns_and_runs_torch(monkeypatch, dtype, cfg, needle):
+    monkeypatch.setattr(batched, "_WARNED", set())  # warned once per process: an earlier test may have used it up
+    H, G, D, L = 2, 2, 64, 300
+    g = torch.Generator().manual_seed(1)
+    layer = _layer(cfg, torch.randn(H, L, D, generator=g).to(DEV, dtype), torch.randn(H, L, D, generator=g).to(DEV, dtype),
+                   _rope(D), G)
+    assert needle in triton_reason(layer)
+    with pytest.warns(UserWarning, match=f"{needle}.*torch backend"):
+        group = SparseGroup([layer], RowState([0], H, DEV), capacity=2, backend="triton")
+    assert group.backend == "torch"
+
+
+@torch.inference_mode()
+def test_higgs_massive_channels_select_and_gather_like_the_reference():
+    """YAKV (HIGGS landmarks, HIGGS token-row keys/values) on keys and queries with a few massive channels, like
+    Qwen2.5's (|k| ~ 390, |q| ~ 40 in layer 0): the Triton step must select exactly the per-row reference's tokens and
+    gather bit-identical keys and values. The small channels of such keys are cancellations of large Hadamard terms,
+    so a dequantization that sums in another order than the reference's butterfly flips bf16 roundings (1 ulp = 2.0
+    on a massive channel) and top-k ties; on Qwen2.5-Coder-1.5B that moved the next logits by up to 12.6."""
+    cfg = dataclasses.replace(PRESETS["yakv"], sparse_budget=48)
+    H, G, D, L = 2, 6, 128, 400
+    gen = torch.Generator().manual_seed(3)
+    rope = _rope(D)
+    massive = torch.zeros(D)
+    massive[[D // 2 - 1, D - 1, D // 2 - 3]] = torch.tensor([300.0, -250.0, 120.0])  # low-frequency channels
+    k_pre = (massive + torch.randn(H, L, 8, generator=gen) @ torch.randn(8, D, generator=gen)
+             + torch.randn(H, L, D, generator=gen)).to(DEV, torch.bfloat16)
+    v = torch.randn(H, L, D, generator=gen).to(DEV, torch.bfloat16)
+    layer = _layer(cfg, k_pre, v, rope, G)
+    assert triton_reason(layer) is None
+    state = RowState([0], H, DEV)
+    group = SparseGroup([layer], state, capacity=4, backend="triton")
+    assert group.backend == "triton"
+    gk, gv = [], []
+    for step in range(3):
+        p = torch.full((H, 1), L + step, device=DEV)
+        q_raw = massive / 8 + 2 * torch.randn(H * G, D, generator=gen)
+        qg = rope(q_raw.to(DEV, torch.bfloat16).view(H, G, D), p.expand(H, G))
+        ref_pos = layer.select(qg)
+        pos = group.select(qg.unsqueeze(0))[0]
+        for h in range(H):
+            assert set(pos[h].tolist()) == set(ref_pos[h].tolist()), (step, h)
+        k_buf, v_buf = group.fetch(pos.unsqueeze(0))
+        rk, rv = layer.selected_kv(pos)
+        assert torch.equal(k_buf, rk) and torch.equal(v_buf, rv), step
+        k_new = torch.randn(H, 1, D, generator=gen).to(DEV, torch.bfloat16)
+        v_new = torch.randn(H, 1, D, generator=gen).to(DEV, torch.bfloat16)
+        gk.append(rope(k_new, p))
+        gv.append(v_new)
+        out = group.step(qg.reshape(1, H * G, D), k_new.view(1, H, D), gk[-1].view(1, H, D), v_new.view(1, H, D))
+        state.advance([True])
+        sk, sv = layer.selected_kv(ref_pos)
+        ref = attend(qg, torch.cat([layer.out_k, layer.local_k, sk] + gk, 1),
+                     torch.cat([layer.out_v, layer.local_v, sv] + gv, 1), layer.ctx.scaling).view(-1, D)
+        assert float((out[0].float() - ref.float()).abs().max()) <= 0.0625, step  # bf16 rounding of the attention

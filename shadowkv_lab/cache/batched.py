@@ -32,7 +32,8 @@ import warnings
 
 import torch
 
-from .layer import ExactLayer, SparseLayer, chunk_positions, topk_indices
+from ..selection import chunk_positions, topk_indices
+from .layer import ExactLayer, SparseLayer
 from .key_offset import FLAG
 from .stores import RowStore, pinned_host, take_qrows, take_rows, zero_copy
 

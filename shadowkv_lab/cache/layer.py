@@ -11,6 +11,7 @@ from typing import Callable
 
 import torch
 
+from ..selection import chunk_positions, topk_indices
 from .config import NATIVE, OffloadConfig
 from .key_offset import fit_offset, landmark_offsets
 from .stores import GrowBuffer, RowStore
@@ -34,18 +35,6 @@ class LayerContext:
 def _copy(x: torch.Tensor, device: torch.device) -> torch.Tensor:
     """A fresh contiguous tensor on `device` (never a view of the prefill state)."""
     return x.to(device=device, copy=True, memory_format=torch.contiguous_format)
-
-
-def chunk_positions(chunk_ids: torch.Tensor, c: int) -> torch.Tensor:
-    """(..., n) chunk ids -> (..., n*c) token positions of those chunks, chunk by chunk."""
-    return (chunk_ids.unsqueeze(-1) * c + torch.arange(c, device=chunk_ids.device)).flatten(-2)
-
-
-def topk_indices(score: torch.Tensor, k: int) -> torch.Tensor:
-    """Indices of the k largest scores along the last dim; ties go to the lowest index. The reference's bf16 chunk
-    probabilities tie often, and torch.topk breaks ties differently across devices and shapes; a stable sort makes
-    the per-row, stacked and kernel paths pick the same chunks whenever their scores agree."""
-    return torch.sort(score, dim=-1, descending=True, stable=True).indices[..., :k]
 
 
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scaling: float) -> torch.Tensor:
@@ -231,12 +220,8 @@ class SparseLayer:
         return self.ctx.rope(k_pre, positions), self.values.gather(positions)
 
     def decode(self, q: torch.Tensor, k_pre: torch.Tensor, k_post: torch.Tensor, v: torch.Tensor, recorder=None) -> torch.Tensor:
-        """q: (Hq, d) post-RoPE query of the new token; k_pre, k_post, v: (H, d) -> attention output (Hq, d)."""
-        if self.ctx.compute_device.type == "cuda":  # Triton kernels (fused scoring, zero-copy gather, split-K attention)
-            from shadowkv_lab.kernels import dispatch
-
-            if dispatch.enabled(self):
-                return dispatch.sparse_decode(self, q, k_pre, k_post, v, recorder)
+        """q: (Hq, d) post-RoPE query of the new token; k_pre, k_post, v: (H, d) -> attention output (Hq, d).
+        The per-row torch reference on every device; the production step is cache.batched (torch or Triton)."""
         H, d = self.H, self.d
         self.gen.append(k_post, v)
         qg = q.view(H, self.G, d)

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import torch
 
-from .layer import SparseLayer, attend, topk_indices
+from ..selection import topk_indices
+from .layer import SparseLayer, attend
 
 
 class AttentionRecorder:

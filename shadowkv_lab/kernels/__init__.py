@@ -6,9 +6,10 @@
                   token-row dequantization (in-register Walsh-Hadamard), low-rank key rebuild U[pos] @ SV + RoPE,
                   and the ShadowKV cache-hit policy (ResidentSet: only rows missing from the previous step move)
     attention.py  split-K decode attention over several KV segments (no concatenation)
-    dispatch.py   what SparseLayer calls: enabled(layer), sparse_decode(layer, ...), score_and_select, gather_selected
     matmul.py     batch-invariant linear / RMSNorm (one fixed tiling, no split-K) and invariant_decode(model)
     common.py     shared Triton helpers (fp8 decode, Walsh-Hadamard, RoPE table from the model's rotary function)
 
-Importing a submodule imports triton; the cache imports dispatch only when it decodes on the kernels.
+The decode step that uses them is cache.batched's "triton" backend (BatchPlan). The kernels never import the cache:
+the top-k rule they share with it is shadowkv_lab.selection. Importing a submodule imports triton; the cache imports
+the kernels inside the functions that use them.
 """

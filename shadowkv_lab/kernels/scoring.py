@@ -29,7 +29,7 @@ import torch
 import triton
 import triton.language as tl
 
-from shadowkv_lab.cache.layer import chunk_positions, topk_indices
+from shadowkv_lab.selection import chunk_positions, topk_indices
 
 from .common import e4m3_to_f32, fwht_butterfly, hadamard, interpreting, mma, next_pow2, round_bf16
 
@@ -37,8 +37,9 @@ FMT_NATIVE, FMT_FP8, FMT_HIGGS = 0, 1, 2
 
 # (landmarks per tile, warps) of the HIGGS scoring pass: the configuration the end-to-end token check ran with
 # (benchmarks/results/kernels_e2e.json). A faster tile exists (benchmarks/README.md, scoring sweep), but the tile
-# changes the softmax normalizer's summation order, so a switch needs its own end-to-end run
-# (check_kernels_e2e.py --higgs-tile 64,4).
+# changes the softmax normalizer's summation order, so a switch needs its own end-to-end check. The stacked decode
+# step (cache/batched.py) scores landmarks dequantized once (FMT_NATIVE); this tile applies to FMT_HIGGS scoring
+# (benchmarks/bench_decode_step.py, the kernel tests).
 HIGGS_TILE = (128, 8)
 
 
