@@ -216,14 +216,15 @@ def free_device_bytes(device: torch.device) -> int | None:
 
 
 def _model_shape(model) -> dict:
-    """n_layers, n_kv_heads, head_dim, dtype_bytes and the prefill's transient bytes per prompt token."""
+    """n_layers, n_q_heads, n_kv_heads, head_dim, dtype_bytes and the prefill's transient bytes per prompt token."""
     cfg = model.config
     cfg = getattr(cfg, "text_config", None) or cfg
     heads = cfg.num_attention_heads
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // heads
     e = next(model.parameters()).element_size()
     inter = getattr(cfg, "intermediate_size", 4 * cfg.hidden_size)
-    return {"n_layers": cfg.num_hidden_layers, "n_kv_heads": getattr(cfg, "num_key_value_heads", None) or heads,
+    return {"n_layers": cfg.num_hidden_layers, "n_q_heads": heads,
+            "n_kv_heads": getattr(cfg, "num_key_value_heads", None) or heads,
             "head_dim": head_dim, "dtype_bytes": e, "prefill_per_token": e * (3 * inter + 4 * cfg.hidden_size)}
 
 
@@ -231,7 +232,14 @@ class _Footprint:
     """Estimated device bytes of the rows and prefills of a wave (cache.memory.row_footprint_bytes)."""
 
     def __init__(self, model, tokenizer, record: bool):
+        from .cache.batched import default_backend
+
         self.shape, self.tokenizer, self.record = _model_shape(model), tokenizer, record
+        # the backend decode() will run: the kernels need a bf16/fp16 model and a power-of-two head_dim >= 32
+        # (cache.batched.triton_reason); a stack that falls back for a store format is not foreseen here
+        d = self.shape["head_dim"]
+        fits = next(model.parameters()).dtype in (torch.bfloat16, torch.float16) and d >= 32 and not d & (d - 1)
+        self.backend = default_backend(next(model.parameters()).device) if fits else "torch"
         self._len: dict[int, int] = {}
 
     def prompt_len(self, it: _Item) -> int:
@@ -245,7 +253,8 @@ class _Footprint:
         sh = self.shape
         return row_footprint_bytes(cfg, n_layers=sh["n_layers"], n_kv_heads=sh["n_kv_heads"], head_dim=sh["head_dim"],
                                    prompt_len=self.prompt_len(it), new_tokens=it.cap, dtype_bytes=sh["dtype_bytes"],
-                                   record=_needs_records(cfg, self.record))
+                                   record=_needs_records(cfg, self.record), backend=self.backend,
+                                   n_q_heads=sh["n_q_heads"])
 
     def prefill(self, it: _Item, cfgs) -> int:
         """The prefill state (pre-/post-RoPE keys, values), the key SVD when a low-rank method uses it, and the

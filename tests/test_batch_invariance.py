@@ -24,6 +24,8 @@ TARGETS = [
     dataclasses.replace(PRESETS["shadowkv_serving"], rank=8, outlier_chunks=3, **SMALL),
     dataclasses.replace(PRESETS["oracle"], outlier_chunks=3, **SMALL),
     dataclasses.replace(PRESETS["yakv_exactkv"], name="nvfp4_values", value_format="nvfp4", **SMALL),  # a stack of its own
+    dataclasses.replace(PRESETS["yakv_lut"], landmark_format="higgs-2-16", key_format="higgs-2-16",
+                        value_format="higgs-2-16", **SMALL),  # landmarks scored from their codes (fp32 on torch)
     PRESETS["full"],
 ]
 

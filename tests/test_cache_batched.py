@@ -25,6 +25,8 @@ METHODS = [
     dataclasses.replace(PRESETS["yakv"], local_budget=16, landmark_format="higgs-2-16", key_format="higgs-2-16",
                         value_format="higgs-2-16", **SMALL),
     dataclasses.replace(PRESETS["yakv_exactkv"], local_budget=16, landmark_format="fp8", value_format="fp8", **SMALL),
+    dataclasses.replace(PRESETS["yakv_lut"], local_budget=16, landmark_format="higgs-2-16", key_format="higgs-2-16",
+                        value_format="higgs-2-16", **SMALL),
     dataclasses.replace(PRESETS["oracle"], local_budget=16, outlier_chunks=3, **SMALL),
     dataclasses.replace(PRESETS["shadowkv_oracle"], rank=8, local_budget=16, outlier_chunks=3, sparse_budget=0.2),
     dataclasses.replace(PRESETS["yakv_exactkv"], name="head_major", local_budget=16, key_format="higgs-2-16",

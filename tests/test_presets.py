@@ -16,6 +16,7 @@ PINNED_HASHES = {
     "yakv_exactkv": "72d6a4930453", "lm_bf16_c1": "32d207b099ad", "lm_fp8_c1": "a56fcb0caae4",
     "lm_nvfp4_c1": "e822cfcba7e0", "lm_higgs4_c1": "7c5446708fda", "lm_higgs3_c1": "d42adf4a5945",
     "lm_higgs2_c1": "72d6a4930453", "lm_higgs1_c1": "d2dbf278e69e", "lm_residual_c1": "49d68c53ea57",
+    "yakv_lut": "509ac74e1691",
 }
 
 

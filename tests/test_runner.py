@@ -376,7 +376,7 @@ def test_row_footprint_bounds_the_built_cache():
     model, _ = tiny_model("qwen2", seed=1, dtype=torch.bfloat16)
     st = prefill(model, torch.randint(3, 384, (700,), generator=torch.Generator().manual_seed(0)))
     H, L, d = st.k_pre[0].shape
-    for name in ("full", "shadowkv", "yakv", "oracle", "shadowkv_fullkeys", "yakv_exactkv"):
+    for name in ("full", "shadowkv", "yakv", "oracle", "shadowkv_fullkeys", "yakv_exactkv", "yakv_lut"):
         for offload in (True, False):
             for record in (False, True):
                 cfg = dataclasses.replace(PRESETS[name], offload=offload)
@@ -384,9 +384,12 @@ def test_row_footprint_bounds_the_built_cache():
                 rep = cache.memory_report()
                 held = rep.total("device", packed=False) + rep.total("analysis", packed=False)
                 held += 0 if offload else rep.total("offloaded", packed=False)
-                est = row_footprint_bytes(cfg, n_layers=len(cache.layers), n_kv_heads=H, head_dim=d, prompt_len=L,
-                                          new_tokens=32, dtype_bytes=2, record=record)
+                kw = dict(n_layers=len(cache.layers), n_kv_heads=H, head_dim=d, prompt_len=L, new_tokens=32,
+                          dtype_bytes=2, record=record, n_q_heads=model.config.num_attention_heads)
+                # the GPU's step; the torch backend adds yakv_lut's fp32 landmarks (backend None: the larger)
+                est = row_footprint_bytes(cfg, backend="triton", **kw)
                 assert held <= est <= 5 * held, (name, offload, record, held, est)
+                assert est <= row_footprint_bytes(cfg, **kw) == row_footprint_bytes(cfg, backend="torch", **kw)
 
 
 def test_dry_run_estimates_gpu_time_from_measured_rates(tiny, samples, tmp_path, capsys):

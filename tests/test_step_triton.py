@@ -74,6 +74,22 @@ def test_triton_step_is_batch_invariant(model_states):
 
 
 @torch.inference_mode()
+def test_lut_cell_is_batch_invariant_on_the_kernels(model_states):
+    """A yakv_lut cell alone (B = 1) and inside a batch of other methods and samples, with ragged stops (re-stacking),
+    gives identical tokens on the triton backend; the torch backend's cell too (the same math on fp32 landmarks)."""
+    model, states = model_states
+    lut = PRESETS["yakv_lut"].replace(**SMALL)
+    shadowkv = PRESETS["shadowkv"].replace(rank=8, outlier_chunks=3, **SMALL)
+    cap = 6
+    for backend in ("triton", "torch"):
+        alone = _tokens(model, [(states[0], lut)], [cap], backend)[0]
+        rows = [(states[1], PRESETS["yakv"].replace(**SMALL)), (states[0], lut), (states[2], lut), (states[1], lut),
+                (states[2], shadowkv), (states[1], PRESETS["full"])]
+        got = _tokens(model, rows, [3, cap, 2, 4, 5, 2], backend)
+        assert got[1] == alone, backend
+
+
+@torch.inference_mode()
 def test_triton_backend_matches_torch_backend(model_states):
     """The two backends compute the same step with different reduction orders: the first decode step's logits agree
     to bf16 precision for every layout (tokens may part later on a random tiny model, where near-ties abound)."""

@@ -13,6 +13,11 @@ Backends (one interface: score, select, fetch, attend):
   capture a whole decode forward in a CUDA graph (`BatchPlan.forward`).
 A row's tokens do not depend on its batch mates, the padding, the wave size or recording, on either backend.
 
+Landmarks: the step dequantizes each row's landmarks once, when stacking, to the model dtype (the reference), unless
+landmark_scoring="codes": then the triton backend stacks the HIGGS codes and scales and scores them through each
+query's lookup table (kernels/scoring_lut.py, never dequantized), and the torch backend scores fp32 dequantized
+landmarks, the same q . l (SparseLayer._landmarks).
+
 The step never advances a row's length itself: it writes the new token's K/V at the row's current length and
 attends over length + 1 entries; `BatchPlan.advance` moves the lengths after the forward. That makes the step a pure
 function of device state, which is what a replayed CUDA graph needs.
@@ -217,6 +222,11 @@ def triton_reason(layer) -> str | None:
         return f"head_dim {d} (the kernels need a power of two >= 32)"
     if isinstance(layer, ExactLayer):
         return None
+    if layer.cfg.landmark_scoring == "codes" and layer.cfg.selection == "landmarks":
+        J = d // layer.landmark_q.p
+        if d % layer.landmark_q.p or J & (J - 1):
+            return (f"HIGGS landmarks of {d / layer.landmark_q.p:g} codes per head (the lookup-table scorer needs a "
+                    "power of two)")
     stores = [("values", layer.values)] + ([("keys", layer.keys)] if layer.rank <= 0 else [])
     for name, st in stores:
         kind = _quant_kind(st.quantizer)
@@ -468,13 +478,18 @@ class SparseGroup:
             self.rule, self.bf16 = "softmax_max", False
         else:
             self.unit = self.c
-            # Landmarks are dequantized once here: the reference dequantizes the same codes at every step.
-            self.lm, Ms = _stack([lay._landmarks() for lay in layers], dim=1, block=True)  # (B, H, Mpad, d)
+            if self.cfg.landmark_scoring == "codes" and self.backend == "triton":
+                self.lm, Ms = None, self._adopt_codes(layers)  # scored through the query's table, never dequantized
+            else:
+                # Landmarks are dequantized once here: the reference dequantizes the same codes at every step. With
+                # landmark_scoring="codes" (the torch backend: the readable version of the table's math) they stay
+                # fp32, unrounded (SparseLayer._landmarks).
+                self.lm, Ms = _stack([lay._landmarks() for lay in layers], dim=1, block=True)  # (B, H, Mpad, d)
             self.cand, _ = _stack([lay.cand_ids for lay in layers], dim=1, block=True)  # (B, H, Mpad)
             self.sel_len = [min(lay.budget // self.c, lay.M) * self.c for lay in layers]
             self.rule = self.cfg.scoring
             self.bf16 = self.cfg.scoring == "softmax_max" and self.cfg.score_precision == "bf16"
-        self.lm_valid = _lengths_mask(Ms, self.lm.shape[2], dev)  # (B, Mpad)
+        self.lm_valid = _lengths_mask(Ms, self.cand.shape[2], dev)  # (B, Mpad)
         self.k_sel = max(self.sel_len)
         self.sel_valid = _lengths_mask(self.sel_len, round_up(self.k_sel), dev)
         # Outliers + local window: resident, exact; each row's tokens first (its own order), padding after.
@@ -504,11 +519,44 @@ class SparseGroup:
             if self.rank > 0:
                 self.SV_bh = self.SV.view(B * H, self.rank, self.d).contiguous()
 
+    def _adopt_codes(self, layers: list[SparseLayer]) -> list[int]:
+        """landmark_scoring="codes" on the kernels: stack every row's HIGGS landmark codes into self.codes
+        (B*H, Mpad, d/p) uint8 and their scales into self.scales (B*H, Mpad) (stored dtype, fp32 by default), zero
+        padded to Mpad = the longest row's M rounded up to BLOCK (lengths m_bh mask the padding: never read). Each
+        row's per-head QuantizedTensors are left holding views of the stack, so the codes are not doubled and the
+        rows' memory reports do not change. Also the grid (n, p) and the sign diagonal (d,) or None that the query's
+        table needs. -> each row's M."""
+        B, H = len(layers), self.H
+        for lay in layers:
+            if any(set(t.rows) != {"codes", "scales"} or t.parts or t.consts for t in lay.landmarks):
+                raise ValueError("landmark_scoring='codes' needs plain HIGGS landmarks (codes and scales per row)")
+        codes, Ms = _stack([torch.stack([t.rows["codes"] for t in lay.landmarks]) for lay in layers], dim=1, block=True)
+        scales, _ = _stack([torch.stack([t.rows["scales"][:, 0] for t in lay.landmarks]) for lay in layers], dim=1,
+                           block=True)  # (B, H, Mpad): one scale per landmark (group = d)
+        for b, (lay, m) in enumerate(zip(layers, Ms)):
+            lay.landmarks = [dataclasses.replace(t, rows={"codes": codes[b, h, :m], "scales": scales[b, h, :m, None]})
+                             for h, t in enumerate(lay.landmarks)]
+        self.codes, self.scales = codes.view(B * H, -1, codes.shape[-1]), scales.view(B * H, -1)
+        from shadowkv_lab.quant import load_grid
+
+        q = layers[0].landmark_q
+        self.grid = load_grid(q.p, q.n, self.ctx.compute_device)
+        self.signs = q._sign_vec(self.ctx.compute_device) if q.signs else None
+        return Ms
+
     # -------------------------------------------------------------- the four pieces, per backend
     def scores(self, qg: torch.Tensor) -> torch.Tensor:
         """qg (B, H, G, d) -> fp32 scores of every candidate unit (B*H, Mpad) (triton) or (B, H, Mpad) (torch);
-        padding ranks below every real candidate (-inf; a real probability may underflow to 0 but never below)."""
+        padding ranks below every real candidate (-inf; a real probability may underflow to 0 but never below).
+        landmark_scoring="codes": the triton backend scores the HIGGS codes through each query's lookup table
+        (kernels/scoring_lut.py), the torch backend the same q . l on fp32 dequantized landmarks."""
         B, H, G, d = qg.shape
+        if self.backend == "triton" and self.lm is None:
+            from shadowkv_lab.kernels.scoring_lut import higgs_lut, landmark_scores_lut
+
+            lut = higgs_lut(qg.reshape(B * H, G, d), self.grid, self.rule, self.signs)  # (B*H, G or 1, d/p, n)
+            return landmark_scores_lut(self.codes, self.scales, lut, self.ctx.scaling, self.rule, bf16_probs=self.bf16,
+                                       lengths=self.m_bh)
         if self.backend == "triton":
             from shadowkv_lab.kernels.scoring import FMT_NATIVE, Landmarks, landmark_scores
 

@@ -11,6 +11,10 @@ KINDS = ("full", "offload")
 SCORINGS = ("softmax_max", "mean_dot")
 SELECTIONS = ("landmarks", "oracle")
 SCORE_PRECISIONS = ("fp32", "bf16")
+# How the landmark scores are computed: "dequantized" (the reference) scores landmarks dequantized to the model
+# dtype; "codes" scores the HIGGS codes directly through per-query lookup tables (kernels/scoring_lut.py): the same
+# q . l, in fp32 and without rounding the landmark to the model dtype, and no dequantized landmark is ever held.
+LANDMARK_SCORINGS = ("dequantized", "codes")
 NATIVE = "native"  # keep the model's own dtype: no rounding at all
 
 
@@ -63,6 +67,9 @@ class OffloadConfig:
     # "mean": remove each landmark's share of the RoPE'd per-channel key mean before quantizing the landmark and
     # add it back when scoring (the landmark counterpart of key_offset="mean"); "none": the paper's landmarks.
     landmark_offset: str = "none"
+    # "dequantized": score the landmarks dequantized to the model dtype (the reference); "codes": score HIGGS landmark
+    # codes through per-query lookup tables, in fp32 and never dequantized on the GPU (LANDMARK_SCORINGS).
+    landmark_scoring: str = "dequantized"
     value_format: str = NATIVE
     value_group: int | None = None
     keys_on_device: bool = False  # rank = -1: keep the (possibly quantized) keys on the GPU instead of offloading
@@ -110,10 +117,39 @@ class OffloadConfig:
             if rule != "none" and fmt == NATIVE:  # stored exactly: nothing to centre
                 raise ValueError(f"OffloadConfig.{what}_offset={rule!r} needs quantized {what}s (a {what}_format "
                                  f"other than {NATIVE!r})")
+        self._check_landmark_scoring()
         if self.key_format != NATIVE and self.rank != -1:
             raise ValueError(
                 f"OffloadConfig.key_format={self.key_format!r} needs rank=-1 (stored exact keys); got rank={self.rank}"
             )
+
+    def _check_landmark_scoring(self) -> None:
+        """landmark_scoring="codes" scores HIGGS codes through a table of the rotated query: it needs HIGGS landmarks
+        of one Hadamard group per head (group = head_dim), uint8 codes (n <= 256 grid points), no landmark offset
+        (the table knows only the codes) and landmark selection (the oracle scores exact keys)."""
+        v = self.landmark_scoring
+        if v not in LANDMARK_SCORINGS:
+            raise ValueError(f"OffloadConfig.landmark_scoring={v!r}: allowed {LANDMARK_SCORINGS}")
+        if v != "codes":
+            return
+        why = None
+        spec = None
+        if self.landmark_format != NATIVE:
+            from shadowkv_lab.quant import parse_format
+
+            spec = parse_format(self.landmark_format)
+        if spec is None or spec.kind != "higgs":
+            why = f"a HIGGS landmark_format (higgs-{{p}}-{{n}}), got landmark_format={self.landmark_format!r}"
+        elif spec.n > 256:
+            why = f"uint8 codes (a grid of n <= 256 points), got landmark_format={self.landmark_format!r} (n = {spec.n})"
+        elif self.landmark_group is not None:
+            why = f"landmark_group=None (one Hadamard group per head), got landmark_group={self.landmark_group!r}"
+        elif self.landmark_offset != "none":
+            why = f"landmark_offset='none' (the table scores the codes alone), got landmark_offset={self.landmark_offset!r}"
+        elif self.selection != "landmarks":
+            why = f"selection='landmarks' (oracle selection scores exact keys), got selection={self.selection!r}"
+        if why is not None:
+            raise ValueError(f"OffloadConfig.landmark_scoring='codes' needs {why}")
 
     # ------------------------------------------------------------------ helpers
     def budget_tokens(self, prompt_len: int) -> int:
@@ -135,8 +171,9 @@ class OffloadConfig:
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d.pop("description")
-        for f in ("key_offset", "landmark_offset"):  # configs from before these fields keep their hash and rows
-            if d[f] == "none":
+        # configs from before these fields keep their hash and rows: a field at its default is left out
+        for f, default in (("key_offset", "none"), ("landmark_offset", "none"), ("landmark_scoring", "dequantized")):
+            if d[f] == default:
                 d.pop(f)
         return d
 

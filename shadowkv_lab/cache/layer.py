@@ -151,13 +151,15 @@ class SparseLayer:
         return landmark_offsets(self.landmark_mu, self.cand_ids, self.c, self.ctx.rope)
 
     def _landmarks(self) -> torch.Tensor:
-        """(H, M, d) landmarks as the scoring sees them, in the model dtype (dequantized, offset added back)."""
+        """(H, M, d) landmarks as the scoring sees them: dequantized, offset added back, in the model dtype; in fp32,
+        unrounded, with landmark_scoring="codes" (what scoring the codes through the query's table computes:
+        q . l = s * sum_j LUT[j, code_j] is the fp32 dot product with the exact dequantized landmark)."""
         if self.landmark_q is None:
             return self.landmarks
         deq = torch.stack([self.landmark_q.dequantize(t) for t in self.landmarks])
         if self.landmark_mu is not None:
             deq = deq + self._landmark_offsets()
-        return deq.to(self.landmark_dtype)
+        return deq if self.cfg.landmark_scoring == "codes" else deq.to(self.landmark_dtype)
 
     def _init_keys(self, k_pre: torch.Tensor, svd_memo: tuple[dict, int] | None = None) -> None:
         cfg, dev = self.cfg, self.ctx.compute_device

@@ -158,14 +158,41 @@ def _storage_bits(fmt: str, group: int, width: int, dtype_bits: int) -> float:
     return 8.0 * qt.nbytes_storage / (64 * width)
 
 
+def stacked_landmark_bytes(config, *, n_kv_heads: int, head_dim: int, n_units: int, dtype_bytes: int,
+                           backend: str | None = None, n_q_heads: int | None = None) -> int:
+    """Bytes per layer the stacked decode step (cache/batched.py, SparseGroup) holds for scoring one row's `n_units`
+    candidate units per KV head, on top of what the row's cache stores (its memory report's landmarks: the method's
+    storage, what the paper's tables count):
+    - landmark_scoring "dequantized": a copy of every landmark, dequantized to the model dtype (H, M, d);
+    - "codes" on the kernels (backend "triton"): the codes are stacked in place (the row keeps views of the stack),
+      so only the step's transients: the queries' lookup tables (H, d/p, n, GP) fp32 and the logits (H, G, M) fp32;
+    - "codes" on the torch backend: fp32 dequantized landmarks (H, M, d), the readable version of the same math;
+    - oracle selection: the exact keys of every candidate token (H, M*c, d) in the model dtype (a unit is a token).
+    backend None: the larger of the two backends' bytes. n_q_heads None: a GQA group of 8 (the tables' GP bound)."""
+    H, d, M, e = n_kv_heads, head_dim, n_units, dtype_bytes
+    if config.selection == "oracle" or config.landmark_scoring != "codes":
+        return H * M * d * e
+    from shadowkv_lab.quant import parse_format
+
+    spec = parse_format(config.landmark_format)
+    G = max(1, (n_q_heads or 8 * H) // H)
+    GP = max(2, 1 << (G - 1).bit_length())  # kernels/scoring_lut.heads_padded
+    triton = H * (d // spec.p) * spec.n * GP * 4 + H * G * M * 4
+    torch_ = H * M * d * 4
+    return {"triton": triton, "torch": torch_}.get(backend, max(triton, torch_))
+
+
 def row_footprint_bytes(config, *, n_layers: int, n_kv_heads: int, head_dim: int, prompt_len: int, new_tokens: int,
-                        dtype_bytes: int, record: bool = False) -> int:
+                        dtype_bytes: int, record: bool = False, backend: str | None = None,
+                        n_q_heads: int | None = None) -> int:
     """Estimated compute-device bytes one row (one method on one prompt) holds during its decode, before building it:
     what its cache keeps on the device (the offloaded part too when config.offload is False), the exact copies of
     recording and the oracle, the generated tokens at the cap (buffers grow by doubling, and the stacked step holds a
-    second copy), the dequantized landmarks the stacked step keeps, and the step's transients (selected rows and the
-    prompt or selection in fp32). The runner sizes its waves with it (runner._plan_waves); tests check it bounds
-    the built cache's memory report. The prefill state is counted per sample by the runner, not here."""
+    second copy), what the stacked step holds for scoring (stacked_landmark_bytes: dequantized landmarks, or only the
+    lookup tables when the kernels score the codes; backend "torch" / "triton" as the decode will run, None: the
+    larger), and the step's transients (selected rows and the prompt or selection in fp32). The runner sizes its waves
+    with it (runner._plan_waves); tests check it bounds the built cache's memory report. The prefill state is counted
+    per sample by the runner, not here."""
     H, d, L, e = n_kv_heads, head_dim, prompt_len, dtype_bytes
     HD = H * d
     gen = 2 * HD * e * (4 * max(new_tokens, 1) + 128)  # layer buffer + stacked copy, each up to 2x the cap
@@ -182,7 +209,10 @@ def row_footprint_bytes(config, *, n_layers: int, n_kv_heads: int, head_dim: int
 
     lm_w = d
     per_layer = H * M * d * bits(config.landmark_format, config.landmark_group, d, lm_w) / 8  # stored landmarks
-    per_layer += H * M * d * e + H * M * 8  # dequantized landmarks of the stack, candidate ids
+    units = M * c if config.selection == "oracle" else M
+    per_layer += stacked_landmark_bytes(config, n_kv_heads=H, head_dim=d, n_units=units, dtype_bytes=e, backend=backend,
+                                        n_q_heads=n_q_heads)
+    per_layer += H * units * 8  # candidate ids (the oracle's: token positions) of the stack
     resident = min(config.local_budget + c + config.outlier_chunks * c, L)
     per_layer += 2 * HD * resident * e
     rank = min(config.rank_for(H, d), HD)
@@ -197,5 +227,5 @@ def row_footprint_bytes(config, *, n_layers: int, n_kv_heads: int, head_dim: int
     if record or config.selection == "oracle":
         per_layer += L * HD * e * (2 if record else 1)
     budget = L if config.selection == "oracle" else min(config.budget_tokens(L) if L else 0, L)
-    per_layer += gen + 2 * HD * budget * (e + 4) + H * M * 4 * 4  # selected K/V (+ fp32), scores
+    per_layer += gen + 2 * HD * budget * (e + 4) + H * units * 4 * 4  # selected K/V (+ fp32), scores
     return int(n_layers * per_layer)

@@ -11,6 +11,8 @@ one tag per field that differs from it (`variant_name`), e.g. `shadowkv_r64`, `y
 
 from __future__ import annotations
 
+import dataclasses
+
 from .config import NATIVE, OffloadConfig
 
 SHADOWKV_BUDGET = 0.015625  # 2048 / 131072
@@ -108,6 +110,7 @@ _TAGS = {
     "score_precision": lambda v: f"score-{v}",
     "selection": lambda v: v,
     "landmark_format": lambda v: f"lm-{_format_alias(v, LANDMARK_PRECISIONS)}",
+    "landmark_scoring": lambda v: "lut" if v == "codes" else "lm-dequantized",
     "key_format": lambda v: f"k-{_format_alias(v, KEY_FORMATS)}",
     "value_format": lambda v: f"v-{_format_alias(v, KEY_FORMATS)}",
     "keys_on_device": lambda v: "keys-on-device" if v else "keys-offloaded",
@@ -121,9 +124,10 @@ def variant_name(base: str | OffloadConfig, config: OffloadConfig) -> str:
     only follow from another one (local_budget when it is the chunk size's default) are still tagged when they
     differ, so the name never hides a difference."""
     b = resolve(base)
-    want, have = config.to_dict(), b.to_dict()
+    # every field, those to_dict leaves out at their default included (a variant may set or reset them)
+    want, have = dataclasses.asdict(config), dataclasses.asdict(b)
     tags = [(_TAGS.get(k) or (lambda v, k=k: f"{k}={v}"))(v) for k, v in want.items()
-            if k not in ("name", "sparse_budget") and v != have[k]]
+            if k not in ("name", "description", "sparse_budget") and v != have[k]]
     if want["sparse_budget"] != have["sparse_budget"]:
         budget = _budget_tag(config.sparse_budget)
     else:
@@ -205,6 +209,10 @@ PRESETS: dict[str, OffloadConfig] = {
                                    landmark_offset=LANDMARK_OFFSET,
                                    description="YAKV with residual landmarks, centred keys and landmarks"),
     "yakv_exactkv": _yakv(name="yakv_exactkv", key_format=NATIVE, value_format=NATIVE, description="YAKV landmarks, exact keys and values"),
+    # YAKV scoring its 2-bit HIGGS landmarks from the codes through per-query lookup tables: the GPU holds the codes
+    # only, never a dequantized copy; the same q . l in fp32, without the reference's bf16 rounding of each landmark.
+    "yakv_lut": _yakv(name="yakv_lut", landmark_scoring="codes",
+                      description="YAKV scoring the 2-bit HIGGS landmark codes through per-query lookup tables"),
 }
 for _p in [*LANDMARK_PRECISIONS, "residual"]:  # the landmark-precision ablation's presets keep their published names
     PRESETS[f"lm_{_p}_c1"] = landmark_precision(_p, name=f"lm_{_p}_c1")

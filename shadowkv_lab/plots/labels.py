@@ -39,6 +39,7 @@ PRESET_LABELS = {
     "yakv_centred_keys": "YAKV, centred keys",
     "yakv_residual_centred": "YAKV, residual landmarks, centred",
     "yakv_exactkv": "YAKV landmarks, exact K/V",
+    "yakv_lut": "YAKV, landmarks scored from codes",
 }
 METHOD_COLORS = {
     "full": OKABE_ITO["black"],
@@ -54,6 +55,7 @@ METHOD_COLORS = {
     "yakv_centred_keys": "#AA4499",
     "yakv_residual_centred": "#88CCEE",
     "yakv_exactkv": OKABE_ITO["green"],
+    "yakv_lut": "#44AA99",
 }
 # The study's methods (not ablations or diagnostics): the accuracy-vs-memory frontier is drawn over these and
 # their budget variants; everything else is greyed there.
@@ -177,6 +179,8 @@ def _describe(field: str, value, cfg: dict) -> str:
         return f"local {value}"
     if field == "outlier_chunks":
         return f"{value} outlier chunks"
+    if field == "landmark_scoring":
+        return "landmarks scored from codes" if value == "codes" else "dequantized landmarks scored"
     return f"{field.replace('_', ' ')} {value}"
 
 
