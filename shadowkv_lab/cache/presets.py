@@ -213,6 +213,8 @@ PRESETS: dict[str, OffloadConfig] = {
     # only, never a dequantized copy; the same q . l in fp32, without the reference's bf16 rounding of each landmark.
     "yakv_lut": _yakv(name="yakv_lut", landmark_scoring="codes",
                       description="YAKV scoring the 2-bit HIGGS landmark codes through per-query lookup tables"),
+    "yakv_centred_keys_lut": _yakv(name="yakv_centred_keys_lut", key_offset=KEY_OFFSET, landmark_scoring="codes",
+                                   description="YAKV with centred keys, landmark codes scored through lookup tables"),
 }
 for _p in [*LANDMARK_PRECISIONS, "residual"]:  # the landmark-precision ablation's presets keep their published names
     PRESETS[f"lm_{_p}_c1"] = landmark_precision(_p, name=f"lm_{_p}_c1")

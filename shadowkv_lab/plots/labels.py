@@ -40,6 +40,7 @@ PRESET_LABELS = {
     "yakv_residual_centred": "YAKV, residual landmarks, centred",
     "yakv_exactkv": "YAKV landmarks, exact K/V",
     "yakv_lut": "YAKV, landmarks scored from codes",
+    "yakv_centred_keys_lut": "YAKV, centred keys, landmarks from codes",
 }
 METHOD_COLORS = {
     "full": OKABE_ITO["black"],
@@ -56,6 +57,7 @@ METHOD_COLORS = {
     "yakv_residual_centred": "#88CCEE",
     "yakv_exactkv": OKABE_ITO["green"],
     "yakv_lut": "#44AA99",
+    "yakv_centred_keys_lut": "#117733",
 }
 # The study's methods (not ablations or diagnostics): the accuracy-vs-memory frontier is drawn over these and
 # their budget variants; everything else is greyed there.
