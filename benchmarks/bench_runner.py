@@ -123,6 +123,22 @@ def bench_naive(model, tok, task, samples, methods, args):
     return rep, cells
 
 
+def random_model(folder: str, device: str | None, dtype: str | None):
+    """(model, tokenizer): the architecture of folder/config.json, randomly initialised on the device (seed 0)."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from shadowkv_lab.models import load_tokenizer
+
+    if not (Path(folder) / "config.json").is_file():
+        raise SystemExit(f"--random-weights: {folder!r} has no config.json (give a model folder)")
+    dt = {"fp16": torch.float16, "fp32": torch.float32}.get(dtype, torch.bfloat16)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    torch.manual_seed(0)
+    with torch.device(device):
+        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(folder), dtype=dt, attn_implementation="sdpa")
+    return model.eval(), load_tokenizer(folder)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="qwen2.5-coder-0.5b", help="offline name, hub id, folder, or tiny-<arch>")
@@ -138,6 +154,9 @@ def main(argv=None) -> int:
     p.add_argument("--dtype", default=None, choices=["bf16", "fp16", "fp32"])
     p.add_argument("--shape", default=None, help="tiny-<arch> only: LAYERS,HEADS,KV_HEADS,HEAD_DIM of the random model, e.g. "
                    "24,14,2,64 (the 0.5B's attention shape) to time a real-size model where its weights are not available")
+    p.add_argument("--random-weights", action="store_true", help="--model is a folder whose config.json and tokenizer "
+                   "define the model; its weights are random (bf16 unless --dtype): the speed and batch invariance of the "
+                   "real architecture where its weights are not available; scores are meaningless, rows run to their caps")
     p.add_argument("--skip-naive", action="store_true", help="time the runner only")
     p.add_argument("--on-device", action="store_true", help="both loops keep caches on the compute device (offload=False)")
     p.add_argument("--per-row", action="store_true", help="the runner decodes with the per-row reference step "
@@ -162,6 +181,9 @@ def main(argv=None) -> int:
         device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
         model, tok = tiny_model(args.model[len("tiny-"):], dtype=dtype, device=device, n_layers=nl, n_heads=nh, n_kv_heads=nkv, head_dim=hd)
         args.model = f"{args.model}[{args.shape}]"
+    elif args.random_weights:
+        model, tok = random_model(args.model, args.device, args.dtype)
+        args.model = f"{Path(args.model).name} (random weights)"
     else:
         model, tok = load(args.model, args.device, args.dtype)
     task = get_task(args.task)
