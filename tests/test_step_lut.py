@@ -53,7 +53,8 @@ def test_codes_scoring_allows_every_higgs_rule():
 def test_default_leaves_dicts_and_hashes_unchanged():
     """At its default the field is left out of to_dict, so every config from before it keeps its hash and rows."""
     for name, cfg in PRESETS.items():
-        assert ("landmark_scoring" in cfg.to_dict()) == (name == "yakv_lut"), name
+        assert ("landmark_scoring" in cfg.to_dict()) == (cfg.landmark_scoring == "codes"), name
+        assert (cfg.landmark_scoring == "codes") == name.endswith("_lut"), name
     assert PRESETS["yakv"].config_hash() == "01dfe5fd0f97"  # pinned in tests/test_presets.py too
     lut = PRESETS["yakv_lut"]
     assert lut.to_dict()["landmark_scoring"] == "codes" and lut.config_hash() != PRESETS["yakv"].config_hash()
