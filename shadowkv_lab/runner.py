@@ -194,6 +194,45 @@ def _print_dry_run(items: list[_Item], cfgs, tokenizer, out, rates: dict | None 
     return plan
 
 
+# ---------------------------------------------------------------------------------------------- the model's context
+OVER_CONTEXT = ("error", "skip")
+
+
+class ContextLengthError(ValueError):
+    """Prompts that, with their generation cap, do not fit the model's context window."""
+
+
+def context_tokens(config) -> int | None:
+    """The model's context window in tokens (config.max_position_embeddings; None when the config has none)."""
+    v = getattr(config, "max_position_embeddings", None)
+    return int(v) if isinstance(v, int) and v > 0 else None
+
+
+def _fit_context(items: list[_Item], tokenizer, limit: int | None, policy: str, *, quiet: bool = False) -> list[_Item]:
+    """The items whose prompt plus generation cap fits `limit` tokens. Past the context the model sees positions it
+    was not trained on, so such a cell is never run: policy "error" raises ContextLengthError naming every such sample,
+    "skip" drops them and prints them (they stay out of the store; a later run with a longer-context model runs them)."""
+    if limit is None or not items:
+        return items
+    over = []
+    for it in items:
+        L = len(encode_prompt(tokenizer, it.sample.prompt))
+        if L + it.cap > limit:
+            over.append((it, L))
+    if not over:
+        return items
+    listed = ", ".join(f"{it.task.name}/{it.sample.id} ({L:,} + {it.cap:,})" for it, L in over[:8])
+    more = f" and {len(over) - 8} more" if len(over) > 8 else ""
+    msg = (f"{len(over)} of {len(items)} samples need more than the model's context of {limit:,} tokens "
+           f"(prompt + max new tokens): {listed}{more}")
+    if policy == "error":
+        raise ContextLengthError(f"{msg}; pass over_context='skip' (--over-context skip) to run the rest")
+    if not quiet:
+        print(f"skipped: {msg}", flush=True)
+    dropped = {id(it) for it, _ in over}
+    return [it for it in items if id(it) not in dropped]
+
+
 # ---------------------------------------------------------------------------------------------- memory-aware waves
 HEADROOM = 0.9  # share of the free memory a wave may fill: the rest absorbs the prefill's activations and fragmentation
 
@@ -410,7 +449,7 @@ def _summary(df, stats: _Progress, wall: float, world: int) -> None:
 
 def run(model, tokenizer, tasks, methods, out, *, model_name: str, n=None, tokens=None, seed=0, data=None, batch_size=8,
         record=False, max_new_tokens=None, progress=True, dry_run=False, on_device=False, free_memory=None,
-        rates: str = RATES):
+        rates: str = RATES, over_context: str = "error", context: int | None = None):
     """Run every pending (task, sample, method) cell; return the grid's rows from the store (a pandas DataFrame).
 
     tasks: names, Task objects or (name or Task, samples) pairs; methods: preset names or OffloadConfigs.
@@ -423,8 +462,15 @@ def run(model, tokenizer, tasks, methods, out, *, model_name: str, n=None, token
     estimated cost, with the GPU time at the rates measured in `rates` (a benchmarks/bench_runner.py JSON; default:
     the committed H200 run, measured_rates); return the plan (one row per sample) without running anything. on_device: run every method with
     offload=False (everything on the compute device): placement changes speed and memory, never the numbers, and the
-    config column (and hash) records it.
+    config column (and hash) records it. over_context: "error" (raise ContextLengthError naming every sample whose
+    prompt plus cap exceeds the model's context) or "skip" (leave those cells out and print them); context: the
+    window in tokens (default: the model's config.max_position_embeddings; a dry run without a model checks nothing
+    unless it is given).
     """
+    if over_context not in OVER_CONTEXT:
+        raise ValueError(f"over_context={over_context!r}: must be one of {OVER_CONTEXT}")
+    if context is None and model is not None:
+        context = context_tokens(model.config)
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size={batch_size!r}: must be an int >= 1")
     if free_memory is not None and (not isinstance(free_memory, int) or isinstance(free_memory, bool) or free_memory < 1):
@@ -436,7 +482,8 @@ def run(model, tokenizer, tasks, methods, out, *, model_name: str, n=None, token
     rank, world, local_rank = dist_env()
     done = _done_cells(out, cfgs, record)
     if dry_run:  # the whole grid, printed once
-        items = _plan(task_samples, cfgs, done, model_name, max_new_tokens, 0, 1)
+        items = _fit_context(_plan(task_samples, cfgs, done, model_name, max_new_tokens, 0, 1), tokenizer, context,
+                             over_context, quiet=rank != 0)
         return _print_dry_run(items, cfgs, tokenizer, out, measured_rates(rates)) if rank == 0 else None
 
     import torch.distributed as dist
@@ -458,7 +505,7 @@ def run(model, tokenizer, tasks, methods, out, *, model_name: str, n=None, token
             own_group = True
 
     items = _plan(task_samples, cfgs, done, model_name, max_new_tokens, rank, world)
-    items = [it for it in items if it.pending]
+    items = _fit_context([it for it in items if it.pending], tokenizer, context, over_context, quiet=rank != 0)
     prog = _Progress(sum(len(it.pending) for it in items), enabled=progress and rank == 0)
     t0 = time.perf_counter()
     try:

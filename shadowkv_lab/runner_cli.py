@@ -72,12 +72,20 @@ def _cmd_run(args) -> int:
     if args.dry_run and not args.model.startswith(TINY_PREFIX):  # the plan needs the tokenizer only
         from .models import load_tokenizer
 
+        from transformers import AutoConfig
+
+        from .models import resolve
+        from .runner import context_tokens
+
         model, tok = None, load_tokenizer(args.model)
+        context = context_tokens(AutoConfig.from_pretrained(resolve(args.model)))
     else:
         model, tok = load(args.model, args.device, args.dtype)
+        context = None  # the model's own config
     run(model, tok, tasks, methods, args.out, model_name=args.model, n=args.n, tokens=args.tokens, seed=args.seed,
         data=args.data, batch_size=args.batch_size, record=args.record, max_new_tokens=args.max_new_tokens,
-        progress=not args.quiet, dry_run=args.dry_run, on_device=args.on_device, **({"rates": args.rates} if args.rates else {}))
+        progress=not args.quiet, dry_run=args.dry_run, on_device=args.on_device, over_context=args.over_context,
+        context=context, **({"rates": args.rates} if args.rates else {}))
     return 0
 
 
@@ -99,6 +107,8 @@ def register(subparsers) -> None:
     p.add_argument("--record", action="store_true", help="also store attention-level records (out/records/)")
     p.add_argument("--on-device", action="store_true", help="keep every method's cache on the compute device "
                    "(offload=False): same numbers, faster accuracy sweeps on a GPU")
+    p.add_argument("--over-context", default="error", choices=["error", "skip"], help="samples whose prompt plus "
+                   "cap exceed the model's context: fail naming them (default) or run the rest and list them")
     p.add_argument("--dry-run", action="store_true", help="print the grid, what is done and the cost; run nothing")
     p.add_argument("--rates", default=None, help="with --dry-run: the benchmarks/bench_runner.py JSON whose measured "
                    "prefill and decode rates give the GPU-time estimate (default: benchmarks/results/runner_h200.json)")

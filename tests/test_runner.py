@@ -413,3 +413,30 @@ def test_dry_run_estimates_gpu_time_from_measured_rates(tiny, samples, tmp_path,
     with pytest.raises(FileNotFoundError, match="no measured rates at .*nope.json"):
         run(model, tok, [(task, samples[:1])], ["full"], tmp_path / "res", model_name="tiny", dry_run=True,
             rates=str(tmp_path / "nope.json"))
+
+
+def test_prompts_past_the_context_fail_or_are_skipped(tiny, samples, tmp_path, monkeypatch, capsys):
+    """A prompt plus cap beyond config.max_position_embeddings is never run: an error names the samples and their
+    token counts; over_context="skip" runs the rest and lists the dropped ones; the dry run applies the same rule."""
+    from shadowkv_lab.generation import encode_prompt
+    from shadowkv_lab.runner import ContextLengthError, run
+
+    model, tok = tiny
+    task = FakeTask()
+    lens = [len(encode_prompt(tok, s.prompt)) + task.max_new_tokens_for(s) for s in samples]
+    limit = sorted(lens)[1]  # the two shortest fit
+    monkeypatch.setattr(model.config, "max_position_embeddings", limit)
+    over = [s.id for s, n in zip(samples, lens) if n > limit]
+    with pytest.raises(ContextLengthError) as e:
+        run(model, tok, [(task, samples)], ["full"], str(tmp_path / "a"), model_name="tiny", progress=False)
+    assert all(i in str(e.value) for i in over) and f"{limit:,}" in str(e.value)
+    assert not (tmp_path / "a").exists() or load(str(tmp_path / "a")).empty
+    with pytest.raises(ValueError, match="over_context='drop'"):
+        run(model, tok, [(task, samples)], ["full"], str(tmp_path / "a"), model_name="tiny", over_context="drop")
+    plan = run(model, tok, [(task, samples)], ["full"], str(tmp_path / "b"), model_name="tiny", dry_run=True,
+               over_context="skip")
+    assert sorted(plan.sample_id) == sorted(s.id for s in samples if s.id not in over)
+    df = run(model, tok, [(task, samples)], ["full"], str(tmp_path / "b"), model_name="tiny", progress=False,
+             over_context="skip")
+    assert sorted(df.sample_id) == sorted(s.id for s in samples if s.id not in over)
+    assert "skipped: 2 of 4 samples" in capsys.readouterr().out
