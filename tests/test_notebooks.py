@@ -44,6 +44,9 @@ def test_committed_notebook_has_no_outputs(path):
         if cell["cell_type"] == "code":
             assert cell["outputs"] == [] and cell["execution_count"] is None, f"{path.name}: run scripts/strip_notebooks.py"
     assert strip_notebooks.is_stripped(nb), f"{path.name}: run metadata left; run scripts/strip_notebooks.py"
+    # nbformat 4.5 requires a unique id per cell (newer nbformat versions refuse a notebook without them)
+    ids = [cell.get("id") for cell in nb["cells"]]
+    assert all(ids) and len(set(ids)) == len(ids), f"{path.name}: cells without a unique id"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
