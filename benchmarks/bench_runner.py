@@ -194,15 +194,14 @@ def main(argv=None) -> int:
         generation.generate(model, tok, short.prompt, m, max_new_tokens=2)
 
     res_runner, cells_runner = bench_runner(model, tok, task, samples, methods, args)
-    dev_name = provenance(model)["device_name"]
-    dev = "cpu" if dev_name == "cpu" else re.sub(r"[^a-z0-9]+", "-", dev_name.lower()).strip("-")
+    prov = provenance(model)
+    dev = "cpu" if prov["device_name"] == "cpu" else re.sub(r"[^a-z0-9]+", "-", prov["device_name"].lower()).strip("-")
     out = Path(args.out_json) if args.out_json else Path(__file__).parent / "results" / f"runner_{dev}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     # the batched rate first: a naive loop cut short by a time limit leaves it on disk
     out.write_text(json.dumps({"args": vars(args), "runner": res_runner, "naive": "not run yet"}, indent=2, default=str))
     res_naive, cells_naive = (None, {}) if args.skip_naive else bench_naive(model, tok, task, samples, methods, args)
 
-    prov = provenance(model)
     result = {"args": vars(args), "provenance": prov, "prompt_tokens_mean": res_runner["prefill_tokens"] / max(res_runner["prefills"], 1),
               "runner": res_runner, "naive": res_naive}
     rows = [("runner", res_runner)] + ([("naive", res_naive)] if res_naive else [])

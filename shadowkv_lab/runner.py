@@ -106,6 +106,13 @@ class _Item:
     pending: list[OffloadConfig]
     done: int = 0  # methods already in the store
     _state: object = field(default=None, repr=False)  # PrefillState while some of its rows are not built yet
+    _n_prompt: int | None = field(default=None, repr=False)
+
+    def prompt_tokens(self, tokenizer) -> int:
+        """The prompt's length in tokens, encoded once per item (context check, dry run and wave sizing share it)."""
+        if self._n_prompt is None:
+            self._n_prompt = len(encode_prompt(tokenizer, self.sample.prompt))
+        return self._n_prompt
 
 
 def _needs_records(cfg: OffloadConfig, record: bool) -> bool:
@@ -171,7 +178,7 @@ def _print_dry_run(items: list[_Item], cfgs, tokenizer, out, rates: dict | None 
 
     rows = []
     for it in items:
-        L = len(encode_prompt(tokenizer, it.sample.prompt))
+        L = it.prompt_tokens(tokenizer)
         rows.append({"task": it.task.name, "sample_id": str(it.sample.id), "prompt_tokens": L, "done": it.done,
                      "to_run": len(it.pending), "prefill_tokens": L if it.pending else 0,
                      "decode_tokens_max": it.cap * len(it.pending), "cap": it.cap,
@@ -216,7 +223,7 @@ def _fit_context(items: list[_Item], tokenizer, limit: int | None, policy: str, 
         return items
     over = []
     for it in items:
-        L = len(encode_prompt(tokenizer, it.sample.prompt))
+        L = it.prompt_tokens(tokenizer)
         if L + it.cap > limit:
             over.append((it, L))
     if not over:
@@ -279,12 +286,9 @@ class _Footprint:
         d = self.shape["head_dim"]
         fits = next(model.parameters()).dtype in (torch.bfloat16, torch.float16) and d >= 32 and not d & (d - 1)
         self.backend = default_backend(next(model.parameters()).device) if fits else "torch"
-        self._len: dict[int, int] = {}
 
     def prompt_len(self, it: _Item) -> int:
-        if id(it) not in self._len:
-            self._len[id(it)] = len(encode_prompt(self.tokenizer, it.sample.prompt))
-        return self._len[id(it)]
+        return it.prompt_tokens(self.tokenizer)
 
     def row(self, it: _Item, cfg: OffloadConfig) -> int:
         from .cache.memory import row_footprint_bytes

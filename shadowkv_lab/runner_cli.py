@@ -70,11 +70,9 @@ def _cmd_run(args) -> int:
     methods = check_methods(_split(args.methods))
     tasks = check_tasks(_split(args.task))
     if args.dry_run and not args.model.startswith(TINY_PREFIX):  # the plan needs the tokenizer only
-        from .models import load_tokenizer
-
         from transformers import AutoConfig
 
-        from .models import resolve
+        from .models import load_tokenizer, resolve
         from .runner import context_tokens
 
         model, tok = None, load_tokenizer(args.model)
