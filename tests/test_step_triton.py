@@ -14,7 +14,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from shadowkv_lab.cache import batched  # noqa: E402
-from shadowkv_lab.cache.batched import BatchPlan, RowState, SparseGroup, default_backend, triton_reason  # noqa: E402
+from shadowkv_lab.cache.batched import BatchPlan, RowState, SparseGroup, default_backend, default_graphs, triton_reason  # noqa: E402
 from shadowkv_lab.cache.layer import LayerContext, SparseLayer, attend  # noqa: E402
 from shadowkv_lab.cache.presets import PRESETS  # noqa: E402
 from shadowkv_lab.generation import build_cache, decode, prefill  # noqa: E402
@@ -118,6 +118,18 @@ def test_default_backend_follows_the_device_and_the_env_flag(monkeypatch):
     monkeypatch.setenv("SHADOWKV_LAB_KERNELS", "yes")
     with pytest.raises(ValueError, match="SHADOWKV_LAB_KERNELS='yes': allowed are 1"):
         default_backend(cuda)
+
+
+def test_default_graphs_follow_the_device_backend_and_the_env_flag(monkeypatch):
+    """Graphs on CUDA with Triton unless SHADOWKV_LAB_GRAPHS=0; never on CPU or torch; any other value is an error."""
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    monkeypatch.delenv("SHADOWKV_LAB_GRAPHS", raising=False)
+    assert [default_graphs(cuda, "triton"), default_graphs(cuda, "torch"), default_graphs(cpu, "triton")] == [True, False, False]
+    monkeypatch.setenv("SHADOWKV_LAB_GRAPHS", "0")
+    assert not default_graphs(cuda, "triton")
+    monkeypatch.setenv("SHADOWKV_LAB_GRAPHS", "no")
+    with pytest.raises(ValueError, match="SHADOWKV_LAB_GRAPHS='no': allowed are 1"):
+        default_graphs(cuda, "triton")
 
 
 def _layer(cfg, k_pre, v, rope, G):

@@ -208,6 +208,16 @@ def default_backend(device: torch.device) -> str:
     return "triton" if device.type == "cuda" and flag == "1" else "torch"
 
 
+def default_graphs(device: torch.device, backend: str) -> bool:
+    """CUDA graphs on CUDA with the Triton backend; SHADOWKV_LAB_GRAPHS=0 replays nothing (every step eager), to compare
+    or to isolate a capture problem."""
+    flag = os.environ.get("SHADOWKV_LAB_GRAPHS", "1")
+    if flag not in ("0", "1"):
+        raise ValueError(f"SHADOWKV_LAB_GRAPHS={flag!r}: allowed are 1 (CUDA graphs on CUDA with Triton, the default) "
+                         "and 0 (eager steps)")
+    return device.type == "cuda" and backend == "triton" and flag == "1"
+
+
 def _quant_kind(q) -> str:
     return type(q).__name__ if q is not None else "native"
 
@@ -706,7 +716,7 @@ class BatchPlan:
             raise ValueError(f"backend={self.backend!r}: allowed {BACKENDS}")
         caps = max_new_tokens if isinstance(max_new_tokens, list) else [max_new_tokens or 0] * len(caches)
         self.caps = caps
-        self.graphs = (dev.type == "cuda" and self.backend == "triton") if graphs is None else graphs
+        self.graphs = default_graphs(dev, self.backend) if graphs is None else graphs
         self.groups: list[RowGroup] = []
         self.alone: dict[int, str] = {}
         self.active: list[int] = []
