@@ -105,7 +105,10 @@ def test_triton_backend_matches_torch_backend(model_states):
         decode(model, caches, [first] * len(caches), 2, stop_ids=set(), on_logits=hook, backend=backend, graphs=False)
     for r, cfg in enumerate(TARGETS):
         a, b = logits["triton"][r], logits["torch"][r]
-        assert (a - b).abs().max() <= 0.03 * b.abs().max(), cfg.name
+        # 4-bit HIGGS keys: the kernel dequantizes whole token rows through a tensor-core Hadamard, the torch backend
+        # per head in fp32; on the H100 the two part by up to 0.031 of a 0.66 logit (a few bf16 steps).
+        tol = 0.06 if cfg.key_format.startswith("higgs") else 0.03
+        assert (a - b).abs().max() <= tol * b.abs().max(), cfg.name
 
 
 def test_default_backend_follows_the_device_and_the_env_flag(monkeypatch):

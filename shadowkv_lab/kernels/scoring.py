@@ -174,31 +174,31 @@ def _score_pass(q_ptr, lm_ptr, sc_ptr, grid_ptr, sgn_ptr, stat_ptr, out_ptr, lg_
 @triton.jit
 def _reduce_stats(stat_ptr, red_ptr, NB, GP: tl.constexpr, CH: tl.constexpr):
     """stat (BH, 2, GP, NB) per-block (max, sum-exp) -> red (BH, 2, GP): the row max gm over blocks, then
-    tot = sum_b se_b * exp(mx_b - gm) added in the fixed order b = 0, 1, ..., NB - 1 (the order torch's sum takes
-    over a few blocks). One program per row, nothing shaped by the batch: a row's result never depends on BH, and a
-    block wholly past the row's length (mx = -inf, se = 0) leaves gm unchanged and adds exactly +0.0 to tot, so
-    padding the row to any NB gives its unpadded result bit for bit. Blocks are read CH at a time; within a tile
-    the terms are still added one by one (column j extracted exactly: a sum of t_j and zeros)."""
+    tot = sum_b se_b * exp(mx_b - gm). One program per row, nothing shaped by the batch. Blocks are read CH at a time
+    from block 0; column j of the (GP, CH) accumulators takes blocks j, j + CH, j + 2 CH, ... in order, and the CH
+    columns are reduced once after the loop by a reduction of one fixed shape. A block wholly past the row's length
+    (mx = -inf, se = 0) leaves gm unchanged and adds exactly +0.0, so padding the row to any NB gives its unpadded
+    result bit for bit, and the row's result never depends on BH. No reduction sits inside the loops: Triton 3.6's
+    thread-locality pass fails on a loop-carried reduction here when NB is specialised as a multiple of 16."""
     bh = tl.program_id(0).to(tl.int64)
     gg = tl.arange(0, GP)
     cc = tl.arange(0, CH)
     base = stat_ptr + bh * 2 * GP * NB + gg[:, None] * NB
-    gm = tl.full((GP,), float("-inf"), tl.float32)
+    gm2 = tl.full((GP, CH), float("-inf"), tl.float32)
     for b0 in range(0, NB, CH):
         b = b0 + cc
         mx = tl.load(base + b[None, :], mask=b[None, :] < NB, other=float("-inf"))
-        gm = tl.maximum(gm, tl.max(mx, 1))  # order-free: max is exact
-    tot = tl.zeros((GP,), tl.float32)
+        gm2 = tl.maximum(gm2, mx)
+    gm = tl.max(gm2, 1)  # order-free: max is exact
+    acc = tl.zeros((GP, CH), tl.float32)
     for b0 in range(0, NB, CH):
         b = b0 + cc
         bmask = b[None, :] < NB
         mx = tl.load(base + b[None, :], mask=bmask, other=float("-inf"))
         se = tl.load(base + GP * NB + b[None, :], mask=bmask, other=0.0)
-        t = tl.where(mx == float("-inf"), 0.0, se * tl.exp(mx - gm[:, None]))  # no exp(-inf - -inf) = NaN
-        for j in tl.static_range(CH):
-            tot = tot + tl.sum(tl.where(cc[None, :] == j, t, 0.0), 1)
+        acc = acc + tl.where(mx == float("-inf"), 0.0, se * tl.exp(mx - gm[:, None]))  # no exp(-inf - -inf) = NaN
     tl.store(red_ptr + bh * 2 * GP + gg, gm)
-    tl.store(red_ptr + bh * 2 * GP + GP + gg, tot)
+    tl.store(red_ptr + bh * 2 * GP + GP + gg, tl.sum(acc, 1))
 
 
 def prepare_query(lm: Landmarks, q: torch.Tensor, rule: str) -> torch.Tensor:
@@ -219,7 +219,7 @@ def prepare_query(lm: Landmarks, q: torch.Tensor, rule: str) -> torch.Tensor:
 
 
 _LM_DTYPES = {torch.bfloat16: 0, torch.float16: 1, torch.float32: 2}
-_RED_CHUNK = 16  # blocks per tile of the block-statistics reduction (the order of the sum does not depend on it)
+_RED_CHUNK = 16  # blocks per tile of the block-statistics reduction (fixed: the order of the sum follows it)
 
 
 def _check_lengths(lengths: torch.Tensor | None, BH: int, device) -> None:
