@@ -90,6 +90,33 @@ def test_lut_cell_is_batch_invariant_on_the_kernels(model_states):
 
 
 @torch.inference_mode()
+def test_finished_rows_retire_in_place_on_the_kernels(model_states):
+    """On the kernels a finished row stays in its stack with its segments emptied (no re-stack, no re-capture); the
+    torch backend re-stacks a group once half of its rows have finished."""
+    model, states = model_states
+    cfgs = [TARGETS[0], PRESETS["full"]]
+    for backend in ("triton", "torch"):
+        caches = [build_cache(model, states[i % 3], cfg) for cfg in cfgs for i in range(4)]
+        plan = BatchPlan(caches, 4, backend=backend, graphs=False)
+        plan.set_active(list(range(8)))
+        sparse, exact = plan.groups
+        plan.set_active([0, 4, 5])  # sparse rows 1-3 and full rows 6-7 finished
+        if backend == "triton":
+            assert plan.groups == [sparse, exact] and plan.batch_rows == list(range(8))
+            assert (sparse.retired, exact.retired) == ({1, 2, 3}, {2, 3})
+            for lay in sparse.layers:
+                for t in (lay.m_bh, lay.sel_bh, lay.res_bh):
+                    rows = t.view(4, -1)
+                    assert bool((rows[1:] == 0).all()) and bool((rows[0] > 0).all())
+            assert all(bool((lay.prompt_bh.view(4, -1)[2:] == 0).all()) for lay in exact.layers)
+            plan.set_active([4])  # a wholly finished group stays too (dropping it would re-capture the graph)
+            assert plan.groups == [sparse, exact] and sparse.retired == {0, 1, 2, 3}
+        else:
+            assert [g.rows for g in plan.groups] == [[0], [4, 5]] and sparse not in plan.groups
+        plan.close()
+
+
+@torch.inference_mode()
 def test_triton_backend_matches_torch_backend(model_states):
     """The two backends compute the same step with different reduction orders: the first decode step's logits agree
     to bf16 precision for every layout (tokens may part later on a random tiny model, where near-ties abound)."""

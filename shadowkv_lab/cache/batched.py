@@ -393,27 +393,28 @@ class _StackedRows:
         qr = take_qrows(self.data, flat, self.dev)
         return self.store0.restore(self.quantizer.dequantize(qr).view(B, H, K, self.d), qr, self.mu)
 
-    def fetch(self, pos: torch.Tensor, out: torch.Tensor, table: torch.Tensor | None) -> None:
+    def fetch(self, pos: torch.Tensor, out: torch.Tensor, table: torch.Tensor | None, n: torch.Tensor) -> None:
         """Kernel gather: out (B*H, K, d) = rows at pos (B*H, K) (prompt positions), dequantized, post-RoPE when
-        `table` is given. Pinned host rows are read zero-copy; nothing synchronises the host."""
+        `table` is given; only each row's first n[bh] (B*H,) positions. Pinned host rows are read zero-copy; nothing
+        synchronises the host."""
         from shadowkv_lab.kernels.fetch import gather_rows, higgs_rows, union_rows
 
         H, d = self.H, self.d
         if self.kind == "native":
             s = self.data.stride()
-            gather_rows(self.data, (s[0], s[1], s[2]), H, pos, out, rope_table=table, rope_pos=pos)
+            gather_rows(self.data, (s[0], s[1], s[2]), H, pos, out, n=n, rope_table=table, rope_pos=pos)
             return
         rows = self.data.rows
         if self.kind in ("PlainQuantizer", "FP8Quantizer"):
             src = rows["data"]
             strides = (0, d if self.token_major else 0, src.stride(0))
-            gather_rows(src, strides, H, pos + self.base_bh.unsqueeze(1), out, fmt=1 if self.kind == "FP8Quantizer" else 0,
+            gather_rows(src, strides, H, pos + self.base_bh.unsqueeze(1), out, n=n, fmt=1 if self.kind == "FP8Quantizer" else 0,
                         rope_table=table, rope_pos=pos)
             return
         # HIGGS token rows: dequantize each distinct selected token of a row once, then hand each head its slice
         from shadowkv_lab.quant import load_grid
 
-        uniq, n_u, inv = union_rows(pos, None, H)  # (B, H*K), (B,), (B*H, K)
+        uniq, n_u, inv = union_rows(pos, n, H)  # (B, H*K), (B,), (B*H, K)
         uniq = uniq + self.offs_dev.unsqueeze(1)
         C = H * d
         buf = torch.empty(self.B, uniq.shape[1], C, dtype=out.dtype, device=out.device)
@@ -426,7 +427,7 @@ class _StackedRows:
             if self.store0.offset.selective:
                 flag = take_rows(rows[FLAG], uniq.reshape(-1), out.device).view(uniq.shape).bool()
             buf = self.store0.offset.restore(buf, flag, self.mu)
-        gather_rows(buf, (buf.stride(0), d, C), H, inv, out, rope_table=table, rope_pos=pos)
+        gather_rows(buf, (buf.stride(0), d, C), H, inv, out, n=n, rope_table=table, rope_pos=pos)
 
 
 # ---------------------------------------------------------------------------------------------- layer groups
@@ -458,6 +459,11 @@ class ExactGroup:
         gk, gv, gvalid = self.gen.view()
         out = attend_masked(q.view(B, H, -1, d), [(self.k, self.v, self.prompt_valid), (gk, gv, gvalid)], self.ctx.scaling)
         return out.view(B, -1, d)
+
+    def retire(self, slots: torch.Tensor) -> None:
+        """Rows `slots` (stack indices, device long) have finished: their prompt segment becomes empty in place, so the
+        kernels read nothing of it while the stack (and a captured graph) stays as it is (BatchPlan.set_active)."""
+        self.prompt_bh.view(-1, self.H).index_fill_(0, slots, 0)
 
     def unstack(self) -> None:
         self.gen.unstack()
@@ -603,11 +609,12 @@ class SparseGroup:
             from shadowkv_lab.kernels.fetch import lowrank_rows
 
             pos_bh = pos.reshape(B * H, K)
+            n = self.sel_bh  # a row's own selection (padding past it and retired rows: nothing is read)
             if self.rank > 0:
-                lowrank_rows(self.U, self.SV_bh, pos_bh, self.k_buf, self.table)
+                lowrank_rows(self.U, self.SV_bh, pos_bh, self.k_buf, self.table, n=n)
             else:
-                self.keys.fetch(pos_bh, self.k_buf, self.table)
-            self.values.fetch(pos_bh, self.v_buf, None)
+                self.keys.fetch(pos_bh, self.k_buf, self.table, n)
+            self.values.fetch(pos_bh, self.v_buf, None, n)
             return self.k_buf, self.v_buf
         if self.rank > 0:
             k_pre_sel = torch.matmul(self.U[self.b_idx, pos], self.SV)  # (B, H, K, r) @ (B, H, r, d)
@@ -653,6 +660,12 @@ class SparseGroup:
                 rec.on_step(self.layers[b], qg[b], pos[b, :, :n], out[b], gen=(gk[b, :, :t], gv[b, :, :t]))
         return out.view(B, -1, d)
 
+    def retire(self, slots: torch.Tensor) -> None:
+        """Rows `slots` have finished: no landmark is scored, no row fetched and no resident entry attended for them
+        any more (their lengths are zeroed in place; ExactGroup.retire)."""
+        for t in (self.m_bh, self.sel_bh, self.res_bh):
+            t.view(-1, self.H).index_fill_(0, slots, 0)
+
     def unstack(self) -> None:
         self.gen.unstack()
         elt = self.res_k.element_size()
@@ -676,6 +689,18 @@ class RowGroup:
             for ls in ([c.layers[i] for c in self.caches] for i in range(len(self.caches[0].layers)))
         ]
         self.backends = sorted({g.backend for g in self.layers})
+        self.retired: set[int] = set()  # stack slots of finished rows (kernels only: see retire)
+
+    def retire(self, slots: list[int]) -> None:
+        """Finished rows stay in the stack, computing nothing: every layer zeroes their segment lengths in place, so a
+        captured graph stays valid and the kernels skip them (SparseGroup.retire, ExactGroup.retire)."""
+        new = sorted(set(slots) - self.retired)
+        if not new:
+            return
+        idx = torch.tensor(new, device=self.state.t.device)
+        for g in self.layers:
+            g.retire(idx)
+        self.retired.update(new)
 
     def recorders(self, layer_idx: int, active: set) -> list:
         """[(slot, recorder)] of the active rows that record attention, positioned at this layer and step."""
@@ -699,8 +724,11 @@ class RowGroup:
 class BatchPlan:
     """The decode session of `generation.decode`. Rows of one method share a stack (a RowGroup); a row whose stores
     cannot be concatenated with another's (row_alone) has a stack of its own. The model's batch is every stacked row,
-    group after group, finished rows included: they keep computing (their outputs are dropped) until half of their
-    group has finished, when the group is re-stacked without them. Batch invariance makes this harmless.
+    group after group, finished rows included (their outputs are dropped). On the kernels a finished row is retired
+    in place (RowGroup.retire: its attention reads nothing of the prompt, so it costs next to nothing) and the stacks
+    stay as they are until the decode ends: re-stacking would copy the caches and re-capture the graph. On
+    the torch backend, where every stacked row costs its full step, a group is re-stacked without its finished rows
+    once half of them have finished. Batch invariance makes both harmless.
 
     forward(model, ids, pos) runs one decode step; on CUDA with every group on the Triton backend and no recorded row,
     the step is captured once per stack composition in a CUDA graph and replayed (`graphs`)."""
@@ -734,7 +762,10 @@ class BatchPlan:
         kept, changed = [], False
         for g in self.groups:
             live = [r for r in g.rows if r in act]
-            if len(live) * 2 <= len(g.rows) or not live:
+            if g.backends == ["triton"]:  # a wholly finished group too: dropping it would re-capture the graph
+                g.retire([s for s, r in enumerate(g.rows) if r not in act])
+                kept.append(g)
+            elif len(live) * 2 <= len(g.rows) or not live:
                 g.unstack()
                 changed = True
                 if live:
