@@ -141,7 +141,7 @@ def _plan(task_samples, cfgs, done: dict[str, set], model_name: str, max_new_tok
     return items
 
 
-RATES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks", "results", "runner_h200.json")
+RATES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks", "results", "runner_h100.json")
 
 
 def measured_rates(path: str = RATES) -> dict:

@@ -148,8 +148,11 @@ def test_decode_step_rows_split_nocache_and_scoring(to_rows):
 def test_speed_figures_read_the_committed_rows():
     bench = A.load_benchmarks(RESULTS)
     assert set(bench.source) >= {"bench.rows.csv"}
-    fig = plots.decode_speed(bench)  # the newest bench_decode_step run: the exact-HIGGS kernels
-    assert "decode_step_exact_higgs" in fig._suptitle.get_text() and len(fig.axes[0].lines) == 7
+    fig = plots.decode_speed(bench)  # the newest full sweep (every context and batch): the H100 run of LUT scoring
+    assert fig._suptitle.get_text() == "Decode speed, NVIDIA H100 80GB HBM3 (20261206T080144)"
+    assert len(fig.axes) >= 3 and len(fig.axes[0].lines) == 7
+    spot = A.newest_run(bench, "bench_decode_step", "steps")  # newer, but one setting only: not the one drawn
+    assert set(zip(spot.context, spot.batch)) == {(131072, 32)}
     fig = plots.decode_speed(bench, run="decode_step")
     assert "(decode_step)" in fig._suptitle.get_text()
     with pytest.raises(ValueError, match="run='nope': no such run of bench_decode_step \\(steps\\)"):
@@ -159,7 +162,10 @@ def test_speed_figures_read_the_committed_rows():
     fig = plots.capacity(bench)
     assert [p.get_height() for p in fig.axes[0].patches] == [3, 21, 29]
     s = A.scoring_rows(bench)
-    assert set(s.run) == {"scoring_sweep_h200"} and len(s) == 22
+    assert set(s.run) == {"bench_decode_step-nvidia-h100-80gb-hbm3-20261206T080237"} and len(s) == 8  # the newest
+    assert s.loc[(s.landmarks == "higgs2_lut") & (s.rule == "softmax_max"), "ns_per_landmark"].iloc[0] < \
+        s.loc[(s.landmarks == "bf16") & (s.rule == "softmax_max"), "ns_per_landmark"].iloc[0]  # LUT beats bf16
+    assert len(A.scoring_rows(bench, run="scoring_sweep_h200")) == 22
     assert plots.landmark_scoring(bench).axes
     k = A.kernel_agreement(bench)
     assert len(k) == 6 and k.identical.tolist() == [True, False, True, False, False, False] and k.loc[k.method == "yakv", "first_divergence"].iloc[0] == 30

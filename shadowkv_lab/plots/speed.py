@@ -11,7 +11,7 @@ from . import labels as L
 from .style import empty, figure, legend, panels, plain_log_ticks
 
 SPEED = {  # benchmark -> (table, metric, y label) that decode_speed draws
-    "bench_decode_step": ("steps", "tok_s_layer", "decode tokens/s of one layer (1 / step time)"),
+    "bench_decode_step": ("steps", "tok_s_layer", "tokens/s of one layer (1 / step)"),
     "bench_e2e": ("e2e", "tok_s", "decode tokens / s"),
 }
 
@@ -20,12 +20,15 @@ def decode_speed(bench: pd.DataFrame, source: str = "benchmarks/results", title:
                  benchmark: str = "bench_decode_step", run: str | None = None):
     """Decode throughput against context length, one line per method (dashed: without reuse of the previous step's
     rows, variant 'nocache'), one panel per batch size (the first four), from one run of a speed benchmark's rows
-    (analysis.load_benchmarks; the newest run unless `run` names one). benchmark: 'bench_decode_step' (one layer's
+    (analysis.load_benchmarks; unless `run` names one, the newest of the runs that cover the most (context, batch)
+    settings: a spot check at one setting does not hide the last sweep). benchmark: 'bench_decode_step' (one layer's
     step at Llama-3.1-8B shapes, tokens/s per layer) or 'bench_e2e' (a real model's decode). Without rows, a figure
     that says so."""
     if benchmark not in SPEED:
         raise ValueError(f"benchmark={benchmark!r}; allowed: {sorted(SPEED)}")
     table, metric, ylabel = SPEED[benchmark]
+    if run is None:
+        run = _widest_run(bench, benchmark, table, metric)
     b = A.newest_run(bench, benchmark, table, run)
     b = b[(b["metric"] == metric) & b["context"].notna() & b["batch"].notna()] if len(b) else b
     if b.empty:
@@ -46,9 +49,27 @@ def decode_speed(bench: pd.DataFrame, source: str = "benchmarks/results", title:
         ax.set_title(f"batch {bs}")
     axes[0].set_ylabel(ylabel)
     legend(axes[-1])
-    fig.suptitle(title or f"Decode speed {b['device_name'].iloc[0]} ({b['run'].iloc[0]})")
+    fig.suptitle(title or f"Decode speed, {b['device_name'].iloc[0]} ({_run_label(b['run'].iloc[0], benchmark)})")
     return fig
 
+
+
+def _run_label(run: str, benchmark: str) -> str:
+    """A run's name for a title: a script's runs are named benchmark-device-time, the time alone says which."""
+    return run.split("-")[-1] if run.startswith(benchmark + "-") else run
+
+
+def _widest_run(bench: pd.DataFrame, benchmark: str, table: str, metric: str) -> str | None:
+    """Of a benchmark's runs, the newest of those with the most distinct (context, batch) settings; None without rows."""
+    if bench is None or bench.empty:
+        return None
+    b = bench[(bench["benchmark"] == benchmark) & (bench["table"] == table) & (bench["metric"] == metric)]
+    if b.empty:
+        return None
+    ts = pd.to_datetime(b["timestamp"], utc=True, format="ISO8601")
+    cover = b.assign(ts=ts).groupby("run").agg(n=("context", lambda c: len(set(zip(c, b.loc[c.index, "batch"])))),
+                                                ts=("ts", "max"))
+    return cover.sort_values(["n", "ts"], kind="stable").index[-1]
 
 
 def capacity(bench: pd.DataFrame, title: str | None = None, run: str | None = None):
@@ -114,8 +135,8 @@ def landmark_scoring(bench: pd.DataFrame, title: str | None = None, run: str | N
         ax2.invert_yaxis()
         ax2.set_xlabel("ns per landmark (softmax-max)")
         ax2.set_title("tile (bm), warps (w), kept logits")
-    src, dev = s["run"].iloc[0], s["device_name"].iloc[0]
-    fig.suptitle(title or f"Landmark scoring cost {dev} ({src})".strip())
+    src, dev = _run_label(s["run"].iloc[0], "bench_decode_step"), s["device_name"].iloc[0]
+    fig.suptitle(title or f"Landmark scoring cost\n{dev} ({src})".strip())
     return fig
 
 
