@@ -42,7 +42,8 @@ RUNNER_METRICS = {"wall_s": "wall_s", "cells": "cells", "prefills": "prefills", 
                   "prefill_s": "prefill_s", "decode_tokens": "decode_tokens", "decode_s": "decode_s", "decode_tok_s": "tok_s",
                   "cells_per_s": "cells_per_s", "wall_s_grid_estimate": "wall_s_grid_estimate"}
 PROFILE_METRICS = {"step_ms": "step_ms", "tok_s": "tok_s", "bound_ms": "bound_ms", "rows": "rows",
-                   "weight_bytes": "weight_bytes", "device_kv_bytes": "device_kv_bytes"}
+                   "weight_bytes": "weight_bytes", "device_kv_bytes": "device_kv_bytes", "setup_ms": "setup_ms",
+                   "capture_ms": "capture_ms", "eager_step_ms": "eager_step_ms"}
 OP_METRICS = {"count": "op_count", "self_device_us": "self_device_us", "self_cpu_us": "self_cpu_us"}
 E2E_METRICS = {"tokens_per_s": "tok_s", "decode_s": "decode_s", "hit_rate": "hit_rate", "cache_gpu_gb": "cache_gpu_gb"}
 QUANT_METRICS = {"bits_per_dim": "bits_per_dim", "rel_mse_gaussian": "rel_mse_gaussian", "rel_mse_real": "rel_mse_real"}
@@ -155,12 +156,16 @@ def runner_rows(result: dict, st: dict) -> list[dict]:
 
 
 def profile_rows(res: dict, st: dict) -> list[dict]:
-    """profile_step.py's result -> rows: table 'step' (step time, tokens/s, bound, bytes) and 'ops' (the top ops)."""
+    """profile_step.py's result -> rows: table 'step' (step time, tokens/s, bound, bytes, stacking, first step), 'ops'
+    (the top ops) and 'groups' (each method's attention steps in an eager step)."""
     common = dict(model=res["model"], batch=res["rows"], **st)
     detail = f"task={res['task']} samples={res['samples']} steps={res['steps']} on_device={res['on_device']} methods={','.join(res['methods'])}"
     rows = rows_of(res, PROFILE_METRICS, table="step", detail=detail[:300], **common)
     for op in res.get("ops", []):
         rows += rows_of(op, OP_METRICS, table="ops", method=op["name"], **common)
+    for g in res.get("groups", []):  # per method: its attention steps of one eager step
+        rows += rows_of(g, {"group_ms": "group_ms"}, table="groups", method=g["method"], model=res["model"], batch=g["rows"],
+                        **st)
     return rows
 
 

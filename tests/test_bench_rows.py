@@ -185,6 +185,32 @@ def test_cache_step_script_writes_rows_on_a_tiny_model(tmp_path):
     assert list(t.method) == ["full", "yakv"] and t.loc[0, "ratio_to_full"] == 1.0
 
 
+def test_profile_step_times_stacking_steps_and_methods_apart(tmp_path):
+    """profile_step.py on CPU with a tiny random model: stacking, first step, steady steps and each method's attention
+    steps in the JSON and as rows; the methods' attention is part of the eager step."""
+    from shadowkv_lab.models import load_model
+    from shadowkv_lab.tasks import get_task
+    from shadowkv_lab.tasks.jsonl import write_jsonl
+
+    _, tok = load_model("tiny-qwen2")
+    task = get_task("ruler_niah_single")
+    data = tmp_path / "niah.jsonl"
+    write_jsonl(data, [task.to_record(x) for x in task.load(None, n=2, tokens=400, seed=0, tokenizer=tok)])
+    _script("profile_step").main(["--model", "tiny-qwen2", "--task", "ruler_niah_single", "--data", str(data), "--n", "2",
+                                  "--methods", "full,yakv", "--steps", "2", "--profile-steps", "1", "--eager-steps", "2",
+                                  "--out", str(tmp_path)])
+    res = json.loads((tmp_path / "profile_step_cpu.json").read_text())
+    assert res["rows"] == 4 and res["graphs"] is False and min(res["setup_ms"], res["capture_ms"], res["step_ms"]) > 0
+    assert [(g["method"], g["rows"]) for g in res["groups"]] == [("full", 2), ("yakv", 2)]
+    assert 0 < sum(g["group_ms"] for g in res["groups"]) < res["eager_step_ms"]
+    rows = read_bench_rows(tmp_path / "profile_step_cpu.rows.csv")
+    g = rows[rows.table == "groups"].set_index("method")["value"]
+    assert g.to_dict() == {x["method"]: pytest.approx(x["group_ms"]) for x in res["groups"]}
+    assert {"setup_ms", "capture_ms", "eager_step_ms", "step_ms"} <= set(rows[rows.table == "step"].metric)
+    with pytest.raises(SystemExit, match="--eager-steps 0: must be >= 1"):
+        _script("profile_step").main(["--data", str(data), "--eager-steps", "0"])
+
+
 def test_e2e_rows_and_their_figure(to_rows, tmp_path):
     st = to_rows.stamp("bench_e2e", "cpu", commit="")
     rows = to_rows.e2e_rows([{"method": m, "B": b, "new": 8, "context": c, "kernels": False, "decode_s": 1.0,
