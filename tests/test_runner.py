@@ -407,7 +407,7 @@ def test_dry_run_estimates_gpu_time_from_measured_rates(tiny, samples, tmp_path,
                rates=str(path))
     text = capsys.readouterr().out
     want = plan.prefill_tokens.sum() / 1000 + plan.decode_tokens_max.sum() / 10
-    assert "estimated GPU time from measured rates (rates.json: NVIDIA H200" in text and "decode 10.0 tok/s" in text
+    assert "estimated GPU time from measured rates (rates.json: NVIDIA H100" in text and "decode 10.0 tok/s" in text
     assert f"  total: {want / 60:,.1f} min" in text and "  fake: " in text
     assert measured_rates()["decode_tok_s"] > 0  # the committed measurement loads
     with pytest.raises(FileNotFoundError, match="no measured rates at .*nope.json"):

@@ -190,15 +190,16 @@ def row_footprint_bytes(config, *, n_layers: int, n_kv_heads: int, head_dim: int
     recording and the oracle, the generated tokens at the cap (buffers grow by doubling, and the stacked step holds a
     second copy), what the stacked step holds for scoring (stacked_landmark_bytes: dequantized landmarks, or only the
     lookup tables when the kernels score the codes; backend "torch" / "triton" as the decode will run, None: the
-    larger), and the step's transients (selected rows and the prompt or selection in fp32). The runner sizes its waves
+    larger), and the step's transients (selected rows and the prompt or selection in fp32), counted once: a layer's
+    are freed before the next layer's are made (a captured graph's pool reuses them too). The runner sizes its waves
     with it (runner._plan_waves); tests check it bounds the built cache's memory report. The prefill state is counted
     per sample by the runner, not here."""
     H, d, L, e = n_kv_heads, head_dim, prompt_len, dtype_bytes
     HD = H * d
     gen = 2 * HD * e * (4 * max(new_tokens, 1) + 128)  # layer buffer + stacked copy, each up to 2x the cap
     if config.kind == "full":
-        per_layer = 2 * L * HD * e + gen + 2 * L * HD * 4  # prompt K/V, generated, fp32 K/V in the step
-        return int(n_layers * per_layer)
+        # prompt K/V and generated tokens per layer; the torch step's fp32 K/V of one layer at a time (freed after it)
+        return int(n_layers * (2 * L * HD * e + gen) + 2 * L * HD * 4)
     c = config.chunk_size
     n_chunks = max(L // c - config.local_budget // c, 0)
     M = n_chunks  # candidates, outliers included (an upper bound)
@@ -227,5 +228,6 @@ def row_footprint_bytes(config, *, n_layers: int, n_kv_heads: int, head_dim: int
     if record or config.selection == "oracle":
         per_layer += L * HD * e * (2 if record else 1)
     budget = L if config.selection == "oracle" else min(config.budget_tokens(L) if L else 0, L)
-    per_layer += gen + 2 * HD * budget * (e + 4) + H * units * 4 * 4  # selected K/V (+ fp32), scores
-    return int(n_layers * per_layer)
+    per_layer += gen
+    transient = 2 * HD * budget * (e + 4) + H * units * 4 * 4  # one layer's selected K/V (+ fp32) and scores
+    return int(n_layers * per_layer + transient)
