@@ -13,14 +13,16 @@
 #   decode     python benchmarks/bench_decode_step.py --out $OUT/decode ARGS        (synthetic, no model)
 #   runner     python benchmarks/bench_runner.py --model NAME --out-json $OUT/runner.json ARGS
 #   kernels    python benchmarks/check_kernels_e2e.py --model NAME ARGS            (JSON into $OUT)
+#   profile    python benchmarks/profile_step.py --model NAME --out $OUT/profile ARGS (stacking, capture, replayed steps,
+#              each method's attention: where a grid step goes)
 #
 # ARGS (everything after --) go unchanged to each stage that runs a Python entry point with arguments (run, text2json,
-# decode, runner, kernels). Environment: OUT (default /tmp/out; stderr in $OUT/log.txt), LIMIT (seconds per stage,
+# decode, runner, kernels, profile). Environment: OUT (default /tmp/out; stderr in $OUT/log.txt), LIMIT (seconds per stage,
 # default 560), DRY=1 (print each stage's command, run nothing). Every argument is checked before any stage runs.
 # Example: bash benchmarks/gpu_session.sh --model qwen2.5-coder-1.5b parts prep cudatests run -- --task text2json \
 #              --n 16 --tokens 16384 --methods full,shadowkv_scaled,yakv --on-device --batch-size 64
 set -uo pipefail
-STAGES="parts wheels prep cudatests run text2json decode runner kernels"
+STAGES="parts wheels prep cudatests run text2json decode runner kernels profile"
 usage() { echo "usage: $0 --model NAME STAGE [STAGE...] [-- ARGS...]; stages: $STAGES" >&2; exit 2; }
 
 MODEL="" stages=() args=()
@@ -75,5 +77,6 @@ for stage in "${stages[@]}"; do
     decode) step python benchmarks/bench_decode_step.py --out "$OUT/decode" "${args[@]}" ;;
     runner) step python benchmarks/bench_runner.py --model "$MODEL" --out-json "$OUT/runner.json" "${args[@]}" ;;
     kernels) step python benchmarks/check_kernels_e2e.py --model "$MODEL" "${args[@]}" ;;
+    profile) step python benchmarks/profile_step.py --model "$MODEL" --out "$OUT/profile" "${args[@]}" ;;
   esac || echo "[gpu_session] $stage exited $?" >&2
 done
