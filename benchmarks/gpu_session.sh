@@ -18,7 +18,9 @@
 #
 # ARGS (everything after --) go unchanged to each stage that runs a Python entry point with arguments (run, text2json,
 # decode, runner, kernels, profile). Environment: OUT (default /tmp/out; stderr in $OUT/log.txt), LIMIT (seconds per stage,
-# default 560), DRY=1 (print each stage's command, run nothing). Every argument is checked before any stage runs.
+# default 560), DRY=1 (print each stage's command, run nothing), SHADOWKV_LAB_COMMIT (the commit stamped on every
+# result, `git rev-parse HEAD` where the tree was sent from: a host that receives a copy of the working tree may hold
+# an older .git). Every argument is checked before any stage runs.
 # Example: bash benchmarks/gpu_session.sh --model qwen2.5-coder-1.5b parts prep cudatests run -- --task text2json \
 #              --n 16 --tokens 16384 --methods full,shadowkv_scaled,yakv --on-device --batch-size 64
 set -uo pipefail

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime
 import functools
+import os
+import re
 from pathlib import Path
 
 import torch
@@ -23,8 +25,23 @@ def _git_dir(start: Path) -> Path | None:
     return None
 
 
-@functools.lru_cache(maxsize=1)
+COMMIT_ENV = "SHADOWKV_LAB_COMMIT"
+
+
 def git_commit() -> str | None:
+    """The commit that produced the code: $SHADOWKV_LAB_COMMIT when set (a copy of the tree run on another machine,
+    whose .git may be older than the files: a GPU host that receives the working tree), else the HEAD of the
+    package's checkout (_head_commit)."""
+    given = os.environ.get(COMMIT_ENV)
+    if given is None:
+        return _head_commit()
+    if not re.fullmatch(r"[0-9a-f]{40}", given):
+        raise ValueError(f"{COMMIT_ENV}={given!r}: must be a full 40-character lowercase hex commit (git rev-parse HEAD)")
+    return given
+
+
+@functools.lru_cache(maxsize=1)
+def _head_commit() -> str | None:
     """HEAD commit of the package's checkout, read from the .git files (no git subprocess); None when the package
     is not in a git checkout (an installed wheel) or HEAD cannot be resolved."""
     gd = _git_dir(Path(__file__).resolve().parent)

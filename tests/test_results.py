@@ -137,3 +137,17 @@ def test_rows_without_the_recorded_column_are_inferred_from_records(tmp_path):
     rows.write([_row(0), _row(1)], name=name)  # written before `recorded` existed
     assert load(tmp_path).set_index("sample_id").recorded.to_dict() == {"s0": True, "s1": False}
     assert done_keys(tmp_path, recorded=True) == {("m", "t", "s0", "abc")}
+
+
+def test_commit_given_by_the_environment_overrides_the_checkout(monkeypatch):
+    """A tree copied to another machine may carry an older .git: SHADOWKV_LAB_COMMIT names the code's commit, checked."""
+    from shadowkv_lab.provenance import _head_commit, git_commit, provenance
+
+    monkeypatch.delenv("SHADOWKV_LAB_COMMIT", raising=False)
+    assert git_commit() == _head_commit()
+    sha = "0123456789abcdef0123456789abcdef01234567"
+    monkeypatch.setenv("SHADOWKV_LAB_COMMIT", sha)
+    assert git_commit() == sha and provenance()["git_commit"] == sha
+    monkeypatch.setenv("SHADOWKV_LAB_COMMIT", "da4e6e1")
+    with pytest.raises(ValueError, match="SHADOWKV_LAB_COMMIT='da4e6e1': must be a full 40-character"):
+        git_commit()
