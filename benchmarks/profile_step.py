@@ -98,7 +98,7 @@ class _GroupTimes:
         return [{"method": m, "rows": self.rows[m], "group_ms": v / steps} for m, v in self.ms.items()]
 
 
-def _time_groups(plan, t) -> _GroupTimes:
+def _time_groups(plan) -> _GroupTimes:
     times = _GroupTimes()
     for g in plan.groups:
         name = g.caches[0].config.name
@@ -184,7 +184,7 @@ def main(argv=None) -> None:
     # Per method: each layer's attention step of each stack timed in eager steps (no graph), the rest is the model.
     eager = BatchPlan(caches, a.eager_steps + 2, graphs=False)
     eager.set_active(list(range(rows)))
-    per_method = _time_groups(eager, t)
+    per_method = _time_groups(eager)
     drive = _Driver(model, eager, firsts, caches, dev)
     drive.step()  # warm
     per_method.reset()

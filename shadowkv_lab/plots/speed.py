@@ -66,9 +66,8 @@ def _widest_run(bench: pd.DataFrame, benchmark: str, table: str, metric: str) ->
     b = bench[(bench["benchmark"] == benchmark) & (bench["table"] == table) & (bench["metric"] == metric)]
     if b.empty:
         return None
-    ts = pd.to_datetime(b["timestamp"], utc=True, format="ISO8601")
-    cover = b.assign(ts=ts).groupby("run").agg(n=("context", lambda c: len(set(zip(c, b.loc[c.index, "batch"])))),
-                                                ts=("ts", "max"))
+    b = b.assign(ts=pd.to_datetime(b["timestamp"], utc=True, format="ISO8601"), setting=list(zip(b["context"], b["batch"])))
+    cover = b.groupby("run").agg(n=("setting", "nunique"), ts=("ts", "max"))
     return cover.sort_values(["n", "ts"], kind="stable").index[-1]
 
 
