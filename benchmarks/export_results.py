@@ -23,12 +23,23 @@ from shadowkv_lab.analysis.report import load_stores, to_markdown, write_summary
 DROP = ("token_ids",)  # the generated ids: exact comparisons only, 4x the predictions' size
 
 
+def uniform_columns(df):
+    """Object columns whose values mix Python types (a task's `meta_seed` is an int, another's a "seed:index" string)
+    as strings, missing values kept: a Parquet column has one type."""
+    df = df.copy()
+    for c in df.columns[df.dtypes == object]:
+        kinds = {type(v) for v in df[c] if v is not None and not (isinstance(v, float) and v != v)}
+        if len(kinds) > 1:
+            df[c] = df[c].map(lambda v: v if v is None or (isinstance(v, float) and v != v) else str(v))
+    return df
+
+
 def export(stores: list[str], out: Path, command: str, max_mb: float = 8.0) -> dict:
     df = load_stores(stores)
     if df.empty:
         raise SystemExit(f"no result rows in {stores}")
     out.mkdir(parents=True, exist_ok=True)
-    cells = df.drop(columns=[c for c in DROP if c in df.columns])
+    cells = uniform_columns(df.drop(columns=[c for c in DROP if c in df.columns]))
     path = out / "cells.parquet"
     cells.to_parquet(path, index=False, compression="zstd")
     mb = path.stat().st_size / 1e6
