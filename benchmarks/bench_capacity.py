@@ -1,6 +1,7 @@
 """Largest batch at 128k context under an 80 GB GPU memory cap: full vs ShadowKV vs YAKV, Llama-3.1-8B.
 
     python benchmarks/bench_capacity.py [--context 131072] [--gen 1024] [--cap-gb 80] [--verify]
+    python benchmarks/bench_capacity.py --steps benchmarks/results/decode_step_h100.json --tag h100   # another card's steps
 
 Analytic: GPU bytes of one sequence = layers x (bytes/token/layer x tokens + per-layer constants) + per-sequence
 transients, with the kernels' storage layouts (landmarks in their stored format, a step buffer of the selected
@@ -9,7 +10,8 @@ model dtype, which this model does not count. --verify (CUDA) allocates those te
 of cap-gb: the predicted batch must fit and one more sequence must not.
 Decode tokens/s estimate: B / (layers x per-layer step time(B) + weights / HBM bandwidth), the step time taken from
 results/decode_step.json at this context (linear in B between measured batches, extrapolated past the largest).
-Writes results/capacity.json and the same numbers as benchmark rows, results/capacity.rows.csv.
+Writes results/capacity.json and the same numbers as benchmark rows, results/capacity.rows.csv (capacity_TAG.* with
+--tag). The weights' read time uses the step file's own HBM rate (the one its bounds use).
 """
 
 from __future__ import annotations
@@ -125,11 +127,18 @@ def main():
     ap.add_argument("--verify", action="store_true")
     ap.add_argument("--steps", default=os.path.join(os.path.dirname(__file__), "results", "decode_step.json"))
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
+    ap.add_argument("--tag", default="", help="output file suffix, e.g. h100: capacity_h100.json and .rows.csv")
     args = ap.parse_args()
+    if args.tag and not args.tag.replace("_", "").isalnum():
+        raise SystemExit(f"--tag {args.tag!r}: letters, digits and underscores only")
+    if not os.path.exists(args.steps):
+        raise SystemExit(f"--steps {args.steps}: no such step benchmark file (bench_decode_step.py writes one)")
+    name = f"capacity_{args.tag}" if args.tag else "capacity"
     cap, L = args.cap_gb * 1e9, args.context
     lay = layouts(L, args.gen)
-    step_file = json.load(open(args.steps)) if os.path.exists(args.steps) else {}
+    step_file = json.load(open(args.steps))
     steps = step_file.get("steps", [])
+    hbm = float(step_file.get("hbm", HBM))
     rows = []
     for method, parts in lay.items():
         per_tok = sum(b for b, shared in parts.values() if not shared) / (L + args.gen)
@@ -141,7 +150,7 @@ def main():
                         ["yakv_fp8", "yakv_fp8_nocache", "yakv_h4", "yakv_h4_nocache"]):
             t = step_ms(steps, variant, L, B)
             if t is not None:
-                step = LAYERS * t / 1e3 + WEIGHTS / HBM
+                step = LAYERS * t / 1e3 + WEIGHTS / hbm
                 r[f"tokens_per_s[{variant}]"] = B / step
         if args.verify:
             r["verify"] = verify(parts, B, cap)
@@ -150,7 +159,7 @@ def main():
     for r in rows:
         r["batch_vs_full"] = r["max_batch"] / max(full_b, 1)
     os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "capacity.json"), "w") as f:
+    with open(os.path.join(args.out, f"{name}.json"), "w") as f:
         json.dump(rows, f, indent=1)
     if args.verify:
         import torch
@@ -158,7 +167,7 @@ def main():
         device = torch.cuda.get_device_name()
     else:  # analytic; the tokens/s estimates are the step benchmark's device's
         device = step_file.get("device", "analytic")
-    write_bench_rows(capacity_rows(rows, stamp("bench_capacity", device)), os.path.join(args.out, "capacity.rows.csv"))
+    write_bench_rows(capacity_rows(rows, stamp("bench_capacity", device)), os.path.join(args.out, f"{name}.rows.csv"))
     print(f"context {L} + {args.gen} generated, cap {args.cap_gb:g} GB, weights {WEIGHTS / 1e9:g} GB")
     print(f"{'method':10s} {'B/tok/layer':>11s} {'GB/seq':>7s} {'max B':>6s} {'x full':>7s}  verified  tokens/s (estimate)")
     for r in rows:

@@ -50,11 +50,13 @@ class Meter:
         return f
 
     def decode(self, real):
-        def f(model, caches, firsts, caps, stop_ids, progress=None):
+        def f(model, caches, firsts, caps, stop_ids, **kw):
             t0 = time.perf_counter()
-            outs = real(model, caches, firsts, caps, stop_ids, progress=progress)
+            outs = real(model, caches, firsts, caps, stop_ids, **kw)
             self.decode_s += time.perf_counter() - t0
-            self.decode_tokens += sum(len(o.token_ids) - 1 for o in outs)  # the first token comes from the prefill
+            # tokens this call made: a new row's first comes from the prefill, a resumed row's earlier ones were counted
+            had = [len(t) if isinstance(t, list) else 1 for t in firsts]
+            self.decode_tokens += sum(len(o.token_ids) - n for o, n in zip(outs, had))
             return outs
         return f
 
@@ -95,7 +97,8 @@ def _bench_runner(meter, model, tok, task, samples, methods, args):
     with tempfile.TemporaryDirectory() as out, patched(meter, runner):
         t0 = time.perf_counter()
         df = runner.run(model, tok, [(task, samples)], methods, out, model_name=args.model, batch_size=args.batch_size,
-                        max_new_tokens=args.max_new_tokens, progress=not args.quiet, on_device=args.on_device)
+                        max_new_tokens=args.max_new_tokens, progress=not args.quiet, on_device=args.on_device,
+                        refill=args.refill)
         wall = time.perf_counter() - t0
     cells = {(r.sample_id, r.method): (json.loads(r.token_ids), r.score) for r in df.itertuples()}
     return meter.report(wall, len(df)), cells
@@ -159,6 +162,8 @@ def main(argv=None) -> int:
                    "real architecture where its weights are not available; scores are meaningless, rows run to their caps")
     p.add_argument("--skip-naive", action="store_true", help="time the runner only")
     p.add_argument("--on-device", action="store_true", help="both loops keep caches on the compute device (offload=False)")
+    p.add_argument("--refill", action="store_true", help="the runner refills a decode call with queued rows once half "
+                   "of its rows have stopped (runner.run refill)")
     p.add_argument("--per-row", action="store_true", help="the runner decodes with the per-row reference step "
                    "(generation.decode(batched=False)) instead of the stacked one")
     p.add_argument("--naive-cells", type=int, default=0, help="run the naive loop on the first K cells only and scale its "

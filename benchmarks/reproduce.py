@@ -70,6 +70,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="outputs/results/reproduction", help="the results store (resumable)")
     ap.add_argument("--model", default=MODEL)
     ap.add_argument("--batch-size", type=int, default=None, help="rows per wave (upper bound); default: the part's")
+    ap.add_argument("--refill", action="store_true", help="queued rows replace finished ones once half of a call's "
+                    "rows have stopped (runner.run refill)")
     ap.add_argument("--dry-run", action="store_true")
     a = ap.parse_args(argv)
     if a.list or not a.parts:
@@ -92,7 +94,7 @@ def main(argv=None) -> int:
         print(f"[reproduce] {part}: {task} from {path}", flush=True)
         runner.run(model, tok, [task], methods_of(part), a.out, model_name=a.model, n=n, data=str(path),
                    batch_size=a.batch_size or bs, dry_run=a.dry_run, progress=True,
-                   over_context="skip" if part in SKIP_OVER_CONTEXT else "error")
+                   over_context="skip" if part in SKIP_OVER_CONTEXT else "error", refill=a.refill)
     return 0
 
 

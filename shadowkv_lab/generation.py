@@ -89,17 +89,24 @@ def build_cache(model, state: PrefillState, config: OffloadConfig, record: bool 
 @dataclass
 class DecodeOutput:
     token_ids: list[int]
-    finish_reason: str  # "stop" (end-of-turn token) or "length" (hit max_new_tokens: flagged, never silent)
+    # "stop" (end-of-turn token), "length" (hit max_new_tokens: flagged, never silent), or None: still generating when
+    # a call with until_active returned (pass token_ids back as its first_tokens to go on)
+    finish_reason: str | None
     decode_s: float = 0.0
 
 
 @torch.inference_mode()
-def decode(model, caches: list[SequenceCache], first_tokens: list[int], max_new_tokens: list[int] | int,
+def decode(model, caches: list[SequenceCache], first_tokens: list, max_new_tokens: list[int] | int,
            stop_ids: set[int], progress=None, on_logits=None, batched: bool = True, backend: str | None = None,
-           graphs: bool | None = None) -> list[DecodeOutput]:
+           graphs: bool | None = None, until_active: int = 0) -> list[DecodeOutput]:
     """Greedy batched decode: each row has its own cache; finished rows drop out of the batch.
 
-    first_tokens: the token chosen from each row's prefill logits (counted as the first new token).
+    first_tokens: per row, the token chosen from its prefill logits (counted as the first new token), or the list of
+    every token it has so far when it resumes from an earlier call (its cache holds all of them but the last).
+    max_new_tokens: each row's cap on its new tokens in all (resumed tokens count).
+    until_active: return as soon as this many rows or fewer are still generating (0: when all have finished); the
+    others come back with finish_reason None, their caches ready for another call, alone or beside new rows (a row's
+    tokens do not depend on its batch mates, so the split changes nothing).
     on_logits(rows, logits (len(rows), vocab)): optional hook, e.g. for exactness tests (rows: the generating rows).
     batched: stack the rows of each method so a step costs O(layers x methods) ops (cache.batched.BatchPlan, the
     production step; backend "torch" or "triton", default: triton on CUDA; graphs: CUDA graphs, default on CUDA with
@@ -111,19 +118,28 @@ def decode(model, caches: list[SequenceCache], first_tokens: list[int], max_new_
     for m in max_new_tokens:
         if not isinstance(m, int) or m < 1:
             raise ValueError(f"max_new_tokens={m!r}: must be an int >= 1")
+    if not isinstance(until_active, int) or isinstance(until_active, bool) or until_active < 0:
+        raise ValueError(f"until_active={until_active!r}: must be an int >= 0")
     device = next(model.parameters()).device
-    tokens = [[t] for t in first_tokens]
+    tokens = [list(t) if isinstance(t, (list, tuple)) else [t] for t in first_tokens]
     reason = [None] * n
     for i in range(n):
-        if first_tokens[i] in stop_ids:
+        fed = caches[i].generated  # a resumed row's cache holds every token but the last
+        if fed != len(tokens[i]) - 1:
+            raise ValueError(f"row {i}: {len(tokens[i])} tokens given but its cache holds {fed} generated tokens "
+                             f"(a resumed row passes back every token it has; the cache holds all but the last)")
+        if tokens[i][-1] in stop_ids:
             reason[i] = "stop"
-        elif max_new_tokens[i] <= 1:
+        elif len(tokens[i]) >= max_new_tokens[i]:
             reason[i] = "length"
-    plan = BatchPlan(caches, max_new_tokens, backend=backend, graphs=graphs) if batched else None
+    # a stack holds each row's generated tokens so far plus what it may still generate
+    room = [max(m - len(t) + 1, 1) for m, t in zip(max_new_tokens, tokens)]
+    plan = BatchPlan(caches, room, backend=backend, graphs=graphs) if batched else None
     t0 = time.perf_counter()
     try:
         with _invariant_linears(model, device):
-            _decode_loop(model, caches, tokens, reason, max_new_tokens, stop_ids, device, plan, progress, on_logits)
+            _decode_loop(model, caches, tokens, reason, max_new_tokens, stop_ids, device, plan, progress, on_logits,
+                         until_active)
     finally:
         if plan is not None:
             plan.close()
@@ -168,11 +184,12 @@ def paired_lone_rows(model: torch.nn.Module):
             del m.forward
 
 
-def _decode_loop(model, caches, tokens, reason, max_new_tokens, stop_ids, device, plan, progress, on_logits) -> None:
+def _decode_loop(model, caches, tokens, reason, max_new_tokens, stop_ids, device, plan, progress, on_logits,
+                 until_active: int = 0) -> None:
     n = len(caches)
     while True:
         active = [i for i in range(n) if reason[i] is None]
-        if not active:
+        if len(active) <= until_active or not active:
             break
         if plan is not None:
             if plan.active != active:

@@ -8,8 +8,12 @@ Why it is shaped this way:
   sample once, builds each pending method's cache from that PrefillState and decodes all of them in one batched
   `decode` call. Rows of a wave are (sample, method) pairs, several samples per wave when batch_size allows; the
   tokens are identical to running `generate` per method (greedy, each row its own cache).
-- Loss-free resume. Each wave's rows become one atomic shard (results.py) as soon as the wave ends; a rerun skips
-  every (model, task, sample_id, config_hash) already stored. A killed run loses at most the wave in flight.
+- Loss-free resume. The rows a decode call finishes become one atomic shard (results.py) as soon as it returns; a
+  rerun skips every (model, task, sample_id, config_hash) already stored. A killed run loses at most the rows in
+  flight.
+- Refill (opt-in). A wave decodes until its last row stops, so one row that loops to its cap keeps the step running
+  for a few live rows. With refill a call returns once half of its rows have finished, and queued rows join the
+  unfinished ones in the next call (generation.decode resumes a row from its tokens so far).
 - Scale-out by sample. Under torchrun each rank takes every WORLD_SIZE-th (task, sample) of the full grid (a fixed
   assignment, independent of what is already done, so ranks never disagree), keeps all methods of its samples
   (prefill sharing survives), writes its own shards; torch.distributed is used only for the final barrier.
@@ -310,9 +314,11 @@ class _Footprint:
         return sh["n_layers"] * state + L * sh["prefill_per_token"]
 
 
-def _next_wave(queue: list, start: int, batch_size: int, free: int | None, fp: _Footprint) -> list:
+def _next_wave(queue: list, start: int, batch_size: int, free: int | None, fp: _Footprint,
+               may_be_empty: bool = False) -> list:
     """The rows queue[start:...] of the next wave: at most batch_size rows whose estimated bytes (rows, plus each new
-    prefill) fit HEADROOM x `free` (None: no limit). A first row that does not fit alone raises RowMemoryError."""
+    prefill) fit HEADROOM x `free` (None: no limit). A first row that does not fit alone raises RowMemoryError, unless
+    `may_be_empty` (rows still decoding hold memory that frees when they finish): then the wave is empty."""
     if free is None:
         return queue[start : start + batch_size]
     budget = int(HEADROOM * free)
@@ -323,7 +329,7 @@ def _next_wave(queue: list, start: int, batch_size: int, free: int | None, fp: _
             need += fp.prefill(it, it.pending)
         seen.add(id(it))
         if used + need > budget:
-            if not wave:
+            if not wave and not may_be_empty:
                 raise RowMemoryError(
                     f"row {it.task.name}/{it.sample.id}/{cfg.name} needs about {need / 2**30:.2f} GiB "
                     f"({need:,} bytes: its cache, prefill and decode buffers at {fp.prompt_len(it)} prompt tokens and "
@@ -382,11 +388,31 @@ class _Progress:
         self.bar.close()
 
 
+@dataclass(eq=False)
+class _Live:
+    """A row (item, method) between decode calls: its cache, its tokens so far and what its result row needs."""
+
+    item: _Item
+    cfg: OffloadConfig
+    cache: object
+    state: object
+    build_s: float
+    tokens: list
+    batch_rows: int = 0  # the first decode call it ran in: its rows and methods
+    batch_methods: str = ""
+    decode_s: float = 0.0
+
+
 def _run_waves(model, tokenizer, items: list[_Item], out, *, model_name, batch_size, record, rank, prog: _Progress,
-               free_memory=None) -> None:
+               free_memory=None, refill: bool = False) -> None:
     """Rows = (item, method) in order, cut into waves of <= batch_size rows that fit the free device memory
     (_next_wave, measured before each wave; free_memory: a fixed budget in bytes instead); a sample's prefill is kept
-    until its last row has been built (a sample may straddle two waves), so each sample is prefilled exactly once."""
+    until its last row has been built (a sample may straddle two waves), so each sample is prefilled exactly once.
+
+    refill: a decode call returns once half of its rows have finished while rows are still queued; the finished rows
+    are written and queued rows take their places beside the unfinished ones in the next call. Without it a wave
+    decodes until its last row stops, so one row that runs to its cap keeps the whole wave's step going for a few
+    live rows. Tokens are the same either way (a row's tokens never depend on its batch mates)."""
     stop_ids = stop_token_ids(model, tokenizer)
     writer = ResultsWriter(out, rank=rank)
     rec_writer = ResultsWriter(out, rank=rank, table=RECORDS)
@@ -394,50 +420,67 @@ def _run_waves(model, tokenizer, items: list[_Item], out, *, model_name, batch_s
     remaining = {id(it): len(it.pending) for it in items}
     device = next(model.parameters()).device
     fp = _Footprint(model, tokenizer, record)
+    live: list[_Live] = []
     w = 0
-    while w < len(queue):
-        free = free_memory if free_memory is not None else free_device_bytes(device)
-        wave = _next_wave(queue, w, batch_size, free, fp)
-        w += len(wave)
-        caches, build_s, states = [], [], []
-        for it, cfg in wave:
-            if it._state is None:
-                it._state = prefill(model, encode_prompt(tokenizer, it.sample.prompt))
-                prog.prefills += 1
-            t0 = time.perf_counter()
-            caches.append(build_cache(model, it._state, cfg, record=record))
-            build_s.append(time.perf_counter() - t0)
-            states.append(it._state)
-            remaining[id(it)] -= 1
-            if remaining[id(it)] == 0:
-                it._state = None  # the wave keeps its own reference; drop ours so memory is freed after the wave
-        firsts = [int(st.first_logits.argmax()) for st in states]
+    while w < len(queue) or live:
+        if w < len(queue) and len(live) < batch_size:
+            free = free_memory if free_memory is not None else free_device_bytes(device)
+            if free_memory is not None:  # a fixed budget: the rows still decoding hold their share of it
+                free -= sum(fp.row(r.item, r.cfg) for r in live)
+            wave = _next_wave(queue, w, batch_size - len(live), free, fp, may_be_empty=bool(live))
+            w += len(wave)
+            for it, cfg in wave:
+                if it._state is None:
+                    it._state = prefill(model, encode_prompt(tokenizer, it.sample.prompt))
+                    prog.prefills += 1
+                t0 = time.perf_counter()
+                cache = build_cache(model, it._state, cfg, record=record)
+                st = it._state
+                live.append(_Live(it, cfg, cache, st, time.perf_counter() - t0, [int(st.first_logits.argmax())]))
+                remaining[id(it)] -= 1
+                if remaining[id(it)] == 0:
+                    it._state = None  # the row keeps its own reference; drop ours so memory is freed after it
+        methods = ",".join(sorted({r.cfg.name for r in live}))
+        for r in live:
+            if not r.batch_rows:
+                r.batch_rows, r.batch_methods = len(live), methods
         step_times: list[float] = []
 
         def on_step(n_active):
             step_times.append(time.perf_counter())
             prog.step(n_active)
 
+        until = len(live) // 2 if refill and w < len(queue) else 0
+        before = [len(r.tokens) for r in live]
         t0 = time.perf_counter()
-        outs = decode(model, caches, firsts, [it.cap for it, _ in wave], stop_ids, progress=on_step)
+        outs = decode(model, [r.cache for r in live], [r.tokens for r in live], [r.item.cap for r in live], stop_ids,
+                      progress=on_step, until_active=until)
+        t_end = time.perf_counter()
         prov = provenance(model, rank)
-        methods = ",".join(sorted({cfg.name for _, cfg in wave}))
-        rows, records = [], []
-        for (it, cfg), cache, o, st, bs in zip(wave, caches, outs, states, build_s):
-            n = len(o.token_ids)  # a row of n tokens finished after n - 1 batched steps
-            dec_s = step_times[n - 2] - t0 if n > 1 else 0.0
+        rows, records, still = [], [], []
+        for r, o, n0 in zip(live, outs, before):
+            r.tokens = o.token_ids
+            steps = len(o.token_ids) - n0  # steps this row ran in this call
+            if o.finish_reason is None:
+                r.decode_s += t_end - t0
+                still.append(r)
+                continue
+            r.decode_s += step_times[steps - 1] - t0 if steps > 0 else 0.0
             text = tokenizer.decode(o.token_ids, skip_special_tokens=True) if tokenizer is not None else ""
-            rows.append(_row(it, cfg, cache, o, model_name, text, st, bs, dec_s, len(wave), methods, prov))
+            it, cfg, cache = r.item, r.cfg, r.cache
+            rows.append(_row(it, cfg, cache, o, model_name, text, r.state, r.build_s, r.decode_s, r.batch_rows,
+                             r.batch_methods, prov))
             if cache.recorder is not None:
                 rec = cache.recorder.frame()
                 keys = {"model": model_name, "task": it.task.name, "sample_id": str(it.sample.id), "method": cfg.name,
                         "config_hash": cfg.config_hash()}
-                records.extend({**keys, **r} for r in rec.to_dict("records"))
+                records.extend({**keys, **x} for x in rec.to_dict("records"))
         name = writer.new_name()  # records first, under the rows shard's name: load_records pairs them
         rec_writer.write(records, name=name)
         writer.write(rows, name=name)
-        prog.cells(len(rows), sum(r["finish_reason"] == "length" for r in rows))
-        del caches, states, outs
+        prog.cells(len(rows), sum(x["finish_reason"] == "length" for x in rows))
+        live = still
+        del outs, rows, records
 
 
 def _summary(df, stats: _Progress, wall: float, world: int) -> None:
@@ -453,7 +496,7 @@ def _summary(df, stats: _Progress, wall: float, world: int) -> None:
 
 def run(model, tokenizer, tasks, methods, out, *, model_name: str, n=None, tokens=None, seed=0, data=None, batch_size=8,
         record=False, max_new_tokens=None, progress=True, dry_run=False, on_device=False, free_memory=None,
-        rates: str = RATES, over_context: str = "error", context: int | None = None):
+        rates: str = RATES, over_context: str = "error", context: int | None = None, refill: bool = False):
     """Run every pending (task, sample, method) cell; return the grid's rows from the store (a pandas DataFrame).
 
     tasks: names, Task objects or (name or Task, samples) pairs; methods: preset names or OffloadConfigs.
@@ -469,7 +512,8 @@ def run(model, tokenizer, tasks, methods, out, *, model_name: str, n=None, token
     config column (and hash) records it. over_context: "error" (raise ContextLengthError naming every sample whose
     prompt plus cap exceeds the model's context) or "skip" (leave those cells out and print them); context: the
     window in tokens (default: the model's config.max_position_embeddings; a dry run without a model checks nothing
-    unless it is given).
+    unless it is given). refill: queued rows take the places of finished ones once half of a call's rows have
+    finished, instead of each wave decoding until its last row stops (_run_waves); the tokens are the same.
     """
     if over_context not in OVER_CONTEXT:
         raise ValueError(f"over_context={over_context!r}: must be one of {OVER_CONTEXT}")
@@ -477,6 +521,8 @@ def run(model, tokenizer, tasks, methods, out, *, model_name: str, n=None, token
         context = context_tokens(model.config)
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size={batch_size!r}: must be an int >= 1")
+    if not isinstance(refill, bool):
+        raise ValueError(f"refill={refill!r}: must be True or False")
     if free_memory is not None and (not isinstance(free_memory, int) or isinstance(free_memory, bool) or free_memory < 1):
         raise ValueError(f"free_memory={free_memory!r}: must be None (measure the device) or an int of bytes >= 1")
     cfgs = resolve_methods(methods)
@@ -514,7 +560,7 @@ def run(model, tokenizer, tasks, methods, out, *, model_name: str, n=None, token
     t0 = time.perf_counter()
     try:
         _run_waves(model, tokenizer, items, out, model_name=model_name, batch_size=batch_size, record=record, rank=rank, prog=prog,
-                   free_memory=free_memory)
+                   free_memory=free_memory, refill=refill)
     finally:
         prog.close()
     wall = time.perf_counter() - t0

@@ -322,8 +322,8 @@ def test_waves_fit_a_fake_free_memory_budget(tiny, samples, tmp_path, monkeypatc
     waves = []
     real = runner._next_wave
 
-    def spy(queue, start, batch_size, free, fp):
-        wave = real(queue, start, batch_size, free, fp)
+    def spy(queue, start, batch_size, free, fp, **kw):
+        wave = real(queue, start, batch_size, free, fp, **kw)
         need = sum(fp.row(it, c) for it, c in wave)
         waves.append((len(wave), need, free))
         return wave
@@ -440,3 +440,63 @@ def test_prompts_past_the_context_fail_or_are_skipped(tiny, samples, tmp_path, m
              over_context="skip")
     assert sorted(df.sample_id) == sorted(s.id for s in samples if s.id not in over)
     assert "skipped: 2 of 4 samples" in capsys.readouterr().out
+
+
+def test_refill_puts_queued_rows_beside_unfinished_ones_with_the_same_tokens(tiny, samples, tmp_path, monkeypatch):
+    """refill: a decode call returns once half of its rows have finished; the finished rows are written, queued rows
+    join the unfinished ones in the next call (resumed from their tokens so far), every cell's tokens equal those of
+    waves that decode to their last row, and each sample is still prefilled once."""
+    import shadowkv_lab.runner as runner
+
+    model, tok = tiny
+    task = FakeTask()
+    three = samples[:3]  # caps 6, 5, 6: in a call of samples 0 and 1, sample 1's rows stop first
+    whole = runner.run(model, tok, [(task, three)], METHODS, tmp_path / "a", model_name="tiny", batch_size=8, progress=False)
+    calls, prefills = [], _count_prefills(monkeypatch)
+    real = runner.decode
+
+    def spy(model_, caches, first, caps, stop_ids, **kw):
+        calls.append((sum(isinstance(f, list) and len(f) > 1 for f in first), len(first), kw["until_active"]))
+        return real(model_, caches, first, caps, stop_ids, **kw)
+
+    monkeypatch.setattr(runner, "decode", spy)
+    refilled = runner.run(model, tok, [(task, three)], METHODS, tmp_path / "b", model_name="tiny", batch_size=8,
+                          progress=False, refill=True)
+    assert len(prefills) == len(three)
+    assert calls[0] == (0, 8, 4)  # 8 new rows; return at 4 still generating while rows are queued
+    assert any(resumed and resumed < rows for resumed, rows, _ in calls[1:]), calls  # resumed rows beside new ones
+    assert calls[-1][2] == 0  # nothing queued: the last call decodes to its last row
+    key = ["sample_id", "method"]
+    a, b = whole.sort_values(key).reset_index(drop=True), refilled.sort_values(key).reset_index(drop=True)
+    assert len(b) == len(three) * len(METHODS)
+    assert a.token_ids.tolist() == b.token_ids.tolist() and a.finish_reason.tolist() == b.finish_reason.tolist()
+    assert (b.decode_s > 0).all()
+    with pytest.raises(ValueError, match="refill="):
+        runner.run(model, tok, [(task, three)], METHODS, tmp_path / "c", model_name="tiny", refill="yes")
+
+
+def test_decode_resumes_a_row_from_its_tokens_so_far(tiny, samples):
+    """decode(until_active=...) returns unfinished rows (finish_reason None); passing their tokens back goes on as if
+    the call had never stopped. Tokens that do not match the cache's length are refused."""
+    from shadowkv_lab.generation import build_cache, decode, encode_prompt, prefill
+
+    model, tok = tiny
+    st = [prefill(model, encode_prompt(tok, s.prompt)) for s in samples[:2]]
+    first = [int(s.first_logits.argmax()) for s in st]
+
+    def fresh():
+        return [build_cache(model, s, runner_cfg) for s in st]
+
+    from shadowkv_lab.cache.presets import resolve
+
+    runner_cfg = resolve("shadowkv_fullkeys")
+    once = decode(model, fresh(), first, [7, 4], set())
+    caches = fresh()
+    part = decode(model, caches, first, [7, 4], set(), until_active=1)
+    assert part[1].finish_reason == "length" and part[0].finish_reason is None and len(part[0].token_ids) == 4
+    rest = decode(model, caches[:1], [part[0].token_ids], [7], set())
+    assert rest[0].token_ids == once[0].token_ids and rest[0].finish_reason == once[0].finish_reason == "length"
+    with pytest.raises(ValueError, match="row 0: 2 tokens given but its cache holds 0 generated tokens"):
+        decode(model, fresh()[:1], [[first[0], 5]], [7], set())
+    with pytest.raises(ValueError, match="until_active="):
+        decode(model, fresh()[:1], first[:1], [7], set(), until_active=-1)

@@ -117,6 +117,31 @@ def test_finished_rows_retire_in_place_on_the_kernels(model_states):
 
 
 @torch.inference_mode()
+def test_rows_resumed_in_a_new_stack_keep_their_tokens_on_the_kernels(model_states):
+    """A decode call that returns with rows still generating (until_active) and a second call that stacks those rows
+    again beside new ones (the runner's refill) give every row the tokens of one uninterrupted call: the generated
+    tokens and the cache-hit state move into the new stack."""
+    model, states = model_states
+    rows = [(states[i % 3], cfg) for i, cfg in enumerate(TARGETS)]
+    caps = [7] * len(rows)
+    once = _tokens(model, rows, caps)
+    caches = [build_cache(model, st, cfg) for st, cfg in rows]
+    firsts = [int(st.first_logits.argmax()) for st, _ in rows]
+    short = [3 if i % 2 else 7 for i in range(len(rows))]  # odd rows stop at 3 tokens: the call returns
+    part = decode(model, caches, firsts, short, stop_ids=set(), backend="triton", graphs=False,
+                  until_active=short.count(7))
+    going = [i for i, o in enumerate(part) if o.finish_reason is None]
+    assert going == [i for i in range(len(rows)) if i % 2 == 0] and all(len(part[i].token_ids) == 3 for i in going)
+    mates = [(states[(i + 1) % 3], TARGETS[i]) for i in (0, 3)]  # new rows stacked beside the resumed ones
+    new = [build_cache(model, st, cfg) for st, cfg in mates]
+    rest = decode(model, [caches[i] for i in going] + new, [part[i].token_ids for i in going] +
+                  [int(st.first_logits.argmax()) for st, _ in mates], [7] * (len(going) + 2), stop_ids=set(),
+                  backend="triton", graphs=False)
+    for j, i in enumerate(going):
+        assert rest[j].token_ids == once[i], TARGETS[i].name
+
+
+@torch.inference_mode()
 def test_triton_backend_matches_torch_backend(model_states):
     """The two backends compute the same step with different reduction orders: the first decode step's logits agree
     to bf16 precision for every layout (tokens may part later on a random tiny model, where near-ties abound)."""

@@ -124,3 +124,36 @@ def test_stacked_decode_on_zero_copy_gathers_is_identical(monkeypatch):
     assert got_tokens == ref_tokens
     for i in ref_logits:
         assert torch.equal(torch.stack(ref_logits[i]), torch.stack(got_logits[i])), i
+
+
+CPU = torch.device("cpu")
+
+
+@pytest.mark.parametrize("fmt, group", [("native", None), ("fp8", 128), ("higgs-2-256", 128)])
+def test_row_store_holds_its_own_contiguous_copy(fmt, group):
+    """The store copies its rows once into their home (stores.to_home): its own memory, never a view of the prefill."""
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(2, 24, 64, generator=g).transpose(0, 1).contiguous().transpose(0, 1)  # (H, P, d), not contiguous
+    st = RowStore(x, fmt, group, CPU, CPU, pin=True)  # pin on a machine without an accelerator: plain host memory
+    tensors = [st.data] if fmt == "native" else list(st.data.rows.values()) + list(st.data.consts.values())
+    for t in tensors:
+        assert t.is_contiguous() and t.data_ptr() != x.data_ptr()
+    if fmt == "native":
+        assert torch.equal(st.data, x)
+        x.zero_()
+        assert st.data.abs().sum() > 0  # a copy: the prefill's tensor can be freed or reused
+
+
+def test_stack_zeroes_the_padding_of_recycled_memory(monkeypatch):
+    """_stack allocates without filling and zeroes only each row's padding: memory that held other data must come
+    back zero past every row's length (the kernels mask it, but the torch backend reads the padded stack)."""
+    from shadowkv_lab.cache import batched
+
+    real_empty = torch.empty
+    monkeypatch.setattr(batched.torch, "empty", lambda *a, **k: real_empty(*a, **k).fill_(7.0))
+    xs = [torch.randn(2, n, 8) for n in (5, 9, 3)]
+    out, lens = batched._stack(xs, dim=1, block=True)
+    assert lens == [5, 9, 3] and out.shape[2] % batched.BLOCK == 0
+    for b, x in enumerate(xs):
+        assert torch.equal(out[b, :, : x.shape[1]], x)
+        assert not out[b, :, x.shape[1]:].any()

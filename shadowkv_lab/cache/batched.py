@@ -143,10 +143,21 @@ def _stack(xs: list[torch.Tensor], dim: int = 1, block: bool = False) -> tuple[t
     shape = list(xs[0].shape)
     shape[dim] = n
     # A pinned source stays pinned: the stacked gather reads host rows zero-copy from the GPU (stores.take_rows).
-    out = torch.zeros([len(xs)] + shape, dtype=xs[0].dtype, device=xs[0].device, pin_memory=pinned_host(xs[0]))
+    # Only the padding is zeroed: a zero-filled stack would write every byte twice (tens of GB for a wave of
+    # offloaded rows).
+    out = torch.empty([len(xs)] + shape, dtype=xs[0].dtype, device=xs[0].device, pin_memory=pinned_host(xs[0]))
     for b, x in enumerate(xs):
         out[b].narrow(dim, 0, x.shape[dim]).copy_(x)
+        out[b].narrow(dim, x.shape[dim], n - x.shape[dim]).zero_()
     return out, lens
+
+
+def _cat_rows(xs: list[torch.Tensor], pin: bool) -> torch.Tensor:
+    """torch.cat(xs) along dim 0, written once into page-locked memory when `pin`."""
+    if not pin:
+        return torch.cat(xs)
+    out = torch.empty((sum(x.shape[0] for x in xs), *xs[0].shape[1:]), dtype=xs[0].dtype, pin_memory=True)
+    return torch.cat(xs, out=out)
 
 
 def _adopt(objs, attr: str, dim: int = 1, block: bool = False) -> tuple[torch.Tensor, list[int]]:
@@ -354,9 +365,8 @@ class _StackedRows:
         per_row = [s.P if self.token_major else s.H * s.P for s in stores]
         offs = list(itertools.accumulate(per_row[:-1], initial=0))
         keys = list(s0.data.rows)
-        rows = {k: torch.cat([s.data.rows[k] for s in stores]) for k in keys}
-        if pinned_host(s0.row_tensor):
-            rows = {k: v.pin_memory() for k, v in rows.items()}  # zero-copy gathers need pinned rows
+        pin = pinned_host(s0.row_tensor)  # zero-copy gathers need pinned rows: concatenate straight into pinned memory
+        rows = {k: _cat_rows([s.data.rows[k] for s in stores], pin) for k in keys}
         self.data = dataclasses.replace(s0.data, shape=(sum(per_row), s0.data.shape[1]), rows=rows)
         for s, o, n in zip(stores, offs, per_row):
             s.data = dataclasses.replace(s.data, rows={k: v[o : o + n] for k, v in rows.items()})

@@ -19,6 +19,16 @@ def pinned_host(t: torch.Tensor) -> bool:
     return t.device.type == "cpu" and t.is_pinned()
 
 
+def to_home(x: torch.Tensor, home: torch.device, pin: bool) -> torch.Tensor:
+    """A contiguous copy of x at `home`, page-locked when `pin` (host homes only). One copy straight into the
+    destination: `x.to("cpu").pin_memory()` would copy a GPU tensor twice, through pageable memory first. Without an
+    accelerator there is nothing to page-lock for, and the copy is plain host memory."""
+    if home.type != "cpu":
+        return x.to(home, copy=True, memory_format=torch.contiguous_format)
+    out = torch.empty(x.shape, dtype=x.dtype, device=home, pin_memory=pin and torch.cuda.is_available())
+    return out.copy_(x)
+
+
 def zero_copy(src: torch.Tensor, device: torch.device) -> bool:
     """True when rows of `src` are read by the GPU itself: src in pinned host memory, compute on CUDA. The indices
     then never visit the host (no synchronisation per layer) and only the selected rows cross PCIe."""
@@ -83,8 +93,7 @@ class RowStore:
                 raise ValueError(f"key offset {offset!r} needs a quantized format, got {fmt!r}")
             self.quantizer = None
             self.token_major = False
-            data = x.to(home, copy=True, memory_format=torch.contiguous_format)  # own copy, not a view of the prefill
-            self.data = data.pin_memory() if pin else data
+            self.data = to_home(x, home, pin)  # own copy, not a view of the prefill
             return
         from shadowkv_lab.quant import make_quantizer
 
@@ -99,8 +108,7 @@ class RowStore:
         qt = self.quantizer.quantize(rows.reshape(-1, rows.shape[-1]))
         if flag is not None:  # one flag per quantized row, 1 bit packed
             qt = dataclasses.replace(qt, rows={**qt.rows, FLAG: flag.reshape(-1).to(torch.uint8)}, row_bits=qt.row_bits + 1)
-        qt = qt.to(home)
-        self.data = qt.pin_memory() if pin else qt
+        self.data = qt._map(lambda t: to_home(t, home, pin)) if home.type == "cpu" else qt.to(home)
 
     def restore(self, deq: torch.Tensor, qrows, mu: torch.Tensor) -> torch.Tensor:
         """Dequantized rows (fp32) of the QuantizedTensor `qrows` -> the model dtype, with the key offset added
