@@ -102,7 +102,8 @@ def decode(model, caches: list[SequenceCache], first_tokens: list, max_new_token
     """Greedy batched decode: each row has its own cache; finished rows drop out of the batch.
 
     first_tokens: per row, the token chosen from its prefill logits (counted as the first new token), or the list of
-    every token it has so far when it resumes from an earlier call (its cache holds all of them but the last).
+    every token it has so far when it resumes from an earlier call (its cache holds all of them but the last). A lone
+    token for a cache that already holds generated tokens continues it with a fresh count of new tokens.
     max_new_tokens: each row's cap on its new tokens in all (resumed tokens count).
     until_active: return as soon as this many rows or fewer are still generating (0: when all have finished); the
     others come back with finish_reason None, their caches ready for another call, alone or beside new rows (a row's
@@ -125,7 +126,7 @@ def decode(model, caches: list[SequenceCache], first_tokens: list, max_new_token
     reason = [None] * n
     for i in range(n):
         fed = caches[i].generated  # a resumed row's cache holds every token but the last
-        if fed != len(tokens[i]) - 1:
+        if isinstance(first_tokens[i], (list, tuple)) and fed != len(tokens[i]) - 1:
             raise ValueError(f"row {i}: {len(tokens[i])} tokens given but its cache holds {fed} generated tokens "
                              f"(a resumed row passes back every token it has; the cache holds all but the last)")
         if tokens[i][-1] in stop_ids:
