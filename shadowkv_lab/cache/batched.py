@@ -153,10 +153,9 @@ def _stack(xs: list[torch.Tensor], dim: int = 1, block: bool = False) -> tuple[t
 
 
 def _cat_rows(xs: list[torch.Tensor], pin: bool) -> torch.Tensor:
-    """torch.cat(xs) along dim 0, written once into page-locked memory when `pin`."""
-    if not pin:
-        return torch.cat(xs)
-    out = torch.empty((sum(x.shape[0] for x in xs), *xs[0].shape[1:]), dtype=xs[0].dtype, pin_memory=True)
+    """torch.cat(xs) along dim 0, written once into host memory that is page-locked when `pin`."""
+    out = torch.empty((sum(x.shape[0] for x in xs), *xs[0].shape[1:]), dtype=xs[0].dtype, device=xs[0].device,
+                      pin_memory=pin)
     return torch.cat(xs, out=out)
 
 
