@@ -53,3 +53,35 @@ def test_uniform_columns_keeps_missing_values_and_single_type_columns():
 def test_export_refuses_an_empty_store(tmp_path):
     with pytest.raises(SystemExit, match="no result rows"):
         _export_module().export([str(tmp_path / "none")], tmp_path / "out", command="")
+
+
+def _module(name):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_reproduction_figures_draw_what_the_rows_hold_and_name_what_they_skip(tmp_path):
+    figs = _module("reproduction_figures")
+    methods = ["full", "oracle", "shadowkv", "shadowkv_fullkeys", "shadowkv_oracle", "yakv_centred"]
+    rows = [_row(t, f"{t}{i}", m, 100.0 if t.startswith("ruler") else 60.0 - 10 * j + i, 200)
+            for t in ("text2json", "ruler_niah_single") for i in range(5) for j, m in enumerate(methods)]
+    store = tmp_path / "store"
+    ResultsWriter(store).write(rows)
+    done = figs.draw(figs.load_rows([str(store)]), tmp_path / "figs")
+    for name in ("accuracy_by_task", "error_attribution", "accuracy_vs_memory"):
+        assert done[name] == "saved"
+        assert (tmp_path / "figs" / f"{name}.pdf").stat().st_size > 0 and (tmp_path / "figs" / f"{name}.png").exists()
+    assert done["landmark_precision"].startswith("skipped") and done["chunk_size"].startswith("skipped")
+    assert not (tmp_path / "figs" / "chunk_size.pdf").exists()
+    stamp = figs.stamp_for(pd.DataFrame(rows))
+    assert (stamp.profile, stamp.model, stamp.n) == ("reproduction", "m", 5)
+
+
+def test_a_budget_variant_is_labelled_as_its_method_not_as_full_attention():
+    from shadowkv_lab.plots import labels
+
+    assert labels.config_label(resolve("shadowkv@2048t").to_dict()) == "ShadowKV, budget 2048 tokens"
+    assert labels.nearest_preset(resolve("full").to_dict()) == ("full", [])

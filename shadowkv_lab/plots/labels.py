@@ -154,10 +154,12 @@ def _field_defaults() -> dict:
 
 
 def nearest_preset(config) -> tuple[str, list[str]]:
-    """(preset name, differing fields) of the preset with the fewest fields different from `config`; ties go to
-    the presets' order, so 'full' / 'shadowkv' / 'yakv' win over ablation presets."""
+    """(preset name, differing fields) of the preset of the same kind with the fewest fields different from
+    `config` (a ShadowKV budget variant is ShadowKV's, not full attention's, though each differs in one field); ties
+    go to the presets' order, so 'full' / 'shadowkv' / 'yakv' win over ablation presets."""
     cfg = _config(config) or {}
-    best = min(_preset_dicts().items(), key=lambda kv: len(_differences(cfg, kv[1])))
+    best = min(_preset_dicts().items(),
+               key=lambda kv: (cfg.get("kind") != kv[1].get("kind"), len(_differences(cfg, kv[1]))))
     return best[0], _differences(cfg, best[1])
 
 

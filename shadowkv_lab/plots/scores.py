@@ -10,6 +10,20 @@ from . import labels as L
 from .style import empty, figure, interval_note, legend, model_title, yerr
 
 
+HATCHES = ("", "////", "....", "xxxx", "\\\\\\\\")
+
+
+def _hatches(methods, colors) -> dict:
+    """Budget variants share their method's colour (labels.method_color); side by side as bars they get hatches."""
+    seen: dict = {}
+    out = {}
+    for m in methods:
+        k = seen.get(colors.get(m), 0)
+        out[m] = HATCHES[k % len(HATCHES)]
+        seen[colors.get(m)] = k + 1
+    return out
+
+
 def accuracy_by_task(df: pd.DataFrame, metric: str = "score", methods=None, tasks=None, title: str | None = None,
                      show_samples: bool | None = None):
     """Grouped bars: mean score per task and method (95% CI from 5 samples on, clipped to 0-100), context-intensive
@@ -30,12 +44,16 @@ def accuracy_by_task(df: pd.DataFrame, metric: str = "score", methods=None, task
     fig, axes = figure("page" if wide else "column", 2.6, 1, len(groups), sharey=True, squeeze=False,
                        gridspec_kw={"width_ratios": [len(ts) for ts in groups.values()]})
     w = 0.8 / len(methods)
+    hatches = _hatches(methods, colors)
     for ax, (g, ts) in zip(axes[0], groups.items()):
         for j, m in enumerate(methods):
             sm = s[s["method"] == m].set_index("task").reindex(ts)
             x = np.arange(len(ts)) + (j - (len(methods) - 1) / 2) * w
             ax.bar(x, sm["mean"], w, yerr=yerr(sm["mean"], sm["ci95"]), color=colors.get(m), label=names.get(m, m), capsize=2,
-                   error_kw={"lw": 0.8})
+                   error_kw={"lw": 0.8}, hatch=hatches[m], edgecolor="white" if hatches[m] else None, lw=0)
+            for xi, v in zip(x, sm["mean"]):  # a bar at ~0 is invisible: say it is there
+                if np.isfinite(v) and v < 1.5:
+                    ax.text(xi, 1.5, f"{v:.0f}", ha="center", va="bottom", fontsize=6, color=colors.get(m))
             if show_samples:  # with a handful of samples the points say more than any interval
                 for xi, t in zip(x, ts):
                     v = pd.to_numeric(d[(d["method"] == m) & (d["task"] == t)][metric], errors="coerce").dropna()

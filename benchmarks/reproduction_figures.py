@@ -1,0 +1,112 @@
+"""The reproduction's figures, drawn from its results rows (a store, or the exported cells.parquet):
+
+    python benchmarks/reproduction_figures.py results/reproduction/cells.parquet --out results/reproduction/figures
+
+Each figure is a function of the rows (shadowkv_lab.plots), saved as PDF + PNG and stamped with the profile
+("reproduction"), the model, the smallest number of samples in any drawn cell and the commit(s) the rows were
+produced with. A figure whose cells are not in the rows yet (an ablation part not run) is skipped and named.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from shadowkv_lab import analysis as A  # noqa: E402
+from shadowkv_lab import plots  # noqa: E402
+from shadowkv_lab.analysis.report import load_stores  # noqa: E402
+from shadowkv_lab.cache.presets import SHADOWKV_BUDGET  # noqa: E402
+
+from reproduce import MAIN, ablations  # noqa: E402
+
+# The accuracy figure's methods: the two baselines, ShadowKV at its budget readings and with the rank matched to
+# H*d, YAKV as published and with centred keys and with exact keys (the rest of the grid is in summary.md).
+ACCURACY_METHODS = ["full", "oracle", "shadowkv", "shadowkv@2048t", f"shadowkv@{10 * SHADOWKV_BUDGET:g}",
+                    "shadowkv_scaled", "yakv", "yakv_centred", "yakv_exactkv"]
+TEXT2JSON_16K = "text2json"
+
+
+def load_rows(sources: list[str]) -> pd.DataFrame:
+    """Rows from exported cells.parquet files and/or results stores (a cell in several counted once)."""
+    files = [s for s in sources if s.endswith(".parquet")]
+    stores = [s for s in sources if not s.endswith(".parquet")]
+    parts = [pd.read_parquet(f) for f in files] + ([load_stores(stores)] if stores else [])
+    df = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+    if df.empty:
+        raise SystemExit(f"no result rows in {sources}")
+    return df.drop_duplicates(["model", "task", "sample_id", "config_hash"])
+
+
+def stamp_for(rows: pd.DataFrame) -> plots.Stamp:
+    """profile 'reproduction', the model(s), the smallest n of any (task, method) cell drawn, the rows' commits."""
+    n = int(rows.groupby(["task", "method"]).size().min())
+    commits = sorted({str(c)[:10] for c in rows["git_commit"].dropna()}) if "git_commit" in rows else []
+    return plots.Stamp(profile="reproduction", model=", ".join(sorted(rows["model"].unique())), n=n,
+                       commit="+".join(commits) or None)
+
+
+def draw(df: pd.DataFrame, out: Path) -> dict[str, str]:
+    """Every figure the rows support; returns {figure name: 'saved' or why it was skipped}."""
+    done: dict[str, str] = {}
+
+    def save(fig, name, rows):
+        plots.save(fig, name, out, stamp_for(rows))
+        plt.close(fig)
+        done[name] = "saved"
+
+    main = df[df["method"].isin(ACCURACY_METHODS)]
+    if main.empty:
+        done["accuracy_by_task"] = "skipped: none of the main methods in the rows"
+    else:
+        save(plots.accuracy_by_task(main, methods=[m for m in ACCURACY_METHODS if m in set(main["method"])],
+                                    title="Accuracy by task at 16k (bf16, greedy, values offloaded)"),
+             "accuracy_by_task", main)
+    try:
+        per, means = A.factorial_attribution(df)
+    except ValueError as e:
+        done["error_attribution"] = f"skipped: {e}"
+    else:
+        cells = df[df["method"].isin(A.ATTRIBUTION_CELLS.values())]
+        save(plots.error_attribution(means, per=per, title="ShadowKV's loss, 2x2 attribution"),
+             "error_attribution", cells)
+    hard = df[df["task"].map(A.task_group) == "context-intensive"]  # every method scores ~100 on the NIAH tasks
+    save(plots.accuracy_vs_memory(hard), "accuracy_vs_memory", hard)
+    t2j = df[df["task"] == TEXT2JSON_16K]
+    names = {c.name for c in ablations()}
+    sweeps = {  # figure -> (function, its methods: the ablation's configs plus the reference they vary)
+        "landmark_precision": (plots.landmark_precision, {m for m in names if "_lm-" in m and "_c" not in m} | {"yakv_exactkv"}),
+        "chunk_size": (plots.chunk_size, {m for m in names if "_c" in m or m == "yakv_exactkv_lm-bf16"}),
+        "budget_sweep": (lambda d: plots.budget_sweep(d, families=("shadowkv", "yakv_centred")),
+                         {m for m in names if "@" in m} | set(MAIN)),
+    }
+    for name, (fn, methods) in sweeps.items():
+        d = t2j[t2j["method"].isin(methods)]
+        if d["method"].nunique() < 3:
+            done[name] = "skipped: its ablation cells are not in the rows yet"
+            continue
+        with_full = pd.concat([d, t2j[(t2j["method"] == "full") & ~t2j["method"].isin(methods)]])  # its dashed line
+        save(fn(with_full), name, d)
+    return done
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("sources", nargs="+", help="cells.parquet files and/or results store folders")
+    ap.add_argument("--out", required=True, help="figures folder, e.g. results/reproduction/figures")
+    a = ap.parse_args(argv)
+    for name, what in draw(load_rows(a.sources), Path(a.out)).items():
+        print(f"{name}: {what}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
