@@ -124,3 +124,24 @@ def test_config_hash_ignores_name_and_roundtrips():
     assert OffloadConfig.from_dict(a.to_dict()) == a
     with pytest.raises(ValueError, match="unknown OffloadConfig fields"):
         OffloadConfig.from_dict({"name": "x", "ranks": 3})
+
+
+def test_key_svd_recomputes_a_failed_decomposition_in_fp64_and_refuses_non_finite_keys(monkeypatch):
+    from shadowkv_lab.cache import layer
+
+    x = torch.randn(64, 16, generator=torch.Generator().manual_seed(0))
+    real = torch.linalg.svd
+
+    def fails_in_fp32(a, *args, **kw):
+        if a.dtype == torch.float32:
+            raise torch.linalg.LinAlgError("linalg.svd: The algorithm failed to converge")
+        return real(a, *args, **kw)
+
+    monkeypatch.setattr(torch.linalg, "svd", fails_in_fp32)
+    with pytest.warns(RuntimeWarning, match="did not converge"):
+        U, S, Vh = layer.key_svd(x)
+    assert U.dtype == S.dtype == Vh.dtype == torch.float32 and U.shape == (64, 16)
+    torch.testing.assert_close(U @ torch.diag(S) @ Vh, x, atol=1e-5, rtol=1e-5)
+    x[3, 4] = float("nan")
+    with pytest.raises(ValueError, match="1 non-finite"):
+        layer.key_svd(x)

@@ -6,6 +6,7 @@ M candidate chunks per head, B sparse budget in tokens, T generated tokens.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Callable
 
@@ -17,6 +18,22 @@ from .key_offset import fit_offset, landmark_offsets
 from .stores import GrowBuffer, RowStore
 
 RopeFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (x (H, k, d), positions (H, k)) -> rotated x
+
+
+def key_svd(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Thin SVD (U, S, Vh) of the (L, H*d) fp32 pre-RoPE keys. cuSOLVER can fail to converge on a prompt's keys (it
+    did on a multi-key NIAH prompt at 16k on an H100, after its gesvdj-then-gesvd retry); the same decomposition is
+    then computed by LAPACK in fp64 on the CPU and returned in fp32 on x's device, with a warning. Non-finite keys
+    are an error: no decomposition of them means anything."""
+    try:
+        return torch.linalg.svd(x, full_matrices=False)
+    except torch.linalg.LinAlgError as e:
+        bad = int((~torch.isfinite(x)).sum())
+        if bad:
+            raise ValueError(f"keys {tuple(x.shape)} hold {bad} non-finite values: the prefill overflowed") from e
+        warnings.warn(f"linalg.svd of keys {tuple(x.shape)} on {x.device} did not converge ({e}); "
+                      "computed in fp64 on the CPU instead", RuntimeWarning, stacklevel=2)
+        return tuple(t.float().to(x.device) for t in torch.linalg.svd(x.double().cpu(), full_matrices=False))
 
 
 @dataclass
@@ -169,7 +186,7 @@ class SparseLayer:
             # One SVD per layer, jointly across heads, not mean-centred, fp32, exact (not randomized).
             memo, key = svd_memo if svd_memo is not None else ({}, None)
             if key not in memo:
-                memo[key] = torch.linalg.svd(k_pre.transpose(0, 1).reshape(L, H * d).float(), full_matrices=False)
+                memo[key] = key_svd(k_pre.transpose(0, 1).reshape(L, H * d).float())
             U, S, Vh = memo[key]
             r = min(rank, U.shape[1])
             self.rank = r

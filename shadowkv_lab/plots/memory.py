@@ -29,6 +29,7 @@ def accuracy_vs_memory(df: pd.DataFrame, metric: str = "score", per_task: bool =
     names, colors = L.method_labels(df), L.method_colors(df)
     tasks = list(dict.fromkeys(s["task"]))
     fig, axes = panels(len(tasks), 2.8)
+    to_label = []
     for ax, t in zip(axes, tasks):
         g = s[s["task"] == t]
         abl = g[~g["method"].map(main)]
@@ -51,10 +52,12 @@ def accuracy_vs_memory(df: pd.DataFrame, metric: str = "score", per_task: bool =
         ax.set_xlabel(MEM_LABEL + " (log)")
         ax.set_title(L.task_label(t))
         ax.set_ylim(-2, 105)
-        label_points(ax, list(mg["device_B_per_token_layer"]), list(mg["mean"]), [names.get(m, m) for m in mg["method"]],
-                     [colors.get(m) for m in mg["method"]])
+        to_label.append((ax, list(mg["device_B_per_token_layer"]), list(mg["mean"]), [names.get(m, m) for m in mg["method"]],
+                         [colors.get(m) for m in mg["method"]]))
     axes[0].set_ylabel(f"{metric} (0-100)\n{interval_note(s['n'])}")
     legend(axes[-1], ncol=2)
+    for args in to_label:  # after the legend: label_points measures the axes' final width
+        label_points(*args)
     fig.suptitle(title or f"Accuracy vs GPU memory ({model_title(df)})")
     return fig
 

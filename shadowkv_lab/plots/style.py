@@ -165,7 +165,7 @@ class Stamp:
         parts = [f"{self.profile} profile" + (" · smoke test" if self.smoke else "")]
         parts += [self.model] if self.model else []
         parts += [f"n = {self.n}"] if self.n is not None else []
-        parts += [f"commit {self.commit[:10]}"] if self.commit else []
+        parts += [f"commit {'+'.join(c[:10] for c in self.commit.split('+'))}"] if self.commit else []  # rows of several commits
         return " · ".join(parts)
 
     def keywords(self) -> str:
