@@ -66,6 +66,37 @@ def _sync(device):
         torch.cuda.synchronize(device)
 
 
+@contextlib.contextmanager
+def cpu_fp32_linears(model):
+    """On the CPU, the model's bf16/fp16 nn.Linear layers multiply in fp32 inside the block: inputs and weights
+    widened exactly, an fp32 sum, the output rounded back to the model's dtype (what a GPU bf16 GEMM computes, up to
+    the order of the sum). CPUs without bf16 instructions multiply bf16 matrices about 70x slower than fp32 ones
+    (0.9 against 67 GFLOP/s on the 2-core CI machine): a 2k-token prefill of the 0.5B took 82 s, and takes 16 s. The fp32
+    weights are made once per model and kept (4 bytes a parameter of host memory).
+
+    Used for prefill only: one prompt per call, so no batch-size question arises (decode keeps the model's own
+    Linear, whose per-row results the batch-invariance tests pin). A no-op on CUDA and for fp32 models."""
+    p = next(model.parameters())
+    if p.device.type != "cpu" or p.dtype not in (torch.bfloat16, torch.float16):
+        yield
+        return
+    wide = model.__dict__.setdefault("_skv_fp32_linears", {})
+    mods = [m for m in model.modules() if isinstance(m, torch.nn.Linear) and "forward" not in m.__dict__]
+    for m in mods:  # modules another context has patched keep their forward
+        if m not in wide:
+            wide[m] = (m.weight.float(), None if m.bias is None else m.bias.float())
+
+        def forward(self, x, _w=wide[m]):
+            return torch.nn.functional.linear(x.float(), _w[0], _w[1]).to(x.dtype)
+
+        m.forward = types.MethodType(forward, m)
+    try:
+        yield
+    finally:
+        for m in mods:
+            del m.forward
+
+
 @torch.inference_mode()
 def prefill(model, input_ids: torch.Tensor) -> PrefillState:
     """Exact prefill of one prompt (L,); captures every layer's pre-/post-RoPE keys and values."""
@@ -74,7 +105,7 @@ def prefill(model, input_ids: torch.Tensor) -> PrefillState:
     ctxs = layer_contexts(model)
     cap = PrefillCapture(len(ctxs))
     t0 = time.perf_counter()
-    with session(cap):
+    with session(cap), cpu_fp32_linears(model):
         out = model(input_ids=input_ids.view(1, -1).to(device), use_cache=False, logits_to_keep=1)
     _sync(device)
     return PrefillState(input_ids=input_ids.cpu(), k_pre=cap.k_pre, k_post=cap.k_post, v=cap.v,
