@@ -30,14 +30,21 @@ MAIN = ["full", "oracle", f"oracle@{2 * SHADOWKV_BUDGET:g}", "shadowkv", f"shado
         "shadowkv_oracle", "yakv", "yakv_centred", "yakv_exactkv"]
 
 
+def ablation_groups() -> dict[str, list]:
+    """Text2JSON 16k only, by axis: chunk size (bf16 landmarks, exact keys), landmark precision at chunk 1 (residual
+    landmarks among them), and budget sweeps for the accuracy-versus-memory frontier."""
+    return {
+        "chunk_size": [chunk_size_ablation(c) for c in (1, 2, 4, 8, 16)],
+        "landmark_precision": [landmark_precision(p) for p in ("fp8", "nvfp4", "higgs4", "higgs3", "higgs2", "higgs1",
+                                                                 "residual")],
+        "budget": [with_budget(resolve("shadowkv"), SHADOWKV_BUDGET * k) for k in (0.5, 4)]
+        + [with_budget(resolve("yakv_centred"), YAKV_BUDGET * k) for k in (0.25, 0.5, 2)],
+    }
+
+
 def ablations() -> list:
-    """Text2JSON 16k only: chunk size (bf16 landmarks, exact keys), landmark precision at chunk 1, residual
-    landmarks, and budget sweeps for the accuracy-versus-memory frontier."""
-    cfgs = [chunk_size_ablation(c) for c in (1, 2, 4, 8, 16)]
-    cfgs += [landmark_precision(p) for p in ("fp8", "nvfp4", "higgs4", "higgs3", "higgs2", "higgs1", "residual")]
-    cfgs += [with_budget(resolve("shadowkv"), SHADOWKV_BUDGET * k) for k in (0.5, 4)]
-    cfgs += [with_budget(resolve("yakv_centred"), YAKV_BUDGET * k) for k in (0.25, 0.5, 2)]
-    return cfgs
+    """Every config of ablation_groups, in order."""
+    return [c for group in ablation_groups().values() for c in group]
 
 
 # part -> (task, data file, samples, methods, rows per wave)

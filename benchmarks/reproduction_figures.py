@@ -24,15 +24,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from shadowkv_lab import analysis as A  # noqa: E402
 from shadowkv_lab import plots  # noqa: E402
 from shadowkv_lab.analysis.report import load_stores  # noqa: E402
-from shadowkv_lab.cache.presets import SHADOWKV_BUDGET  # noqa: E402
+from shadowkv_lab.cache.presets import SHADOWKV_BUDGET, chunk_size_ablation  # noqa: E402
 
-from reproduce import MAIN, ablations  # noqa: E402
+from reproduce import MAIN, ablation_groups  # noqa: E402
 
 # The accuracy figure's methods: the two baselines, ShadowKV at its budget readings and with the rank matched to
 # H*d, YAKV as published and with centred keys and with exact keys (the rest of the grid is in summary.md).
 ACCURACY_METHODS = ["full", "oracle", "shadowkv", "shadowkv@2048t", f"shadowkv@{10 * SHADOWKV_BUDGET:g}",
                     "shadowkv_scaled", "yakv", "yakv_centred", "yakv_exactkv"]
-TEXT2JSON_16K = "text2json"
+TEXT2JSON = "text2json"  # the sweeps run on Text2JSON at 16k only
 
 
 def load_rows(sources: list[str]) -> pd.DataFrame:
@@ -80,21 +80,23 @@ def draw(df: pd.DataFrame, out: Path) -> dict[str, str]:
              "error_attribution", cells)
     hard = df[df["task"].map(A.task_group) == "context-intensive"]  # every method scores ~100 on the NIAH tasks
     save(plots.accuracy_vs_memory(hard), "accuracy_vs_memory", hard)
-    t2j = df[df["task"] == TEXT2JSON_16K]
-    names = {c.name for c in ablations()}
+    t2j = df[df["task"] == TEXT2JSON]
+    groups = {k: {c.name for c in cfgs} for k, cfgs in ablation_groups().items()}
+    bf16_chunk1 = chunk_size_ablation(1).name  # the bf16 point of the precision axis, the chunk-1 point of the other
     sweeps = {  # figure -> (function, its methods: the ablation's configs plus the reference they vary)
-        "landmark_precision": (plots.landmark_precision, {m for m in names if "_lm-" in m and "_c" not in m} | {"yakv_exactkv"}),
-        "chunk_size": (plots.chunk_size, {m for m in names if "_c" in m or m == "yakv_exactkv_lm-bf16"}),
+        "landmark_precision": (plots.landmark_precision, groups["landmark_precision"] | {bf16_chunk1}),
+        "chunk_size": (plots.chunk_size, groups["chunk_size"]),
         "budget_sweep": (lambda d: plots.budget_sweep(d, families=("shadowkv", "yakv_centred")),
-                         {m for m in names if "@" in m} | set(MAIN)),
+                         groups["budget"] | set(MAIN)),
     }
     for name, (fn, methods) in sweeps.items():
         d = t2j[t2j["method"].isin(methods)]
         if d["method"].nunique() < 3:
             done[name] = "skipped: its ablation cells are not in the rows yet"
             continue
-        with_full = pd.concat([d, t2j[(t2j["method"] == "full") & ~t2j["method"].isin(methods)]])  # its dashed line
-        save(fn(with_full), name, d)
+        # full attention's dashed line, on the sweep's own samples (Text2JSON at another length is the same task)
+        full = t2j[(t2j["method"] == "full") & ~t2j["method"].isin(methods) & t2j["sample_id"].isin(d["sample_id"])]
+        save(fn(pd.concat([d, full])), name, d)
     return done
 
 

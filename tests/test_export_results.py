@@ -14,16 +14,22 @@ ROOT = Path(__file__).resolve().parents[1]
 MEM = {"device_bytes": 1000, "offloaded_bytes": 0, "device_bytes_per_token_layer": 5.0, "offloaded_bytes_per_token_layer": 0.0}
 
 
-def _export_module():
-    spec = importlib.util.spec_from_file_location("export_results", ROOT / "benchmarks" / "export_results.py")
+def _module(name):
+    """A benchmarks/ script as a module (the scripts import the package and each other from the repository)."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
     mod = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, str(ROOT))
+    sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
     spec.loader.exec_module(mod)
     return mod
 
 
+def _export_module():
+    return _module("export_results")
+
+
 def _row(task, sample, method, score, seed):
-    return make_row(model="m", task=task, sample_id=sample, config=resolve(method), primary_metric="score",
+    config = method if not isinstance(method, str) else resolve(method)
+    return make_row(model="m", task=task, sample_id=sample, config=config, primary_metric="score",
                     metrics={"score": score}, prediction="p", prompt_tokens=100, new_tokens=3, finish_reason="stop",
                     n_kv_heads=2, head_dim=64, dtype_bits=16, memory=MEM, prefill_s=0.1, decode_s=0.2,
                     meta={"seed": seed})
@@ -55,14 +61,6 @@ def test_export_refuses_an_empty_store(tmp_path):
         _export_module().export([str(tmp_path / "none")], tmp_path / "out", command="")
 
 
-def _module(name):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def test_reproduction_figures_draw_what_the_rows_hold_and_name_what_they_skip(tmp_path):
     figs = _module("reproduction_figures")
     methods = ["full", "oracle", "shadowkv", "shadowkv_fullkeys", "shadowkv_oracle", "yakv_centred"]
@@ -76,6 +74,12 @@ def test_reproduction_figures_draw_what_the_rows_hold_and_name_what_they_skip(tm
         assert (tmp_path / "figs" / f"{name}.pdf").stat().st_size > 0 and (tmp_path / "figs" / f"{name}.png").exists()
     assert done["landmark_precision"].startswith("skipped") and done["chunk_size"].startswith("skipped")
     assert not (tmp_path / "figs" / "chunk_size.pdf").exists()
+
+    chunks = figs.ablation_groups()["chunk_size"][:3]  # a chunk-size sweep arrives; the other axes stay empty
+    ResultsWriter(store).write([_row("text2json", f"text2json{i}", c, 50.0 - 5 * j, 200) for i in range(5)
+                                for j, c in enumerate(chunks)])
+    done = figs.draw(figs.load_rows([str(store)]), tmp_path / "figs")
+    assert done["chunk_size"] == "saved" and done["landmark_precision"].startswith("skipped")
     stamp = figs.stamp_for(pd.DataFrame(rows))
     assert (stamp.profile, stamp.model, stamp.n) == ("reproduction", "m", 5)
 
