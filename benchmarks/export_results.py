@@ -3,7 +3,8 @@ task, and the provenance of every row.
 
     python benchmarks/export_results.py STORE [STORE...] --out results/reproduction --command "python benchmarks/reproduce.py ..."
 
-Writes OUT/cells.parquet (ROW_COLUMNS without the generated token ids; predictions kept, zstd-compressed),
+Writes OUT/cells.parquet (ROW_COLUMNS without the generated token ids; predictions kept, zstd-compressed; `task` names the
+prompt length, 'text2json@16k', analysis.tasks_by_length),
 OUT/summary.csv and OUT/summary.md (analysis.write_summary: mean, 95% CI, n, paired delta against full, GPU and
 offloaded bytes per token per layer), and OUT/PROVENANCE.md (the commits, devices and dtypes the rows were produced
 with, the command given, the cells per task and method). Stores are merged with analysis.load_stores (a cell in
@@ -18,6 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from shadowkv_lab.analysis.methods import tasks_by_length  # noqa: E402
 from shadowkv_lab.analysis.report import load_stores, to_markdown, write_summary  # noqa: E402
 
 DROP = ("token_ids",)  # the generated ids: exact comparisons only, 4x the predictions' size
@@ -35,7 +37,7 @@ def uniform_columns(df):
 
 
 def export(stores: list[str], out: Path, command: str, max_mb: float = 8.0) -> dict:
-    df = load_stores(stores)
+    df = tasks_by_length(load_stores(stores))  # Text2JSON at 8k and 16k are two tasks, not one pooled
     if df.empty:
         raise SystemExit(f"no result rows in {stores}")
     out.mkdir(parents=True, exist_ok=True)

@@ -32,17 +32,19 @@ from reproduce import MAIN, ablation_groups  # noqa: E402
 # H*d, YAKV as published and with centred keys and with exact keys (the rest of the grid is in summary.md).
 ACCURACY_METHODS = ["full", "oracle", "shadowkv", "shadowkv@2048t", f"shadowkv@{10 * SHADOWKV_BUDGET:g}",
                     "shadowkv_scaled", "yakv", "yakv_centred", "yakv_exactkv"]
-TEXT2JSON = "text2json"  # the sweeps run on Text2JSON at 16k only
+SWEEP_TASK = "text2json@16k"  # the sweeps run on Text2JSON at 16k only
 
 
 def load_rows(sources: list[str]) -> pd.DataFrame:
-    """Rows from exported cells.parquet files and/or results stores (a cell in several counted once)."""
+    """Rows from exported cells.parquet files and/or results stores (a cell in several counted once), `task` naming
+    the prompt length ('text2json@16k')."""
     files = [s for s in sources if s.endswith(".parquet")]
     stores = [s for s in sources if not s.endswith(".parquet")]
     parts = [pd.read_parquet(f) for f in files] + ([load_stores(stores)] if stores else [])
     df = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
     if df.empty:
         raise SystemExit(f"no result rows in {sources}")
+    df = A.tasks_by_length(df)
     return df.drop_duplicates(["model", "task", "sample_id", "config_hash"])
 
 
@@ -68,7 +70,7 @@ def draw(df: pd.DataFrame, out: Path) -> dict[str, str]:
         done["accuracy_by_task"] = "skipped: none of the main methods in the rows"
     else:
         save(plots.accuracy_by_task(main, methods=[m for m in ACCURACY_METHODS if m in set(main["method"])],
-                                    title="Accuracy by task at 16k (bf16, greedy, values offloaded)"),
+                                    title="Accuracy by task (bf16, greedy, values offloaded)"),
              "accuracy_by_task", main)
     try:
         per, means = A.factorial_attribution(df)
@@ -80,7 +82,7 @@ def draw(df: pd.DataFrame, out: Path) -> dict[str, str]:
              "error_attribution", cells)
     hard = df[df["task"].map(A.task_group) == "context-intensive"]  # every method scores ~100 on the NIAH tasks
     save(plots.accuracy_vs_memory(hard), "accuracy_vs_memory", hard)
-    t2j = df[df["task"] == TEXT2JSON]
+    t2j = df[df["task"] == SWEEP_TASK]
     groups = {k: {c.name for c in cfgs} for k, cfgs in ablation_groups().items()}
     bf16_chunk1 = chunk_size_ablation(1).name  # the bf16 point of the precision axis, the chunk-1 point of the other
     sweeps = {  # figure -> (function, its methods: the ablation's configs plus the reference they vary)
@@ -94,7 +96,7 @@ def draw(df: pd.DataFrame, out: Path) -> dict[str, str]:
         if d["method"].nunique() < 3:
             done[name] = "skipped: its ablation cells are not in the rows yet"
             continue
-        # full attention's dashed line, on the sweep's own samples (Text2JSON at another length is the same task)
+        # full attention's dashed line, on the sweep's own samples
         full = t2j[(t2j["method"] == "full") & ~t2j["method"].isin(methods) & t2j["sample_id"].isin(d["sample_id"])]
         save(fn(pd.concat([d, full])), name, d)
     return done

@@ -206,6 +206,22 @@ def test_to_markdown_escapes_and_rounds():
 
 def test_task_group():
     assert A.task_group("ruler_niah_single") == "easy" and A.task_group("text2json") == "context-intensive"
+    assert A.task_group("ruler_niah_single@16k") == "easy" and A.task_group("text2json@8k") == "context-intensive"
+
+
+def test_tasks_by_length_names_the_prompt_length_once():
+    from shadowkv_lab.plots.labels import task_label
+
+    df = pd.DataFrame({"task": ["text2json", "text2json", "multineedle", "longproc"],
+                       "meta_target_tokens": [16384, 8192, 30000, None]})
+    out = A.tasks_by_length(df)
+    assert out["task"].tolist() == ["text2json@16k", "text2json@8k", "multineedle@30k", "longproc"]
+    assert A.tasks_by_length(out)["task"].tolist() == out["task"].tolist()  # already named: unchanged
+    assert df["task"].iloc[0] == "text2json"  # the input is not modified
+    assert A.tasks_by_length(df.drop(columns="meta_target_tokens")).equals(df.drop(columns="meta_target_tokens"))
+    assert task_label("text2json@16k") == "Text2JSON 16k" and task_label("text2json") == "Text2JSON"
+    with pytest.raises(ValueError, match="meta_target_tokens.*positive.*-5"):
+        A.tasks_by_length(pd.DataFrame({"task": ["t"], "meta_target_tokens": [-5]}))
 
 
 def test_closed_form_vs_measured_names_the_candidate_ids():

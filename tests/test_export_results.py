@@ -27,12 +27,12 @@ def _export_module():
     return _module("export_results")
 
 
-def _row(task, sample, method, score, seed):
+def _row(task, sample, method, score, seed, tokens=16384):
     config = method if not isinstance(method, str) else resolve(method)
     return make_row(model="m", task=task, sample_id=sample, config=config, primary_metric="score",
                     metrics={"score": score}, prediction="p", prompt_tokens=100, new_tokens=3, finish_reason="stop",
                     n_kv_heads=2, head_dim=64, dtype_bits=16, memory=MEM, prefill_s=0.1, decode_s=0.2,
-                    meta={"seed": seed})
+                    meta={"seed": seed, "target_tokens": tokens})
 
 
 def test_mixed_type_meta_columns_export_as_strings(tmp_path):
@@ -46,6 +46,22 @@ def test_mixed_type_meta_columns_export_as_strings(tmp_path):
     assert sorted(cells["meta_seed"].unique()) == ["200", "200:0", "200:1", "200:2"]
     assert "token_ids" not in cells.columns
     assert (tmp_path / "out" / "summary.csv").exists() and "Command: `test`" in (tmp_path / "out" / "PROVENANCE.md").read_text()
+
+
+def test_one_task_at_two_lengths_is_two_tasks_in_the_export(tmp_path):
+    """Text2JSON at 8k and 16k share the task name; the export, its summary and PROVENANCE keep them apart."""
+    store = tmp_path / "store"
+    ResultsWriter(store).write([_row("text2json", f"a{i}", m, 80.0 if m == "full" else 20.0, 1, tokens=8192)
+                                for i in range(3) for m in ("full", "shadowkv")])
+    ResultsWriter(store).write([_row("text2json", f"b{i}", m, 40.0, 2) for i in range(4) for m in ("full", "shadowkv")])
+    _export_module().export([str(store)], tmp_path / "out", command="")
+    cells = pd.read_parquet(tmp_path / "out" / "cells.parquet")
+    assert cells.groupby("task").size().to_dict() == {"text2json@16k": 8, "text2json@8k": 6}
+    s = pd.read_csv(tmp_path / "out" / "summary.csv").set_index(["task", "method"])
+    assert s.loc[("text2json@8k", "shadowkv"), "n"] == 3 and s.loc[("text2json@8k", "shadowkv"), "delta_vs_full"] == -60
+    assert s.loc[("text2json@16k", "shadowkv"), "n"] == 4 and s.loc[("text2json@16k", "shadowkv"), "delta_vs_full"] == 0
+    assert len(s) == 4  # no duplicated rows from a per-model memory merge
+    assert "text2json@8k" in (tmp_path / "out" / "PROVENANCE.md").read_text()
 
 
 def test_uniform_columns_keeps_missing_values_and_single_type_columns():

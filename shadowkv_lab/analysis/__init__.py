@@ -23,7 +23,7 @@ from .attention import ATTN_METRICS, _bucket, attention_by, attention_summary, a
 from .attribution import ATTRIBUTION_CELLS, ATTRIBUTION_PARTS, factorial_attribution
 from .benchmarks import bench_table, kernel_agreement, load_benchmarks, newest_run, scoring_rows
 from .memory import accuracy_vs_memory, closed_form_vs_measured, landmark_bytes, memory_breakdown, memory_table, pareto_front
-from .methods import EASY_TASK_PREFIXES, KEYS, config_field, method_order, task_group
+from .methods import EASY_TASK_PREFIXES, KEYS, config_field, method_order, task_group, tasks_by_length
 from .paper import PAPER, paper_landmark_bits, paper_memory
 from .report import load_stores, main, results_summary, to_markdown, write_summary
 from .stats import (METRIC_RANGE, MIN_N_CI, fmt_ci, is_smoke, mean_ci, paired_delta, per_sample, score_table, smoke_note,
@@ -37,6 +37,6 @@ __all__ = [
     "config_field", "depth_scores", "entity_errors", "error_counts", "factorial_attribution", "fmt_ci", "is_smoke",
     "kernel_agreement", "landmark_bytes", "load_benchmarks", "load_stores", "main", "mean_ci", "memory_breakdown", "memory_table",
     "method_order", "newest_run", "paired_delta", "paper_landmark_bits", "paper_memory", "pareto_front", "per_sample", "results_summary",
-    "score_table", "scoring_rows", "smoke_note", "summary", "sweep", "t95", "task_group", "text2json_field_errors",
+    "score_table", "scoring_rows", "smoke_note", "summary", "sweep", "t95", "task_group", "tasks_by_length", "text2json_field_errors",
     "to_markdown", "win_tie_loss", "write_summary",
 ]

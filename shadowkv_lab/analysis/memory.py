@@ -29,9 +29,11 @@ def memory_table(df: pd.DataFrame, by=("model", "method")) -> pd.DataFrame:
     out = d.groupby(by, sort=False).agg(**agg, n=("method", "size")).reset_index()
     if out.empty:
         return out
-    full = out[out["method"] == "full"].set_index("model")["device_B_per_token_layer"] if "model" in out else None
-    if full is not None and len(full):
-        out["device_pct_full"] = 100 * out["device_B_per_token_layer"] / out["model"].map(full)
+    ref = [c for c in by if c != "method"]  # full attention of the same model (and task, when grouped by task)
+    full = out[out["method"] == "full"]
+    if ref and len(full):
+        base = out[ref].merge(full[ref + ["device_B_per_token_layer"]], on=ref, how="left")["device_B_per_token_layer"]
+        out["device_pct_full"] = 100 * out["device_B_per_token_layer"] / base.to_numpy()
     order = {m: i for i, m in enumerate(method_order(out["method"]))}
     return out.sort_values([c for c in by if c != "method"] + ["method"], key=lambda s: s.map(order) if s.name == "method" else s).reset_index(drop=True)
 

@@ -18,6 +18,22 @@ def task_group(task: str) -> str:
     return "easy" if str(task).lower().startswith(EASY_TASK_PREFIXES) else "context-intensive"
 
 
+def tasks_by_length(df: pd.DataFrame, column: str = "meta_target_tokens") -> pd.DataFrame:
+    """The rows with `task` naming the prompt length too ('text2json' at 8,192 target tokens becomes 'text2json@8k',
+    30,000 becomes 'multineedle@30k'): every analysis groups by task, and one task at two lengths is two cells.
+    Rows without a target length, and tasks already named with one, keep their name."""
+    if column not in df or df.empty:
+        return df
+    tokens = pd.to_numeric(df[column], errors="coerce")
+    if (tokens <= 0).any():
+        raise ValueError(f"{column} must be a positive token count; got {sorted(tokens[tokens <= 0].unique())}")
+    task = df["task"].astype(str)
+    suffix = tokens.map(lambda t: "" if pd.isna(t) else f"@{round(t / 1000):g}k").where(~task.str.contains("@"), "")
+    out = df.copy()
+    out["task"] = task + suffix
+    return out
+
+
 def _present(df: pd.DataFrame, cols) -> list[str]:
     return [c for c in cols if c in df.columns]
 

@@ -38,9 +38,10 @@ def results_summary(df: pd.DataFrame, metric: str = "score") -> pd.DataFrame:
         d = paired_delta(df, "full", metric)[["model", "task", "method", "delta", "ci95", "record"]].rename(
             columns={"delta": "delta_vs_full", "ci95": "delta_ci95", "record": "win_tie_loss_vs_full"})
         s = s.merge(d, on=["model", "task", "method"], how="left")
-    mem = memory_table(df)
+    mem = memory_table(df, by=("model", "task", "method"))  # per task: an absolute budget's share depends on the length
     if not mem.empty:
-        s = s.merge(mem[_present(mem, ("model", "method", "device_B_per_token_layer", "offloaded_B_per_token_layer"))], on=["model", "method"], how="left")
+        keys = _present(mem, ("model", "task", "method"))
+        s = s.merge(mem[_present(mem, (*keys, "device_B_per_token_layer", "offloaded_B_per_token_layer"))], on=keys, how="left")
     extra = {}
     if "decode_tok_s" in df:
         extra["decode_tok_s"] = ("decode_tok_s", "mean")

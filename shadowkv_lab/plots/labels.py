@@ -271,8 +271,11 @@ def is_main(method: str, config=None) -> bool:
 
 
 def task_label(task: str) -> str:
-    t = str(task)
-    return TASK_LABELS.get(t, t.replace("_", " "))
+    """'text2json' -> 'Text2JSON'; a task named with its length ('text2json@16k', analysis.tasks_by_length) ->
+    'Text2JSON 16k'."""
+    t, _, length = str(task).partition("@")
+    name = TASK_LABELS.get(t, t.replace("_", " "))
+    return f"{name} {length}" if length else name
 
 
 def task_colors(tasks) -> dict:
