@@ -93,15 +93,22 @@ def main(argv=None) -> int:
     from shadowkv_lab.runner_cli import load
 
     model, tok = load(a.model, None, None)
+    failed = []
     for part in a.parts:
         task, data, n, _, bs = PARTS[part]
         path = Path(a.data_dir) / data
         if not path.exists():
             raise SystemExit(f"{part}: data file {path} missing (docs/reproduction.md has the command that writes it)")
         print(f"[reproduce] {part}: {task} from {path}", flush=True)
-        runner.run(model, tok, [task], methods_of(part), a.out, model_name=a.model, n=n, data=str(path),
-                   batch_size=a.batch_size or bs, dry_run=a.dry_run, progress=True,
-                   over_context="skip" if part in SKIP_OVER_CONTEXT else "error", refill=a.refill)
+        try:
+            runner.run(model, tok, [task], methods_of(part), a.out, model_name=a.model, n=n, data=str(path),
+                       batch_size=a.batch_size or bs, dry_run=a.dry_run, progress=True,
+                       over_context="skip" if part in SKIP_OVER_CONTEXT else "error", refill=a.refill)
+        except runner.CellsFailed as e:  # the part's other cells are stored; the next parts still run
+            print(f"[reproduce] {part}: {e}", file=sys.stderr, flush=True)
+            failed.append(part)
+    if failed:
+        raise SystemExit(f"cells failed in part(s) {failed} (named above; rerun the part to retry them)")
     return 0
 
 

@@ -404,7 +404,7 @@ class _Live:
 
 
 def _run_waves(model, tokenizer, items: list[_Item], out, *, model_name, batch_size, record, rank, prog: _Progress,
-               free_memory=None, refill: bool = False) -> None:
+               free_memory=None, refill: bool = False) -> list[str]:
     """Rows = (item, method) in order, cut into waves of <= batch_size rows that fit the free device memory
     (_next_wave, measured before each wave; free_memory: a fixed budget in bytes instead); a sample's prefill is kept
     until its last row has been built (a sample may straddle two waves), so each sample is prefilled exactly once.
@@ -412,7 +412,10 @@ def _run_waves(model, tokenizer, items: list[_Item], out, *, model_name, batch_s
     refill: a decode call returns once half of its rows have finished while rows are still queued; the finished rows
     are written and queued rows take their places beside the unfinished ones in the next call. Without it a wave
     decodes until its last row stops, so one row that runs to its cap keeps the whole wave's step going for a few
-    live rows. Tokens are the same either way (a row's tokens never depend on its batch mates)."""
+    live rows. Tokens are the same either way (a row's tokens never depend on its batch mates).
+
+    A row whose cache build raises (anything but running out of memory) is not stored and does not stop the others:
+    returns those cells, "task/sample/method: error", for run() to name (a rerun retries them)."""
     stop_ids = stop_token_ids(model, tokenizer)
     writer = ResultsWriter(out, rank=rank)
     rec_writer = ResultsWriter(out, rank=rank, table=RECORDS)
@@ -421,6 +424,7 @@ def _run_waves(model, tokenizer, items: list[_Item], out, *, model_name, batch_s
     device = next(model.parameters()).device
     fp = _Footprint(model, tokenizer, record)
     live: list[_Live] = []
+    failed: list[str] = []
     w = 0
     while w < len(queue) or live:
         if w < len(queue) and len(live) < batch_size:
@@ -434,12 +438,22 @@ def _run_waves(model, tokenizer, items: list[_Item], out, *, model_name, batch_s
                     it._state = prefill(model, encode_prompt(tokenizer, it.sample.prompt))
                     prog.prefills += 1
                 t0 = time.perf_counter()
-                cache = build_cache(model, it._state, cfg, record=record)
                 st = it._state
-                live.append(_Live(it, cfg, cache, st, time.perf_counter() - t0, [int(st.first_logits.argmax())]))
                 remaining[id(it)] -= 1
                 if remaining[id(it)] == 0:
                     it._state = None  # the row keeps its own reference; drop ours so memory is freed after it
+                try:
+                    cache = build_cache(model, st, cfg, record=record)
+                except torch.OutOfMemoryError:
+                    raise
+                except Exception as e:  # noqa: BLE001 - one bad cell must not cost the wave (e.g. an SVD failure)
+                    cell = f"{it.task.name}/{it.sample.id}/{cfg.name}: {type(e).__name__}: {e}"
+                    failed.append(cell)
+                    print(f"[runner] cache build failed, cell not stored: {cell}", file=sys.stderr, flush=True)
+                    continue
+                live.append(_Live(it, cfg, cache, st, time.perf_counter() - t0, [int(st.first_logits.argmax())]))
+        if not live:
+            continue
         methods = ",".join(sorted({r.cfg.name for r in live}))
         for r in live:
             if not r.batch_rows:
@@ -481,6 +495,7 @@ def _run_waves(model, tokenizer, items: list[_Item], out, *, model_name, batch_s
         prog.cells(len(rows), sum(x["finish_reason"] == "length" for x in rows))
         live = still
         del outs, rows, records
+    return failed
 
 
 def _summary(df, stats: _Progress, wall: float, world: int) -> None:
@@ -559,8 +574,8 @@ def run(model, tokenizer, tasks, methods, out, *, model_name: str, n=None, token
     prog = _Progress(sum(len(it.pending) for it in items), enabled=progress and rank == 0)
     t0 = time.perf_counter()
     try:
-        _run_waves(model, tokenizer, items, out, model_name=model_name, batch_size=batch_size, record=record, rank=rank, prog=prog,
-                   free_memory=free_memory, refill=refill)
+        failed = _run_waves(model, tokenizer, items, out, model_name=model_name, batch_size=batch_size, record=record,
+                            rank=rank, prog=prog, free_memory=free_memory, refill=refill)
     finally:
         prog.close()
     wall = time.perf_counter() - t0
@@ -575,7 +590,18 @@ def run(model, tokenizer, tasks, methods, out, *, model_name: str, n=None, token
     if progress and rank == 0:
         _summary(df, prog, wall, world)
         sys.stdout.flush()
+    if failed:
+        raise CellsFailed(failed)
     return df
+
+
+class CellsFailed(RuntimeError):
+    """Cells whose cache build raised: not stored (every other cell was); a rerun of the grid retries them."""
+
+    def __init__(self, cells: list[str]):
+        self.cells = cells
+        super().__init__(f"{len(cells)} cell(s) failed and were not stored (the others were; rerun to retry them):\n  "
+                         + "\n  ".join(cells))
 
 
 def _select(df, task_samples, cfgs, model_name: str):

@@ -500,3 +500,37 @@ def test_decode_resumes_a_row_from_its_tokens_so_far(tiny, samples):
         decode(model, fresh()[:1], [[first[0], 5]], [7], set())
     with pytest.raises(ValueError, match="until_active="):
         decode(model, fresh()[:1], first[:1], [7], set(), until_active=-1)
+
+
+def test_a_cell_whose_cache_build_raises_is_named_and_the_rest_are_stored(tiny, samples, tmp_path, monkeypatch):
+    """One failed build (a cuSOLVER SVD that did not converge, say) costs only its cell: the other cells are stored
+    with the tokens they get alone, run() then raises naming the cell, and a rerun runs just that cell."""
+    import shadowkv_lab.runner as runner
+
+    model, tok = tiny
+    task = FakeTask()
+    ref = runner.run(model, tok, [(task, samples[:2])], METHODS, tmp_path / "ref", model_name="tiny", progress=False)
+    real = runner.build_cache
+    bad_len = runner.encode_prompt(tok, samples[1].prompt).shape[-1]
+
+    def flaky(model_, state, cfg, record=False):
+        if cfg.name == "yakv" and state.input_ids.shape[-1] == bad_len:
+            raise RuntimeError("linalg.svd: The algorithm failed to converge")
+        return real(model_, state, cfg, record=record)
+
+    monkeypatch.setattr(runner, "build_cache", flaky)
+    out = tmp_path / "res"
+    with pytest.raises(runner.CellsFailed, match=r"(?s)1 cell\(s\) failed.*fake/fake-1/yakv: RuntimeError: linalg.svd") as e:
+        runner.run(model, tok, [(task, samples[:2])], METHODS, out, model_name="tiny", batch_size=3, progress=False)
+    assert len(e.value.cells) == 1
+    got = load(out)
+    assert len(got) == 2 * len(METHODS) - 1 and not ((got.sample_id == "fake-1") & (got.method == "yakv")).any()
+    key = ["sample_id", "method"]
+    want = ref.merge(got[key], on=key).sort_values(key)
+    assert want.token_ids.tolist() == got.sort_values(key).token_ids.tolist()
+
+    monkeypatch.setattr(runner, "build_cache", real)
+    df = runner.run(model, tok, [(task, samples[:2])], METHODS, out, model_name="tiny", progress=False)
+    assert len(df) == 2 * len(METHODS)
+    row = df[(df.sample_id == "fake-1") & (df.method == "yakv")]
+    assert row.token_ids.tolist() == ref[(ref.sample_id == "fake-1") & (ref.method == "yakv")].token_ids.tolist()
