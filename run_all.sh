@@ -126,7 +126,7 @@ extra_params() {
     [ "$PROFILE" = full ] || return 0
     case "$1" in
         01_*) echo 'tasks: [text2json, multineedle, ruler_niah_single, ruler_niah_multikey, ruler_vt]' ;;
-        02_*) echo 'rank_factors: [0.25, 0.5, 1, 2, 4]'; echo 'key_formats: [exact, fp8, nvfp4, higgs4, higgs2]' ;;
+        02_*) echo 'rank_factors: [0.25, 0.5, 1, 2, 4]'; echo 'key_formats: [exact, fp8, nvfp4, higgs4, higgs2, higgs4_centred, higgs2_centred]' ;;
         03_*) echo 'precisions: [bf16, fp8, nvfp4, higgs4, higgs3, higgs2, higgs1]' ;;
         04_*) echo 'chunk_sizes: [1, 2, 4, 8, 16]' ;;
         05_*) echo 'precisions: [higgs3, higgs2, residual, higgs1]' ;;

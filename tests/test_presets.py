@@ -71,6 +71,7 @@ def test_check_methods_names_every_bad_one():
     (lambda: P.key_compression(64), "shadowkv_r64"),
     (lambda: P.key_compression("exact"), "shadowkv_fullkeys"),
     (lambda: P.key_compression("fp8"), "shadowkv_fullkeys_k-fp8"),
+    (lambda: P.key_compression("higgs4_centred"), "shadowkv_fullkeys_k-higgs4_k-centred"),
     (lambda: P.chunk_size_ablation(4), "yakv_exactkv_c4_lm-bf16"),
     (lambda: P.landmark_precision("higgs2"), "yakv_exactkv"),
     (lambda: P.landmark_precision("residual", chunk_size=2), "yakv_exactkv_c2_lm-residual"),
@@ -111,3 +112,12 @@ def test_one_tiny_loader():
         models.load_model("tiny-gpt2")
     model, tok = models.load_model("tiny-llama", dtype="bf16")
     assert model.config.model_type == "llama" and next(model.parameters()).dtype == torch.bfloat16
+
+
+def test_centred_key_compression_is_the_format_with_the_key_offset_removed():
+    plain, centred = P.key_compression("higgs4"), P.key_compression("higgs4_centred")
+    assert centred.key_offset == P.KEY_OFFSET and plain.key_offset == "none"
+    assert centred.replace(key_offset="none", name=plain.name, description=plain.description) == plain
+    for bad in ("exact_centred", "higgs3", "higgs4_centered"):
+        with pytest.raises(ValueError, match=rf"key compression '{bad}' unknown; allowed .*higgs4_centred"):
+            P.key_compression(bad)

@@ -112,6 +112,7 @@ _TAGS = {
     "landmark_format": lambda v: f"lm-{_format_alias(v, LANDMARK_PRECISIONS)}",
     "landmark_scoring": lambda v: "lut" if v == "codes" else "lm-dequantized",
     "key_format": lambda v: f"k-{_format_alias(v, KEY_FORMATS)}",
+    "key_offset": lambda v: "k-centred" if v == KEY_OFFSET else f"k-offset-{v}",
     "value_format": lambda v: f"v-{_format_alias(v, KEY_FORMATS)}",
     "keys_on_device": lambda v: "keys-on-device" if v else "keys-offloaded",
     "offload": lambda v: "offload" if v else "on-device",
@@ -163,14 +164,18 @@ def chunk_size_ablation(chunk_size: int, sparse_budget: int | float = YAKV_BUDGE
 
 
 def key_compression(keys: str | int, sparse_budget: int | float = SHADOWKV_BUDGET) -> OffloadConfig:
-    """Key-compression ablation on ShadowKV: `keys` is an SVD rank (int, on `shadowkv`) or one of KEY_FORMATS (on
-    `shadowkv_fullkeys`, rank -1)."""
+    """Key-compression ablation on ShadowKV: `keys` is an SVD rank (int, on `shadowkv`), one of KEY_FORMATS (on
+    `shadowkv_fullkeys`, rank -1), or a quantized format with `_centred` (the keys' offset removed before quantizing,
+    KEY_OFFSET: what quantized keys need on a model with a k_proj bias, docs/key_offset.md)."""
     if isinstance(keys, int) and not isinstance(keys, bool):
         return variant("shadowkv", rank=keys, sparse_budget=sparse_budget, description=f"low-rank keys, rank {keys}")
-    if keys not in KEY_FORMATS:
-        raise ValueError(f"key compression {keys!r} unknown; allowed an int rank or {sorted(KEY_FORMATS)}")
-    return variant("shadowkv_fullkeys", key_format=KEY_FORMATS[keys], sparse_budget=sparse_budget,
-                   description=f"{keys} keys (no SVD)")
+    fmt = keys.removesuffix("_centred") if isinstance(keys, str) else keys
+    if fmt not in KEY_FORMATS or (fmt == "exact" and keys != fmt):
+        allowed = sorted(KEY_FORMATS) + [f"{k}_centred" for k in sorted(KEY_FORMATS) if k != "exact"]
+        raise ValueError(f"key compression {keys!r} unknown; allowed an int rank or {allowed}")
+    centred = {"key_offset": KEY_OFFSET} if keys != fmt else {}
+    return variant("shadowkv_fullkeys", key_format=KEY_FORMATS[fmt], sparse_budget=sparse_budget, **centred,
+                   description=f"{fmt} keys (no SVD)" + (", offset removed before quantizing" if centred else ""))
 
 
 # ShadowKV's rank 160 of Llama-3-8B's H*d = 1024, as a share: what `shadowkv_scaled` and matched_rank keep.

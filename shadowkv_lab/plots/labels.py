@@ -185,6 +185,9 @@ def _describe(field: str, value, cfg: dict) -> str:
         return f"{value} outlier chunks"
     if field == "landmark_scoring":
         return "landmarks scored from codes" if value == "codes" else "dequantized landmarks scored"
+    if field in ("key_offset", "landmark_offset"):
+        what = "keys" if field == "key_offset" else "landmarks"
+        return f"{what} not centred" if value == "none" else f"{what} centred ({value})"
     return f"{field.replace('_', ' ')} {value}"
 
 

@@ -67,8 +67,10 @@ def key_compression(df: pd.DataFrame, methods=None, metric: str = "score", title
         return empty("no key-compression results")
     s = A.summary(d, metric)
     d = d.assign(rank=pd.to_numeric(A.config_field(d, "rank"), errors="coerce"), key_format=A.config_field(d, "key_format"),
-                 key_bits=pd.to_numeric(A.config_field(d, "key_bits"), errors="coerce"))
-    info = d.groupby("method", sort=False).agg(rank=("rank", "first"), key_format=("key_format", "first"), key_bits=("key_bits", "median"))
+                 key_bits=pd.to_numeric(A.config_field(d, "key_bits"), errors="coerce"),
+                 key_offset=A.config_field(d, "key_offset").fillna("none"))
+    info = d.groupby("method", sort=False).agg(rank=("rank", "first"), key_format=("key_format", "first"),
+                                               key_bits=("key_bits", "median"), key_offset=("key_offset", "first"))
 
     def order(m):
         r = info.loc[m]
@@ -76,7 +78,7 @@ def key_compression(df: pd.DataFrame, methods=None, metric: str = "score", title
             return (0, 0, r["rank"])
         if r["rank"] > 0:
             return (0, 1, r["rank"])
-        return (1, 0, -(r["key_bits"] if np.isfinite(r["key_bits"]) else 99))
+        return (1, 0, -(r["key_bits"] if np.isfinite(r["key_bits"]) else 99), r["key_offset"] != "none")
 
     def label(m):
         r = info.loc[m]
@@ -87,7 +89,8 @@ def key_compression(df: pd.DataFrame, methods=None, metric: str = "score", title
         if r["key_format"] in (None, "native"):
             return "exact"
         name = L.format_name(r["key_format"]).replace(" ", "\n", 1)
-        return name + (f"\n({r['key_bits']:.3g})" if np.isfinite(r["key_bits"]) else "")
+        name += f"\n({r['key_bits']:.3g})" if np.isfinite(r["key_bits"]) else ""
+        return name + ("\ncentred" if r["key_offset"] != "none" else "")
 
     ms = sorted(info.index, key=order)
     xi = {m: i for i, m in enumerate(ms)}
