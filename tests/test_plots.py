@@ -213,20 +213,28 @@ def test_small_n_figures_draw_no_interval(demo):
     matplotlib.pyplot.close(fig)
 
 
-def test_accuracy_vs_memory_names_main_methods_and_greys_ablations(demo):
+def test_accuracy_vs_memory_names_main_methods_and_greys_ablations(demo, tmp_path):
+    """The study's methods each have a marker of their own, named in the legend below the figure (no text on the
+    axes, so methods at one memory point never collide); ablations are grey and unnamed; the stamp's line stays
+    clear of the legend."""
     df, _ = demo
     fig = plots.accuracy_vs_memory(df[df.task == "text2json"])
     ax = fig.axes[0]
-    texts = {t.get_text() for t in ax.texts}
-    assert {"Full attention", "ShadowKV", "YAKV", "YAKV, residual landmarks"} <= texts
-    assert not any("lm_" in t or "chunk" in t for t in texts)  # ablations are not named
+    assert not ax.texts
+    (leg,) = fig.legends
+    names = [t.get_text() for t in leg.texts]
+    assert {"Full attention", "ShadowKV", "YAKV", "YAKV, residual landmarks"} <= set(names)
+    assert not any("lm_" in t or "chunk" in t for t in names)  # ablations are not named
+    assert names[-2:] == ["ablations / diagnostics", "Pareto frontier (study's methods; black edge)"]
+    markers = [c.lines[0].get_marker() for c in ax.containers]
+    assert len(markers) == len(set(markers)) == len(names) - 2  # one marker per method
     grey = [c for c in ax.collections if c.get_label() == "ablations / diagnostics"]
     assert grey and len(grey[0].get_offsets()) > 5
-    assert ax.get_legend() is None or len(ax.get_legend().texts) <= 3
-    fig.canvas.draw()
-    boxes = [t.get_window_extent() for t in ax.texts]
-    overlaps = [(a, b) for i, a in enumerate(ax.texts) for j, b in enumerate(ax.texts) if i < j and boxes[i].overlaps(boxes[j])]
-    assert not overlaps, [(a.get_text(), b.get_text()) for a, b in overlaps]  # direct labels do not collide
+    plots.save(fig, "avm", tmp_path, plots.Stamp(profile="quick", model="m", n=2))
+    footer = next(t for t in fig.texts if "quick profile" in t.get_text())
+    r = fig.canvas.get_renderer()
+    assert not footer.get_window_extent(r).overlaps(leg.get_window_extent(r))
+    assert leg.get_window_extent(r).y1 < min(a.xaxis.label.get_window_extent(r).y0 for a in fig.axes)
     matplotlib.pyplot.close(fig)
 
 

@@ -9,16 +9,20 @@ import pandas as pd
 
 from .. import analysis as A
 from . import labels as L
-from .style import empty, figure, interval_note, label_points, legend, model_title, panels, plain_log_ticks, yerr
+from .style import empty, figure, interval_note, legend, model_title, panels, plain_log_ticks, yerr
 
 MEM_LABEL = "GPU bytes / token / layer"
 ABLATION_GREY = "#BBBBBB"
 
 
+GREY_LABEL, FRONTIER_LABEL = "ablations / diagnostics", "Pareto frontier (study's methods; black edge)"
+
+
 def accuracy_vs_memory(df: pd.DataFrame, metric: str = "score", per_task: bool = True, title: str | None = None):
     """Mean score against GPU bytes per prompt token per layer (log x). The study's methods (labels.MAIN_METHODS and
-    their budget variants) in colour with their names written beside them and the Pareto frontier drawn over them
-    alone; every other config (ablations, diagnostics) a small grey point, unnamed."""
+    their budget variants) in their family's colour, each with its own marker named in the legend (methods at one
+    memory point, such as ShadowKV's budgets, stay apart without text on the axes), the Pareto frontier drawn over
+    them alone; every other config (ablations, diagnostics) a small grey point, unnamed."""
     s = A.accuracy_vs_memory(df, metric, per_task=per_task)
     s = s[np.isfinite(pd.to_numeric(s["device_B_per_token_layer"], errors="coerce"))] if len(s) else s
     if s.empty:
@@ -27,37 +31,34 @@ def accuracy_vs_memory(df: pd.DataFrame, metric: str = "score", per_task: bool =
     cfg = dict(zip(first["method"], first["config"])) if "config" in first else {}
     main = {m: L.is_main(m, cfg.get(m)) for m in s["method"]}
     names, colors = L.method_labels(df), L.method_colors(df)
+    mains = A.method_order([m for m in dict.fromkeys(s["method"]) if main[m]])
+    markers = {m: L.MARKERS[i % len(L.MARKERS)] for i, m in enumerate(mains)}
     tasks = list(dict.fromkeys(s["task"]))
     fig, axes = panels(len(tasks), 2.8)
-    to_label = []
     for ax, t in zip(axes, tasks):
         g = s[s["task"] == t]
-        abl = g[~g["method"].map(main)]
-        if len(abl):
-            ax.scatter(abl["device_B_per_token_layer"], abl["mean"], s=10, color=ABLATION_GREY, zorder=1,
-                       label="ablations / diagnostics")
-        mg = g[g["method"].map(main)]
+        mg = g[g["method"].map(main)].sort_values("method", key=lambda m: m.map(mains.index))  # the legend's order
         front = A.pareto_front(mg["device_B_per_token_layer"], mg["mean"])
         for (_, r), on in zip(mg.iterrows(), front):
             c = colors.get(r["method"])
-            ax.errorbar(r["device_B_per_token_layer"], r["mean"], yerr=yerr([r["mean"]], [r["ci95"]]), marker="o", ms=4.5,
-                        color=c, ecolor=matplotlib.colors.to_rgba(c, 0.4), capsize=1.5, elinewidth=0.7, zorder=3,
-                        mec="black" if on else c, mew=0.6)
+            ax.errorbar(r["device_B_per_token_layer"], r["mean"], yerr=yerr([r["mean"]], [r["ci95"]]),
+                        marker=markers[r["method"]], ms=5, color=c, ecolor=matplotlib.colors.to_rgba(c, 0.4), capsize=1.5,
+                        elinewidth=0.7, zorder=3, mec="black" if on else c, mew=0.6, label=names.get(r["method"], r["method"]))
+        abl = g[~g["method"].map(main)]
+        if len(abl):
+            ax.scatter(abl["device_B_per_token_layer"], abl["mean"], s=10, color=ABLATION_GREY, zorder=1,
+                       label=GREY_LABEL)
         f = mg[front].sort_values("device_B_per_token_layer")
         ax.step(f["device_B_per_token_layer"], f["mean"], where="post", color="black", lw=0.7, alpha=0.6, zorder=2,
-                label="Pareto frontier (study's methods)")
+                label=FRONTIER_LABEL)
         ax.set_xscale("log")
         ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(base=10, subs=(1, 2, 5)))
         plain_log_ticks(ax.xaxis)
         ax.set_xlabel(MEM_LABEL + " (log)")
         ax.set_title(L.task_label(t))
         ax.set_ylim(-2, 105)
-        to_label.append((ax, list(mg["device_B_per_token_layer"]), list(mg["mean"]), [names.get(m, m) for m in mg["method"]],
-                         [colors.get(m) for m in mg["method"]]))
     axes[0].set_ylabel(f"{metric} (0-100)\n{interval_note(s['n'])}")
-    legend(axes[-1], ncol=2)
-    for args in to_label:  # after the legend: label_points measures the axes' final width
-        label_points(*args)
+    legend(axes[-1], max_right=0, ncol=3, axes=axes[:-1], last=(GREY_LABEL, FRONTIER_LABEL))
     fig.suptitle(title or f"Accuracy vs GPU memory ({model_title(df)})")
     return fig
 

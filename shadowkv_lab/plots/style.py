@@ -80,10 +80,14 @@ def interval_note(n) -> str:
     return f"mean, dots: samples (n < {MIN_N_CI})"
 
 
-def legend(ax, max_right: int = 6, ncol: int = 2):
-    """Legend without duplicate labels: beside the axes when short, below the figure when long."""
-    h, labels = ax.get_legend_handles_labels()
-    uniq = dict(zip(labels, h))
+def legend(ax, max_right: int = 6, ncol: int = 2, axes=(), last=()):
+    """Legend without duplicate labels: beside the axes when short, below the figure when long. axes: more axes whose
+    labelled artists join it (panels that each show some of the entries); last: labels put after the others."""
+    uniq = {}
+    for a in [*axes, ax]:
+        h, labels = a.get_legend_handles_labels()
+        uniq.update(zip(labels, h))
+    uniq = dict(sorted(uniq.items(), key=lambda kv: kv[0] in last))
     if not uniq:
         return
     if len(uniq) <= max_right and ax.figure.get_figwidth() > COLUMN + 0.1:
@@ -94,8 +98,15 @@ def legend(ax, max_right: int = 6, ncol: int = 2):
         fit = max(1, int(fig.get_figwidth() * 72 / (7 * 0.55 * longest + 24)))
         cols = max(1, min(ncol, fit, len(uniq)))
         lines = sum(max(str(k).count("\n") + 1 for k in list(uniq)[i:i + cols]) for i in range(0, len(uniq), cols))
-        fig.set_figheight(fig.get_figheight() + lines * 7 * 1.25 / 72 + 0.1)
-        fig.legend(uniq.values(), uniq.keys(), loc="outside lower center", ncol=cols)
+        pad_pt = FOOTER_PT + 9  # the stamp's line under the legend (_add_footer)
+        fig.set_figheight(fig.get_figheight() + lines * 7 * 1.25 / 72 + 0.1 + pad_pt / 72)
+        size = matplotlib.font_manager.FontProperties(size=matplotlib.rcParams["legend.fontsize"]).get_size_in_points()
+        # the layout reserves the legend's box above its rect but draws the legend from the figure's edge: the pad
+        # lifts it onto its reserved box, and the rect keeps the stamp's line free whether or not one is added
+        fig.legend(uniq.values(), uniq.keys(), loc="outside lower center", ncol=cols, borderaxespad=pad_pt / size)
+        engine = fig.get_layout_engine()
+        if hasattr(engine, "set"):
+            engine.set(rect=(0, pad_pt / 72 / fig.get_figheight(), 1, 1 - pad_pt / 72 / fig.get_figheight()))
 
 
 def plain_log_ticks(axis):
