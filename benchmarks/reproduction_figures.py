@@ -51,7 +51,7 @@ def load_rows(sources: list[str]) -> pd.DataFrame:
 def stamp_for(rows: pd.DataFrame) -> plots.Stamp:
     """profile 'reproduction', the model(s), the smallest n of any (task, method) cell drawn, the rows' commits."""
     n = int(rows.groupby(["task", "method"]).size().min())
-    commits = sorted({str(c)[:10] for c in rows["git_commit"].dropna()}) if "git_commit" in rows else []
+    commits = sorted({str(c)[:7] for c in rows["git_commit"].dropna()}) if "git_commit" in rows else []
     return plots.Stamp(profile="reproduction", model=", ".join(sorted(rows["model"].unique())), n=n,
                        commit="+".join(commits) or None)
 
@@ -96,6 +96,10 @@ def draw(df: pd.DataFrame, out: Path) -> dict[str, str]:
         if d["method"].nunique() < 3:
             done[name] = "skipped: its ablation cells are not in the rows yet"
             continue
+        # every point on the same samples: a part still running leaves some configs with fewer, and a reference
+        # config shared with the main grid (yakv_exactkv) has them all
+        per = d.groupby("method")["sample_id"].agg(set)
+        d = d[d["sample_id"].isin(set.intersection(*per))]
         # full attention's dashed line, on the sweep's own samples
         full = t2j[(t2j["method"] == "full") & ~t2j["method"].isin(methods) & t2j["sample_id"].isin(d["sample_id"])]
         save(fn(pd.concat([d, full])), name, d)

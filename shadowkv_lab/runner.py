@@ -265,6 +265,28 @@ def free_device_bytes(device: torch.device) -> int | None:
     return None
 
 
+def free_host_bytes() -> int | None:
+    """Host RAM a new wave's offloaded stores can take: MemAvailable of /proc/meminfo (Linux), else psutil's
+    available memory; None when neither can tell (no limit, said once)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        import psutil
+    except ImportError:
+        warnings.warn("free_host_bytes: neither /proc/meminfo nor psutil: waves are not sized by host memory",
+                      RuntimeWarning, stacklevel=2)
+        return None
+    return int(psutil.virtual_memory().available)
+
+
+HOST_COPIES = 2  # a row's offloaded stores, and the stacked copy its decode call makes of them (the row then holds views)
+
+
 def _model_shape(model) -> dict:
     """n_layers, n_q_heads, n_kv_heads, head_dim, dtype_bytes and the prefill's transient bytes per prompt token."""
     cfg = model.config
@@ -285,6 +307,7 @@ class _Footprint:
         from .cache.batched import default_backend
 
         self.shape, self.tokenizer, self.record = _model_shape(model), tokenizer, record
+        self.host_is_device = next(model.parameters()).device.type == "cpu"  # offloaded stores share the device's RAM
         # the backend decode() will run: the kernels need a bf16/fp16 model and a power-of-two head_dim >= 32
         # (cache.batched.triton_reason); a stack that falls back for a store format is not foreseen here
         d = self.shape["head_dim"]
@@ -303,6 +326,15 @@ class _Footprint:
                                    record=_needs_records(cfg, self.record), backend=self.backend,
                                    n_q_heads=sh["n_q_heads"])
 
+    def host(self, it: _Item, cfg: OffloadConfig) -> int:
+        """Host bytes of the row's offloaded stores while its wave is stacked (HOST_COPIES x cache.memory.row_host_bytes)."""
+        from .cache.memory import row_host_bytes
+
+        sh = self.shape
+        return HOST_COPIES * row_host_bytes(cfg, n_layers=sh["n_layers"], n_kv_heads=sh["n_kv_heads"],
+                                            head_dim=sh["head_dim"], prompt_len=self.prompt_len(it),
+                                            dtype_bytes=sh["dtype_bytes"])
+
     def prefill(self, it: _Item, cfgs) -> int:
         """The prefill state (pre-/post-RoPE keys, values), the key SVD when a low-rank method uses it, and the
         prefill's activations (transient)."""
@@ -315,29 +347,37 @@ class _Footprint:
 
 
 def _next_wave(queue: list, start: int, batch_size: int, free: int | None, fp: _Footprint,
-               may_be_empty: bool = False) -> list:
-    """The rows queue[start:...] of the next wave: at most batch_size rows whose estimated bytes (rows, plus each new
-    prefill) fit HEADROOM x `free` (None: no limit). A first row that does not fit alone raises RowMemoryError, unless
-    `may_be_empty` (rows still decoding hold memory that frees when they finish): then the wave is empty."""
-    if free is None:
+               may_be_empty: bool = False, host_free: int | None = None) -> list:
+    """The rows queue[start:...] of the next wave: at most batch_size rows whose estimated device bytes (rows, plus
+    each new prefill) fit HEADROOM x `free`, and whose offloaded stores fit HEADROOM x `host_free` (None: no limit).
+    A first row that does not fit alone raises RowMemoryError, unless `may_be_empty` (rows still decoding hold memory
+    that frees when they finish): then the wave is empty."""
+    if free is None and host_free is None:
         return queue[start : start + batch_size]
-    budget = int(HEADROOM * free)
-    wave, used, seen = [], 0, set()
+    limits = {"device": free, "host": host_free}
+    budget = {k: None if v is None else int(HEADROOM * v) for k, v in limits.items()}
+    wave, used, seen = [], {"device": 0, "host": 0}, set()
     for it, cfg in queue[start : start + batch_size]:
-        need = fp.row(it, cfg)
+        need = {"device": fp.row(it, cfg), "host": fp.host(it, cfg)}
         if it._state is None and id(it) not in seen:  # a prefill this wave makes (a held one is already allocated)
-            need += fp.prefill(it, it.pending)
+            need["device"] += fp.prefill(it, it.pending)
+        if host_free is None and fp.host_is_device:
+            need["device"] += need["host"]
         seen.add(id(it))
-        if used + need > budget:
+        over = [k for k in need if budget[k] is not None and used[k] + need[k] > budget[k]]
+        if over:
+            k = over[0]
             if not wave and not may_be_empty:
+                what = ("its cache, prefill and decode buffers" if k == "device" else
+                        f"its offloaded stores, x{HOST_COPIES} while stacked")
                 raise RowMemoryError(
-                    f"row {it.task.name}/{it.sample.id}/{cfg.name} needs about {need / 2**30:.2f} GiB "
-                    f"({need:,} bytes: its cache, prefill and decode buffers at {fp.prompt_len(it)} prompt tokens and "
-                    f"{it.cap} new tokens) but {free / 2**30:.2f} GiB ({free:,} bytes) are free "
-                    f"({HEADROOM:.0%} usable): use a smaller prompt or cap, offload, or a larger device")
+                    f"row {it.task.name}/{it.sample.id}/{cfg.name} needs about {need[k] / 2**30:.2f} GiB of {k} memory "
+                    f"({need[k]:,} bytes: {what} at {fp.prompt_len(it)} prompt tokens and {it.cap} new tokens) but "
+                    f"{limits[k] / 2**30:.2f} GiB ({limits[k]:,} bytes) are free ({HEADROOM:.0%} usable): use a smaller "
+                    f"prompt or cap, {'offload' if k == 'device' else 'keep it on the device'}, or a larger machine")
             break
         wave.append((it, cfg))
-        used += need
+        used = {k: used[k] + need[k] for k in used}
     return wave
 
 
@@ -404,9 +444,10 @@ class _Live:
 
 
 def _run_waves(model, tokenizer, items: list[_Item], out, *, model_name, batch_size, record, rank, prog: _Progress,
-               free_memory=None, refill: bool = False) -> list[str]:
+               free_memory=None, host_memory=None, refill: bool = False) -> list[str]:
     """Rows = (item, method) in order, cut into waves of <= batch_size rows that fit the free device memory
-    (_next_wave, measured before each wave; free_memory: a fixed budget in bytes instead); a sample's prefill is kept
+    (_next_wave, measured before each wave; free_memory: a fixed budget in bytes instead) and whose offloaded stores
+    fit the host's free RAM (host_memory: a fixed budget instead); a sample's prefill is kept
     until its last row has been built (a sample may straddle two waves), so each sample is prefilled exactly once.
 
     refill: a decode call returns once half of its rows have finished while rows are still queued; the finished rows
@@ -431,7 +472,13 @@ def _run_waves(model, tokenizer, items: list[_Item], out, *, model_name, batch_s
             free = free_memory if free_memory is not None else free_device_bytes(device)
             if free_memory is not None:  # a fixed budget: the rows still decoding hold their share of it
                 free -= sum(fp.row(r.item, r.cfg) for r in live)
-            wave = _next_wave(queue, w, batch_size - len(live), free, fp, may_be_empty=bool(live))
+            # offloaded stores live in host RAM: measured (on a CPU device, RAM is the device memory measured above
+            # and the stores come out of it), or a fixed budget that the rows still decoding hold half of (unstacked)
+            if host_memory is not None:
+                host = host_memory - sum(fp.host(r.item, r.cfg) // HOST_COPIES for r in live)
+            else:
+                host = free_host_bytes() if device.type != "cpu" and free_memory is None else None
+            wave = _next_wave(queue, w, batch_size - len(live), free, fp, may_be_empty=bool(live), host_free=host)
             w += len(wave)
             for it, cfg in wave:
                 if it._state is None:
@@ -510,7 +557,7 @@ def _summary(df, stats: _Progress, wall: float, world: int) -> None:
 
 
 def run(model, tokenizer, tasks, methods, out, *, model_name: str, n=None, tokens=None, seed=0, data=None, batch_size=8,
-        record=False, max_new_tokens=None, progress=True, dry_run=False, on_device=False, free_memory=None,
+        record=False, max_new_tokens=None, progress=True, dry_run=False, on_device=False, free_memory=None, host_memory=None,
         rates: str = RATES, over_context: str = "error", context: int | None = None, refill: bool = False):
     """Run every pending (task, sample, method) cell; return the grid's rows from the store (a pandas DataFrame).
 
@@ -538,8 +585,10 @@ def run(model, tokenizer, tasks, methods, out, *, model_name: str, n=None, token
         raise ValueError(f"batch_size={batch_size!r}: must be an int >= 1")
     if not isinstance(refill, bool):
         raise ValueError(f"refill={refill!r}: must be True or False")
-    if free_memory is not None and (not isinstance(free_memory, int) or isinstance(free_memory, bool) or free_memory < 1):
-        raise ValueError(f"free_memory={free_memory!r}: must be None (measure the device) or an int of bytes >= 1")
+    for name, v in (("free_memory", free_memory), ("host_memory", host_memory)):
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
+            raise ValueError(f"{name}={v!r}: must be None (measure the {'device' if name == 'free_memory' else 'host'}) "
+                             "or an int of bytes >= 1")
     cfgs = resolve_methods(methods)
     if on_device:
         cfgs = [c.replace(offload=False) for c in cfgs]
@@ -575,7 +624,7 @@ def run(model, tokenizer, tasks, methods, out, *, model_name: str, n=None, token
     t0 = time.perf_counter()
     try:
         failed = _run_waves(model, tokenizer, items, out, model_name=model_name, batch_size=batch_size, record=record,
-                            rank=rank, prog=prog, free_memory=free_memory, refill=refill)
+                            rank=rank, prog=prog, free_memory=free_memory, host_memory=host_memory, refill=refill)
     finally:
         prog.close()
     wall = time.perf_counter() - t0

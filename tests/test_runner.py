@@ -312,6 +312,21 @@ def test_recording_is_part_of_the_cell_key(tiny, samples, tmp_path, monkeypatch)
     assert len(load(tmp_path, all_rows=True)) == 3
 
 
+def _record_waves(monkeypatch, runner, kind: str) -> list:
+    """Spy on runner._next_wave: one (rows, their estimated bytes of `kind` ("device" or "host"), the limit it was
+    given) per wave."""
+    waves, real = [], runner._next_wave
+
+    def spy(queue, start, batch_size, free, fp, **kw):
+        wave = real(queue, start, batch_size, free, fp, **kw)
+        need = sum((fp.row if kind == "device" else fp.host)(it, c) for it, c in wave)
+        waves.append((len(wave), need, free if kind == "device" else kw.get("host_free")))
+        return wave
+
+    monkeypatch.setattr(runner, "_next_wave", spy)
+    return waves
+
+
 def test_waves_fit_a_fake_free_memory_budget(tiny, samples, tmp_path, monkeypatch):
     """--batch-size is an upper bound: with a free-memory budget that fits about two rows, every wave fits it, the
     tokens are those of the unbounded run, and a row that cannot fit alone names its bytes and the free memory."""
@@ -319,16 +334,7 @@ def test_waves_fit_a_fake_free_memory_budget(tiny, samples, tmp_path, monkeypatc
 
     model, tok = tiny
     task = FakeTask()
-    waves = []
-    real = runner._next_wave
-
-    def spy(queue, start, batch_size, free, fp, **kw):
-        wave = real(queue, start, batch_size, free, fp, **kw)
-        need = sum(fp.row(it, c) for it, c in wave)
-        waves.append((len(wave), need, free))
-        return wave
-
-    monkeypatch.setattr(runner, "_next_wave", spy)
+    waves = _record_waves(monkeypatch, runner, "device")
     wide = runner.run(model, tok, [(task, samples[:2])], METHODS, tmp_path / "a", model_name="tiny", batch_size=8, progress=False)
     assert [n for n, _, _ in waves] == [8]
     fp = runner._Footprint(model, tok, record=False)
@@ -390,6 +396,75 @@ def test_row_footprint_bounds_the_built_cache():
                 est = row_footprint_bytes(cfg, backend="triton", **kw)
                 assert held <= est <= 5 * held, (name, offload, record, held, est)
                 assert est <= row_footprint_bytes(cfg, **kw) == row_footprint_bytes(cfg, backend="torch", **kw)
+
+
+def test_row_host_bytes_is_the_built_cache_offloaded_stores():
+    """The host estimate made before building bounds what the built cache's memory report holds offloaded, and is
+    tight (it counts the whole prompt; the resident local window is not offloaded): values for ShadowKV, exact or
+    quantized keys and values for the YAKV family, nothing for full attention or a cache kept on the device."""
+    import dataclasses
+
+    import torch
+
+    from shadowkv_lab.cache.memory import row_host_bytes
+    from shadowkv_lab.cache.presets import PRESETS
+    from shadowkv_lab.generation import build_cache, prefill
+    from shadowkv_lab.testing import tiny_model
+
+    model, _ = tiny_model("qwen2", seed=1, dtype=torch.bfloat16)
+    st = prefill(model, torch.randint(3, 384, (700,), generator=torch.Generator().manual_seed(0)))
+    H, L, d = st.k_pre[0].shape
+    for name in ("full", "shadowkv", "yakv", "oracle", "shadowkv_fullkeys", "yakv_exactkv", "yakv_centred"):
+        for offload in (True, False):
+            cfg = dataclasses.replace(PRESETS[name], offload=offload)
+            held = build_cache(model, st, cfg).memory_report().total("offloaded", packed=False) if offload else 0
+            est = row_host_bytes(cfg, n_layers=model.config.num_hidden_layers, n_kv_heads=H, head_dim=d, prompt_len=L,
+                                 dtype_bytes=2)
+            window = (cfg.local_budget + cfg.chunk_size) / L if cfg.kind != "full" else 0
+            assert held <= est <= held / (1 - window) + 1, (name, offload, held, est)
+            assert (est > 0) == (offload and cfg.kind != "full")
+    assert row_host_bytes(PRESETS["yakv_exactkv"], n_layers=28, n_kv_heads=2, head_dim=128, prompt_len=16384,
+                          dtype_bytes=2) == 28 * 2 * 16384 * 256 * 2  # the 1.5B at 16k: 470 MB a row
+
+
+def test_waves_fit_a_fake_host_memory_budget(tiny, samples, tmp_path, monkeypatch):
+    """Offloaded stores are sized against host RAM too (a wave of exact-K/V rows once took a 128 GB host down): with a
+    host budget for about two rows, every wave fits it, the tokens are unchanged, and a row whose stores cannot fit
+    alone names its host bytes."""
+    import shadowkv_lab.runner as runner
+
+    model, tok = tiny
+    task = FakeTask()
+    methods = ["yakv_exactkv", "shadowkv_fullkeys", "full"]
+    wide = runner.run(model, tok, [(task, samples[:2])], methods, tmp_path / "a", model_name="tiny", batch_size=8,
+                      progress=False)
+    waves = _record_waves(monkeypatch, runner, "host")
+    fp = runner._Footprint(model, tok, record=False)
+    it = runner._Item(task, samples[1], task.max_new_tokens_for(samples[1]), [])
+    row = max(fp.host(it, runner.resolve(m)) for m in methods)
+    assert row > 0 and fp.host(it, runner.resolve("full")) == 0
+    budget = int(2 * row / runner.HEADROOM) + 1
+    narrow = runner.run(model, tok, [(task, samples[:2])], methods, tmp_path / "b", model_name="tiny", batch_size=8,
+                        progress=False, free_memory=2**40, host_memory=budget)
+    assert len(waves) >= 2 and max(n for n, _, _ in waves) < 6
+    assert all(need <= runner.HEADROOM * free for _, need, free in waves if free is not None)
+    key = ["sample_id", "method"]
+    a, b = wide.sort_values(key).reset_index(drop=True), narrow.sort_values(key).reset_index(drop=True)
+    assert a.token_ids.tolist() == b.token_ids.tolist()
+    with pytest.raises(runner.RowMemoryError, match=r"yakv_exactkv needs about .* GiB of host memory .*offloaded stores"):
+        runner.run(model, tok, [(task, samples[:1])], ["yakv_exactkv"], tmp_path / "c", model_name="tiny",
+                   free_memory=2**40, host_memory=1000, progress=False)
+    with pytest.raises(ValueError, match="host_memory="):
+        runner.run(model, tok, [(task, samples[:1])], ["full"], tmp_path / "d", model_name="tiny", host_memory=0)
+
+
+def test_free_host_bytes_is_available_ram():
+    import psutil
+
+    from shadowkv_lab.runner import free_host_bytes
+
+    got = free_host_bytes()
+    assert isinstance(got, int) and 0 < got <= psutil.virtual_memory().total
 
 
 def test_dry_run_estimates_gpu_time_from_measured_rates(tiny, samples, tmp_path, capsys):

@@ -231,3 +231,19 @@ def row_footprint_bytes(config, *, n_layers: int, n_kv_heads: int, head_dim: int
     per_layer += gen
     transient = 2 * HD * budget * (e + 4) + H * units * 4 * 4  # one layer's selected K/V (+ fp32) and scores
     return int(n_layers * per_layer + transient)
+
+
+def row_host_bytes(config, *, n_layers: int, n_kv_heads: int, head_dim: int, prompt_len: int, dtype_bytes: int) -> int:
+    """Estimated host bytes of one row's offloaded stores (pinned host memory): the values, and the stored keys of a
+    method without low-rank keys that keeps them off the device. 0 for full attention and for a cache that offloads
+    nothing. What a wave of exact-K/V rows holds on the host grows with the prompt (about 470 MB a row for the 1.5B at
+    16k), so the runner sizes waves by host memory too."""
+    if config.kind == "full" or not config.offload:
+        return 0
+    H, d, L, e = n_kv_heads, head_dim, prompt_len, dtype_bytes
+    HD = H * d
+    wide = lambda group: HD if (group or HD) > d else d  # noqa: E731 - the store's row width for its scales
+    per_layer = L * HD * _storage_bits(config.value_format, config.value_group or HD, wide(config.value_group), 8 * e) / 8
+    if min(config.rank_for(H, d), HD) <= 0 and not config.keys_on_device:
+        per_layer += L * HD * _storage_bits(config.key_format, config.key_group or HD, wide(config.key_group), 8 * e) / 8
+    return int(n_layers * per_layer)

@@ -149,8 +149,9 @@ def label_points(ax, xs, ys, texts, colors, logx: bool = True, min_gap_pt: float
         shift = matplotlib.transforms.offset_copy(ax.transData, fig=fig, x=-4 if right else 4, y=0, units="points")
         ax.text(xs[i], y, texts[i], transform=shift, ha="right" if right else "left", va="bottom", fontsize=fontsize,
                 color=colors[i], zorder=4)
-        if abs(y - ys[i]) > 0.75 * gap:  # a label pushed away from its point gets a leader line to it
-            ax.plot([xs[i], xs[i]], [ys[i], y], "-", lw=0.4, color=colors[i], alpha=0.7, zorder=3)
+        if abs(y - ys[i]) > 0.75 * gap:  # a label pushed away from its point gets a leader line to it, dotted and
+            # grey so that it does not read as an error bar
+            ax.plot([xs[i], xs[i]], [ys[i], y], ":", lw=0.6, color="#888888", zorder=3)
 
 
 def model_title(df) -> str:
@@ -176,7 +177,9 @@ class Stamp:
         parts = [f"{self.profile} profile" + (" · smoke test" if self.smoke else "")]
         parts += [self.model] if self.model else []
         parts += [f"n = {self.n}"] if self.n is not None else []
-        parts += [f"commit {'+'.join(c[:10] for c in self.commit.split('+'))}"] if self.commit else []  # rows of several commits
+        if self.commit:  # rows of several commits: each named short enough for a column-wide footer
+            commits = self.commit.split("+")
+            parts += [f"commit {'+'.join(c[:10 if len(commits) == 1 else 7] for c in commits)}"]
         return " · ".join(parts)
 
     def keywords(self) -> str:
