@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from shadowkv_lab import analysis as A  # noqa: E402
 from shadowkv_lab import plots  # noqa: E402
 from shadowkv_lab.analysis.report import load_stores  # noqa: E402
-from shadowkv_lab.cache.presets import SHADOWKV_BUDGET, chunk_size_ablation  # noqa: E402
+from shadowkv_lab.cache.presets import SHADOWKV_BUDGET, chunk_size_ablation, landmark_precision  # noqa: E402
 
 from reproduce import MAIN, ablation_groups  # noqa: E402
 
@@ -85,8 +85,10 @@ def draw(df: pd.DataFrame, out: Path) -> dict[str, str]:
     t2j = df[df["task"] == SWEEP_TASK]
     groups = {k: {c.name for c in cfgs} for k, cfgs in ablation_groups().items()}
     bf16_chunk1 = chunk_size_ablation(1).name  # the bf16 point of the precision axis, the chunk-1 point of the other
+    residual = landmark_precision("residual").name  # its own figure: a star beside the plain formats' line
     sweeps = {  # figure -> (function, its methods: the ablation's configs plus the reference they vary)
-        "landmark_precision": (plots.landmark_precision, groups["landmark_precision"] | {bf16_chunk1}),
+        "landmark_precision": (plots.landmark_precision, groups["landmark_precision"] - {residual} | {bf16_chunk1}),
+        "residual_landmarks": (plots.residual_landmarks, groups["landmark_precision"] | {bf16_chunk1}),
         "chunk_size": (plots.chunk_size, groups["chunk_size"]),
         "budget_sweep": (lambda d: plots.budget_sweep(d, families=("shadowkv", "yakv_centred")),
                          groups["budget"] | set(MAIN)),

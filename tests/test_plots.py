@@ -3,6 +3,7 @@
 import json
 
 import matplotlib
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -282,6 +283,8 @@ def test_residual_figure_ticks_every_measured_width(demo):
     fig = plots.residual_landmarks(pd.concat([t[exact], t[t.method == "full"]]))
     ticks = {lb.get_text() for lb in fig.axes[0].get_xticklabels()}
     assert {"2.25", "2.5", "1.5"} <= ticks
+    shown = sorted(float(t) for t in ticks if t)
+    assert all(np.log2(b / a) >= 0.12 for a, b in zip(shown, shown[1:]))  # no two labels on top of each other
     legend_text = " ".join(x.get_text() for lg in fig.legends for x in lg.texts)
     assert "10% fewer than HIGGS 2-bit's 2.5" in legend_text
     matplotlib.pyplot.close(fig)

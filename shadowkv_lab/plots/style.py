@@ -130,13 +130,20 @@ def label_points(ax, xs, ys, texts, colors, logx: bool = True, min_gap_pt: float
     scale = (lambda v: np.log10(v)) if logx else (lambda v: v)
     span = scale(x1) - scale(x0)
     placed = []  # (left, right) in axes fraction, label y in data units
+    # a label (from its baseline y up, about 2/3 of the gap high) must not cover another point's marker (3 pt
+    # around it, a third of the gap) either
+    marker = 3.0 / w_pt
+    points = [((scale(x) - scale(x0)) / span, y) for x, y in zip(xs, ys)]
     for i in sorted(range(len(xs)), key=lambda i: -ys[i]):
         fx = (scale(xs[i]) - scale(x0)) / span
         right = fx > 0.67
         w = (len(str(texts[i])) * fontsize * 0.55 + 4) / w_pt
         lo, hi = (fx - w, fx) if right else (fx, fx + w)
         def free(y):
-            return not any(lo < phi and plo < hi and abs(y - py) < gap for plo, phi, py in placed)
+            if any(lo < phi and plo < hi and abs(y - py) < gap for plo, phi, py in placed):
+                return False
+            return not any(j != i and lo < px + marker and px - marker < hi and py - gap < y < py + gap / 3
+                           for j, (px, py) in enumerate(points))
 
         y = ys[i] + 0.25 * gap
         while not free(y) and y > y0 + gap:

@@ -177,8 +177,9 @@ def residual_landmarks(df: pd.DataFrame, methods=None, metric: str = "score", ti
     plain, resid = first[~first["residual"]], first[first["residual"]]
     ax.set_xscale("log", base=2)
     ax.set_ylim(-2, 105)
-    label_points(ax, list(plain["landmark_bits"]), list(plain["mean"]), [L.format_name(f) for f in plain["landmark_format"]],
-                 ["#333333"] * len(plain))
+    marks = pd.concat([plain, resid.drop_duplicates("landmark_format")])  # the star labelled too: the others avoid it
+    label_points(ax, list(marks["landmark_bits"]), list(marks["mean"]), [L.format_name(f) for f in marks["landmark_format"]],
+                 ["#333333"] * len(marks))
     for _, r in resid.drop_duplicates("landmark_format").iterrows():  # one legend entry: the residual format and its saving
         sv = residual_saving(plain, r["landmark_bits"])
         note = f" ({r['landmark_bits']:.3g} b/dim,\n{sv[0]:.0f}% fewer than HIGGS 2-bit's {sv[1]:.3g})" if sv is not None else ""
@@ -186,8 +187,17 @@ def residual_landmarks(df: pd.DataFrame, methods=None, metric: str = "score", ti
                 label=f"star: {L.format_name(r['landmark_format'])}{note}")
     plain_log_ticks(ax.xaxis)
     bits = sorted(s["landmark_bits"].dropna().unique())
-    ax.set_xticks(bits, [f"{b:.3g}" for b in bits])  # the sweep spans less than an octave: tick every measured width
+    # every measured width (the star sits between plain formats); a label within 0.12 octave of the last one kept
+    # is left blank (its point is named on the axes)
+    labels, last = [], None
+    for b in bits:
+        show = last is None or np.log2(b / last) >= 0.12
+        labels.append(f"{b:.3g}" if show else "")
+        last = b if show else last
+    ax.set_xticks(bits, labels)
     ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+    if len(bits) > 1 and np.diff(np.log2(bits)).min() < 0.4:  # neighbours closer than their labels are wide
+        ax.tick_params(axis="x", labelrotation=60, labelsize=6)
     ax.set_xlabel("landmark bits / dimension (incl. scales)")
     _score_axis(ax, s)
     legend(ax)
