@@ -63,7 +63,8 @@ def test_default_leaves_dicts_and_hashes_unchanged():
     # derived names tag the field whichever side holds its default
     assert P.variant("yakv", landmark_scoring="codes").name == "yakv_lut"
     assert P.variant("yakv_lut", landmark_scoring="dequantized").name == "yakv_lut_lm-dequantized"
-    assert P.variant("yakv", key_offset="selective").name == "yakv_key_offset=selective"
+    assert P.variant("yakv", key_offset="selective").name == "yakv_k-centred"
+    assert P.variant("yakv", key_offset="mean").name == "yakv_k-offset-mean"
 
 
 # ---------------------------------------------------------------------------------------------- the step's scores
