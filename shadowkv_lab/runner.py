@@ -254,14 +254,12 @@ class RowMemoryError(MemoryError):
 
 def free_device_bytes(device: torch.device) -> int | None:
     """Bytes a new wave can allocate on `device`: on CUDA the driver's free memory plus what PyTorch's allocator holds
-    but does not use; on CPU the available RAM (psutil). None: no limit known (another device type)."""
+    but does not use; on CPU the available RAM (free_host_bytes). None: no limit known (another device type)."""
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         return int(free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device))
     if device.type == "cpu":
-        import psutil
-
-        return int(psutil.virtual_memory().available)
+        return free_host_bytes()
     return None
 
 

@@ -182,6 +182,15 @@ def stacked_landmark_bytes(config, *, n_kv_heads: int, head_dim: int, n_units: i
     return {"triton": triton, "torch": torch_}.get(backend, max(triton, torch_))
 
 
+def _kv_store_bytes(fmt: str, group: int | None, *, prompt_len: int, n_kv_heads: int, head_dim: int,
+                    dtype_bits: int) -> float:
+    """Bytes of one layer's key or value store of `fmt` over the prompt: rows of H*d, scales per `group` (default
+    one per row; a group wider than a head spans the token row, else one head's row)."""
+    HD = n_kv_heads * head_dim
+    width = HD if (group or HD) > head_dim else head_dim
+    return prompt_len * HD * _storage_bits(fmt, group or HD, width, dtype_bits) / 8
+
+
 def row_footprint_bytes(config, *, n_layers: int, n_kv_heads: int, head_dim: int, prompt_len: int, new_tokens: int,
                         dtype_bytes: int, record: bool = False, backend: str | None = None,
                         n_q_heads: int | None = None) -> int:
@@ -217,14 +226,13 @@ def row_footprint_bytes(config, *, n_layers: int, n_kv_heads: int, head_dim: int
     resident = min(config.local_budget + c + config.outlier_chunks * c, L)
     per_layer += 2 * HD * resident * e
     rank = min(config.rank_for(H, d), HD)
-    kv_w = HD
+    store = dict(prompt_len=L, n_kv_heads=H, head_dim=d, dtype_bits=dtype_bits)
     if rank > 0:
         per_layer += L * rank * e + H * rank * d * e
-    else:
-        kb = L * HD * bits(config.key_format, config.key_group, HD, kv_w if (config.key_group or HD) > d else d) / 8
-        per_layer += kb if (config.keys_on_device or not config.offload) else 0
+    elif config.keys_on_device or not config.offload:
+        per_layer += _kv_store_bytes(config.key_format, config.key_group, **store)
     if not config.offload:
-        per_layer += L * HD * bits(config.value_format, config.value_group, HD, kv_w if (config.value_group or HD) > d else d) / 8
+        per_layer += _kv_store_bytes(config.value_format, config.value_group, **store)
     if record or config.selection == "oracle":
         per_layer += L * HD * e * (2 if record else 1)
     budget = L if config.selection == "oracle" else min(config.budget_tokens(L) if L else 0, L)
@@ -240,10 +248,9 @@ def row_host_bytes(config, *, n_layers: int, n_kv_heads: int, head_dim: int, pro
     16k), so the runner sizes waves by host memory too."""
     if config.kind == "full" or not config.offload:
         return 0
-    H, d, L, e = n_kv_heads, head_dim, prompt_len, dtype_bytes
-    HD = H * d
-    wide = lambda group: HD if (group or HD) > d else d  # noqa: E731 - the store's row width for its scales
-    per_layer = L * HD * _storage_bits(config.value_format, config.value_group or HD, wide(config.value_group), 8 * e) / 8
-    if min(config.rank_for(H, d), HD) <= 0 and not config.keys_on_device:
-        per_layer += L * HD * _storage_bits(config.key_format, config.key_group or HD, wide(config.key_group), 8 * e) / 8
+    H, d = n_kv_heads, head_dim
+    store = dict(prompt_len=prompt_len, n_kv_heads=H, head_dim=d, dtype_bits=8 * dtype_bytes)
+    per_layer = _kv_store_bytes(config.value_format, config.value_group, **store)
+    if min(config.rank_for(H, d), H * d) <= 0 and not config.keys_on_device:
+        per_layer += _kv_store_bytes(config.key_format, config.key_group, **store)
     return int(n_layers * per_layer)

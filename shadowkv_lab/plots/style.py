@@ -22,6 +22,7 @@ from ..analysis.stats import MIN_N_CI
 COLUMN = 3.25  # single-column width, inches
 PAGE = 6.75  # double-column width, inches
 FOOTER_PT = 5.5
+FOOTER_STRIP_PT = FOOTER_PT + 9  # the height the stamp's line takes at the bottom of a figure
 
 # Type 42 (TrueType) fonts in PDF/PS: editable text and accepted by publishers (Type 3 is not).
 RC = {
@@ -98,15 +99,13 @@ def legend(ax, max_right: int = 6, ncol: int = 2, axes=(), last=()):
         fit = max(1, int(fig.get_figwidth() * 72 / (7 * 0.55 * longest + 24)))
         cols = max(1, min(ncol, fit, len(uniq)))
         lines = sum(max(str(k).count("\n") + 1 for k in list(uniq)[i:i + cols]) for i in range(0, len(uniq), cols))
-        pad_pt = FOOTER_PT + 9  # the stamp's line under the legend (_add_footer)
-        fig.set_figheight(fig.get_figheight() + lines * 7 * 1.25 / 72 + 0.1 + pad_pt / 72)
+        fig.set_figheight(fig.get_figheight() + lines * 7 * 1.25 / 72 + 0.1 + FOOTER_STRIP_PT / 72)
         size = matplotlib.font_manager.FontProperties(size=matplotlib.rcParams["legend.fontsize"]).get_size_in_points()
         # the layout reserves the legend's box above its rect but draws the legend from the figure's edge: the pad
         # lifts it onto its reserved box, and the rect keeps the stamp's line free whether or not one is added
-        fig.legend(uniq.values(), uniq.keys(), loc="outside lower center", ncol=cols, borderaxespad=pad_pt / size)
-        engine = fig.get_layout_engine()
-        if hasattr(engine, "set"):
-            engine.set(rect=(0, pad_pt / 72 / fig.get_figheight(), 1, 1 - pad_pt / 72 / fig.get_figheight()))
+        fig.legend(uniq.values(), uniq.keys(), loc="outside lower center", ncol=cols,
+                   borderaxespad=FOOTER_STRIP_PT / size)
+        _reserve_footer_strip(fig)
 
 
 def plain_log_ticks(axis):
@@ -202,13 +201,17 @@ def make_stamp(profile: str = "custom", model: str = "", n: int | None = None, c
     return Stamp(profile=str(profile), model=str(model), n=None if n is None else int(n), commit=commit)
 
 
-def _add_footer(fig, text: str):
-    """The stamp as a small line under everything (the constrained layout leaves room for it)."""
-    h = fig.get_figheight()
-    strip = (FOOTER_PT + 9) / 72 / h
+def _reserve_footer_strip(fig) -> None:
+    """The constrained layout keeps the bottom FOOTER_STRIP_PT of the figure free for the stamp's line."""
+    strip = FOOTER_STRIP_PT / 72 / fig.get_figheight()
     engine = fig.get_layout_engine()
     if hasattr(engine, "set"):
         engine.set(rect=(0, strip, 1, 1 - strip))
+
+
+def _add_footer(fig, text: str):
+    """The stamp as a small line under everything (the constrained layout leaves room for it)."""
+    _reserve_footer_strip(fig)
     return fig.text(0.005, 0.003, text, fontsize=FOOTER_PT, color="#555555", ha="left", va="bottom")
 
 
