@@ -8,6 +8,10 @@
 #   ./run_all.sh --model M --n N --tokens T    # override the profile's model, samples per task, prompt length
 #   ./run_all.sh --set text2json.difficulty=calibrated   # a task generator knob (repeatable); replaces the profile's
 #                                      # knobs for that task (full profile default: text2json.difficulty=calibrated)
+#   ./run_all.sh --data-dir DIR        # samples read from the study's data files in DIR (docs/reproduction.md), not
+#                                      # generated: the notebooks then share the reproduction's cells
+#   ./run_all.sh --store DIR           # the results store (default OUT/results/PROFILE), e.g. the reproduction's
+#   ./run_all.sh --stored-only         # draw from stored cells only: fail naming the missing cells, run none
 #   ./run_all.sh --dry-run             # write and print every notebook's parameters, run nothing
 #
 # Default layout: executed notebooks in outputs/notebooks/, the results store in outputs/results/<profile>/ (shared by
@@ -31,23 +35,29 @@ MODEL_ARG=""
 N_ARG=""
 TOKENS_ARG=""
 SETS=()
+DATA_DIR=""
+STORE=""
 DRY=0
+STORED_ONLY=0
 set_opt() {  # option value
     case "$1" in
         --profile) PROFILE="$2" ;; --only) ONLY="$2" ;; --out) OUT="$2" ;; --model) MODEL_ARG="$2" ;;
-        --n) N_ARG="$2" ;; --tokens) TOKENS_ARG="$2" ;; --set) SETS+=("$2") ;;
+        --n) N_ARG="$2" ;; --tokens) TOKENS_ARG="$2" ;; --set) SETS+=("$2") ;; --data-dir) DATA_DIR="$2" ;;
+        --store) STORE="$2" ;;
     esac
 }
 while [ $# -gt 0 ]; do
     case "$1" in
-        --profile|--only|--out|--model|--n|--tokens|--set)
+        --profile|--only|--out|--model|--n|--tokens|--set|--data-dir|--store)
             [ $# -ge 2 ] && [ -n "$2" ] && [ "${2#--}" = "$2" ] || die "$1 needs a value"
             set_opt "$1" "$2"
             shift 2 ;;
-        --profile=*|--only=*|--out=*|--model=*|--n=*|--tokens=*|--set=*) set_opt "${1%%=*}" "${1#*=}"; shift ;;
+        --profile=*|--only=*|--out=*|--model=*|--n=*|--tokens=*|--set=*|--data-dir=*|--store=*)
+            set_opt "${1%%=*}" "${1#*=}"; shift ;;
         --dry-run) DRY=1; shift ;;
+        --stored-only) STORED_ONLY=1; shift ;;
         -h|--help) usage; exit 0 ;;
-        *) die "unknown argument '$1'; allowed: --profile {${PROFILES}}, --only NAME, --out DIR, --model M, --n N, --tokens T, --set TASK.KEY=VALUE, --dry-run, --help" ;;
+        *) die "unknown argument '$1'; allowed: --profile {${PROFILES}}, --only NAME, --out DIR, --model M, --n N, --tokens T, --set TASK.KEY=VALUE, --data-dir DIR, --store DIR, --stored-only, --dry-run, --help" ;;
     esac
 done
 case "$PROFILE" in
@@ -57,6 +67,11 @@ esac
 for v in "$N_ARG" "$TOKENS_ARG"; do
     [ -z "$v" ] || [[ "$v" =~ ^[1-9][0-9]*$ ]] || die "--n and --tokens take a positive integer, got '$v'"
 done
+if [ -n "$DATA_DIR" ]; then
+    [ -d "$DATA_DIR" ] || die "--data-dir '$DATA_DIR' is not a folder"
+    [ "${#SETS[@]}" -eq 0 ] || die "--set does not apply with --data-dir: the data files were written with their own knobs"
+    DATA_DIR="$(cd "$DATA_DIR" && pwd)"
+fi
 for kv in "${SETS[@]}"; do
     [[ "$kv" =~ ^[a-z0-9_]+\.[A-Za-z0-9_]+=.+$ ]] || die "--set '$kv': expected TASK.KEY=VALUE (e.g. text2json.difficulty=calibrated)"
 done
@@ -92,7 +107,9 @@ mkdir -p "$OUT"
 OUT="$(cd "$OUT" && pwd)"
 mkdir -p "$FIGURES"
 FIGURES="$(cd "$FIGURES" && pwd)"
-RESULTS="$OUT/results/$PROFILE"
+RESULTS="${STORE:-$OUT/results/$PROFILE}"
+mkdir -p "$RESULTS"
+RESULTS="$(cd "$RESULTS" && pwd)"
 NB_OUT="$OUT/notebooks"
 PARAMS="$OUT/params/$PROFILE"
 mkdir -p "$RESULTS" "$NB_OUT" "$PARAMS"
@@ -123,7 +140,10 @@ fi
 # Profile-specific parameters per notebook (YAML, on top of the notebook's own defaults).
 extra_params() {
     echo "task_kw: $TASK_KW"
+    [ -z "$DATA_DIR" ] || echo "data_dir: '$DATA_DIR'"
     [ "$PROFILE" = full ] || return 0
+    # ShadowKV at the paper's rank 160 (62% of the 1.5B's H*d = 256), as in the reproduction grid; notebook 02 sweeps it
+    case "$1" in 01_*|06_*|07_*) echo 'shadowkv_rank: 160' ;; esac
     case "$1" in
         01_*) echo 'tasks: [text2json, multineedle, ruler_niah_single, ruler_niah_multikey, ruler_vt]' ;;
         02_*) echo 'rank_factors: [0.25, 0.5, 1, 2, 4]'; echo 'key_formats: [exact, fp8, nvfp4, higgs4, higgs2, higgs4_centred, higgs2_centred]' ;;
@@ -160,6 +180,7 @@ if [ "$DRY" = 1 ]; then  # parameters, then each notebook's grid and the profile
 fi
 
 T0=$(date +%s)
+if [ "$STORED_ONLY" = 1 ]; then export SHADOWKV_LAB_GRID=stored; fi  # wb.run: stored rows or MissingCells, never a run
 echo "[run_all] profile=$PROFILE model=$MODEL n=$N tokens=$TOKENS task_kw=$TASK_KW notebooks: ${SELECTED[*]}"
 echo "[run_all] results store: $RESULTS"
 if [ "${SELECTED[*]}" != "08_decode_speed" ]; then

@@ -25,8 +25,7 @@ from shadowkv_lab import analysis as A  # noqa: E402
 from shadowkv_lab import plots  # noqa: E402
 from shadowkv_lab.analysis.report import load_stores  # noqa: E402
 from shadowkv_lab.cache.presets import SHADOWKV_BUDGET, chunk_size_ablation, landmark_precision  # noqa: E402
-
-from reproduce import MAIN, ablation_groups  # noqa: E402
+from shadowkv_lab.study import MAIN, ablation_groups  # noqa: E402
 
 # The accuracy figure's methods: the two baselines, ShadowKV at its budget readings and with the rank matched to
 # H*d, YAKV as published and with centred keys and with exact keys (the rest of the grid is in summary.md).

@@ -21,6 +21,7 @@ Why it is shaped this way:
 
 from __future__ import annotations
 
+import collections
 import os
 import sys
 import time
@@ -556,7 +557,8 @@ def _summary(df, stats: _Progress, wall: float, world: int) -> None:
 
 def run(model, tokenizer, tasks, methods, out, *, model_name: str, n=None, tokens=None, seed=0, data=None, batch_size=8,
         record=False, max_new_tokens=None, progress=True, dry_run=False, on_device=False, free_memory=None, host_memory=None,
-        rates: str = RATES, over_context: str = "error", context: int | None = None, refill: bool = False):
+        rates: str = RATES, over_context: str = "error", context: int | None = None, refill: bool = False,
+        stored_only: bool = False):
     """Run every pending (task, sample, method) cell; return the grid's rows from the store (a pandas DataFrame).
 
     tasks: names, Task objects or (name or Task, samples) pairs; methods: preset names or OffloadConfigs.
@@ -574,6 +576,8 @@ def run(model, tokenizer, tasks, methods, out, *, model_name: str, n=None, token
     window in tokens (default: the model's config.max_position_embeddings; a dry run without a model checks nothing
     unless it is given). refill: queued rows take the places of finished ones once half of a call's rows have
     finished, instead of each wave decoding until its last row stops (_run_waves); the tokens are the same.
+    stored_only: run nothing; return the grid's stored rows, or raise MissingCells naming every cell not stored (a
+    CPU drawing figures from a store that a GPU filled).
     """
     if over_context not in OVER_CONTEXT:
         raise ValueError(f"over_context={over_context!r}: must be one of {OVER_CONTEXT}")
@@ -581,8 +585,9 @@ def run(model, tokenizer, tasks, methods, out, *, model_name: str, n=None, token
         context = context_tokens(model.config)
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size={batch_size!r}: must be an int >= 1")
-    if not isinstance(refill, bool):
-        raise ValueError(f"refill={refill!r}: must be True or False")
+    for name, v in (("refill", refill), ("stored_only", stored_only)):
+        if not isinstance(v, bool):
+            raise ValueError(f"{name}={v!r}: must be True or False")
     for name, v in (("free_memory", free_memory), ("host_memory", host_memory)):
         if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
             raise ValueError(f"{name}={v!r}: must be None (measure the {'device' if name == 'free_memory' else 'host'}) "
@@ -593,6 +598,13 @@ def run(model, tokenizer, tasks, methods, out, *, model_name: str, n=None, token
     task_samples = resolve_tasks(tasks, n=n, tokens=tokens, seed=seed, data=data, tokenizer=tokenizer)
     rank, world, local_rank = dist_env()
     done = _done_cells(out, cfgs, record)
+    if stored_only:
+        items = _fit_context(_plan(task_samples, cfgs, done, model_name, max_new_tokens, 0, 1), tokenizer, context,
+                             over_context, quiet=True)
+        missing = [f"{it.task.name}/{it.sample.id}/{c.name}" for it in items for c in it.pending]
+        if missing:
+            raise MissingCells(missing, out)
+        return _select(load(out), task_samples, cfgs, model_name)
     if dry_run:  # the whole grid, printed once
         items = _fit_context(_plan(task_samples, cfgs, done, model_name, max_new_tokens, 0, 1), tokenizer, context,
                              over_context, quiet=rank != 0)
@@ -649,6 +661,17 @@ class CellsFailed(RuntimeError):
         self.cells = cells
         super().__init__(f"{len(cells)} cell(s) failed and were not stored (the others were; rerun to retry them):\n  "
                          + "\n  ".join(cells))
+
+
+class MissingCells(LookupError):
+    """Cells of a stored-only grid that the store does not hold."""
+
+    def __init__(self, cells: list[str], out):
+        self.cells = cells
+        by_method = collections.Counter(c.rsplit("/", 1)[1] for c in cells)
+        super().__init__(f"{len(cells)} cell(s) of this grid are not in the store {out} (stored_only runs none): "
+                         + ", ".join(f"{m} x {k}" for m, k in by_method.items()) + "; first: " + ", ".join(cells[:3])
+                         + ". Run them where a GPU is (docs/reproduction.md), or leave stored_only off.")
 
 
 def _select(df, task_samples, cfgs, model_name: str):

@@ -24,8 +24,10 @@ from .cache.presets import resolve as resolve_method  # workbook.resolve resolve
 
 
 # notebook_grid runs a notebook's cells as a script up to its grid: "dry" plans it (no weights loaded), "run" runs it;
-# either way wb.run then stops the notebook (GridStop) before its figures.
+# either way wb.run then stops the notebook (GridStop) before its figures. "stored" (run_all.sh --stored-only) runs
+# the whole notebook but no cell: wb.run returns stored rows or raises runner.MissingCells naming what is missing.
 GRID_ENV = "SHADOWKV_LAB_GRID"
+GRID_MODES = ("dry", "run", "stored")
 
 
 class GridStop(Exception):
@@ -38,8 +40,8 @@ class GridStop(Exception):
 
 def _grid_mode() -> str | None:
     mode = os.environ.get(GRID_ENV) or None
-    if mode not in (None, "dry", "run"):
-        raise ValueError(f"{GRID_ENV}={mode!r}: allowed dry, run (or unset)")
+    if mode not in (None, *GRID_MODES):
+        raise ValueError(f"{GRID_ENV}={mode!r}: allowed {', '.join(GRID_MODES)} (or unset)")
     return mode
 
 
@@ -191,10 +193,28 @@ def _cached_samples(task, tokenizer, **kw):
     return samples
 
 
-def samples_for(tasks, tokenizer, *, n: int, tokens: int, seed: int = 0, task_kw: dict | None = None) -> list:
-    """[(Task, samples)] for several task names; task_kw maps a task name to its generator knobs."""
-    task_kw = task_kw or {}
-    return [load_task_samples(t, tokenizer, n=n, tokens=tokens, seed=seed, **task_kw.get(t, {})) for t in tasks]
+def samples_for(tasks, tokenizer, *, n: int, tokens: int, seed: int = 0, task_kw: dict | None = None,
+                data_dir=None) -> list:
+    """[(Task, samples)] for several task names; task_kw maps a task name to its generator knobs.
+
+    data_dir: a folder of the study's data files (shadowkv_lab.study, docs/reproduction.md). Each task's first n
+    samples at this prompt length are read from its file instead of generated, so the cells are those of the
+    reproduction's store; seed and task_kw then do not apply (the files were written with their own)."""
+    if data_dir is None:
+        task_kw = task_kw or {}
+        return [load_task_samples(t, tokenizer, n=n, tokens=tokens, seed=seed, **task_kw.get(t, {})) for t in tasks]
+    from .study import data_file
+    from .tasks import get_task
+
+    out = []
+    for name in tasks:
+        path = data_file(data_dir, name, tokens)
+        task = get_task(name)
+        samples = task.load(str(path), n=n, tokenizer=tokenizer)
+        if len(samples) < n:
+            raise ValueError(f"{path} holds {len(samples)} {name} samples, fewer than n={n}")
+        out.append((task, samples))
+    return out
 
 
 def gold_and_prompts(task_samples) -> tuple[dict, dict]:
@@ -224,7 +244,8 @@ def run(model, tokenizer, tasks, methods, results_dir, *, model_name: str, n: in
     mode = _grid_mode()
     t0 = time.perf_counter()
     df = _run(model, tokenizer, tasks, cfgs, str(results_dir), model_name=model_name, n=n, tokens=tokens, seed=seed,
-              max_new_tokens=max_new_tokens, record=record, batch_size=batch_size, dry_run=mode == "dry", **kw)
+              max_new_tokens=max_new_tokens, record=record, batch_size=batch_size, dry_run=mode == "dry",
+              stored_only=mode == "stored", **kw)
     if mode == "dry":
         raise GridStop(df)
     print(f"[workbook.run] {len(df)} rows ({len(cfgs)} methods) in {time.perf_counter() - t0:.1f}s")
