@@ -139,8 +139,7 @@ fi
 
 # Profile-specific parameters per notebook (YAML, on top of the notebook's own defaults).
 extra_params() {
-    echo "task_kw: $TASK_KW"
-    [ -z "$DATA_DIR" ] || echo "data_dir: '$DATA_DIR'"
+    if [ -n "$DATA_DIR" ]; then echo "data_dir: '$DATA_DIR'"; else echo "task_kw: $TASK_KW"; fi
     [ "$PROFILE" = full ] || return 0
     # ShadowKV at the paper's rank 160 (62% of the 1.5B's H*d = 256), as in the reproduction grid; notebook 02 sweeps it
     case "$1" in 01_*|06_*|07_*) echo 'shadowkv_rank: 160' ;; esac
@@ -172,7 +171,9 @@ if [ "$DRY" = 1 ]; then  # parameters, then each notebook's grid and the profile
         params "$nb" | tee "$PARAMS/$nb.yaml"
         [ "$nb" = 08_decode_speed ] && continue  # benchmarks only, no grid
         python -m shadowkv_lab.notebook_grid "notebooks/$nb.ipynb" "$PARAMS/$nb.yaml" --dry-run \
-            --plan-out "$PARAMS/$nb.plan.csv" 2>/dev/null | grep -E "^(methods|cells|  total)"
+            --plan-out "$PARAMS/$nb.plan.csv" > "$PARAMS/$nb.plan.log" 2>&1 \
+            || { tail -3 "$PARAMS/$nb.plan.log" >&2; die "$nb: its grid could not be planned (above; $PARAMS/$nb.plan.log)"; }
+        grep -E "^(methods|cells|  total)" "$PARAMS/$nb.plan.log" || true
         plans+=("$PARAMS/$nb.plan.csv")
     done
     [ "${#plans[@]}" -eq 0 ] || python -m shadowkv_lab.notebook_grid --total "${plans[@]}"

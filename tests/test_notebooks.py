@@ -141,7 +141,10 @@ def test_run_all_rejects_bad_arguments():
     cases = [(["--profile", "huge"], ["huge", "quick", "full"]), (["--only", "99_nope"], ["99_nope", "00_quickstart"]),
              (["--frobnicate"], ["--frobnicate", "--profile"]), (["--only"], ["--only needs a value"]),
              (["--only", "0"], ["ambiguous"]), (["--n", "0"], ["positive integer"]), (["--tokens", "2k"], ["positive integer"]),
-             (["--set", "difficulty=calibrated"], ["TASK.KEY=VALUE"])]
+             (["--set", "difficulty=calibrated"], ["TASK.KEY=VALUE"]),
+             (["--data-dir", "/nonexistent/data"], ["--data-dir '/nonexistent/data' is not a folder"]),
+             (["--data-dir", str(ROOT), "--set", "text2json.n_gold=3"], ["--set does not apply with --data-dir"]),
+             (["--store"], ["--store needs a value"])]
     for args, expected in cases:
         r = subprocess.run(["bash", str(ROOT / "run_all.sh"), *args], capture_output=True, text=True, timeout=60)
         assert r.returncode == 2, (args, r.stdout, r.stderr)
@@ -174,3 +177,15 @@ def test_run_all_dry_run_writes_profile_parameters(tmp_path):
     assert (p["model"], p["n"], p["tokens"], p["profile"]) == ("qwen2.5-coder-1.5b", 6, 4096, "quick")
     assert p["task_kw"] == {"text2json": {"difficulty": "easy", "n_gold": 3}}  # replaces the quick knobs of that task
     assert p["figures_dir"].endswith("figures/quick")
+    # the study's data files and the reproduction's store: the full profile reads samples from the files, at
+    # ShadowKV's published rank, and writes no generator knobs that would not apply
+    data = tmp_path / "data"
+    data.mkdir()
+    r = subprocess.run(["bash", str(ROOT / "run_all.sh"), "--dry-run", "--out", str(tmp_path), "--profile", "full",
+                        "--only", "06", "--data-dir", str(data), "--store", str(tmp_path / "repro")],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "t2j_16k.jsonl missing" in r.stderr and "06_memory_budget: its grid" in r.stderr
+    p = yaml.safe_load((tmp_path / "params" / "full" / "06_memory_budget.yaml").read_text())
+    assert p["data_dir"] == str(data) and p["results_dir"] == str(tmp_path / "repro") and p["shadowkv_rank"] == 160
+    assert "task_kw" not in p  # the files were written with their own knobs
+
