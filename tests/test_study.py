@@ -111,3 +111,19 @@ def test_workbook_stored_mode(tiny, tmp_path, monkeypatch):
     monkeypatch.setenv(workbook.GRID_ENV, "later")
     with pytest.raises(ValueError, match="'later': allowed dry, run, stored"):
         workbook.run(model, tok, [(task, samples)], ["full"], tmp_path, model_name="tiny", n=1, tokens=600)
+
+
+def test_workbook_refill_from_the_environment(tiny, tmp_path, monkeypatch):
+    """SHADOWKV_LAB_REFILL=1 refills waves in every notebook's grid (same tokens as without); other values fail."""
+    model, tok = tiny
+    task = get_task("ruler_niah_single")
+    samples = task.load(None, n=2, tokens=600, seed=5, tokenizer=tok)
+    kw = dict(model_name="tiny", n=2, tokens=600, max_new_tokens=4, batch_size=2)
+    plain = workbook.run(model, tok, [(task, samples)], ["full", "yakv"], tmp_path / "a", **kw)
+    monkeypatch.setenv("SHADOWKV_LAB_REFILL", "1")
+    refilled = workbook.run(model, tok, [(task, samples)], ["full", "yakv"], tmp_path / "b", **kw)
+    key = ["sample_id", "config_hash"]
+    assert plain.sort_values(key).prediction.tolist() == refilled.sort_values(key).prediction.tolist()
+    monkeypatch.setenv("SHADOWKV_LAB_REFILL", "yes")
+    with pytest.raises(ValueError, match="SHADOWKV_LAB_REFILL='yes': allowed 0, 1"):
+        workbook.run(model, tok, [(task, samples)], ["full"], tmp_path / "c", **kw)
