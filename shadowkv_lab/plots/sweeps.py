@@ -35,8 +35,7 @@ def _score_axis(ax, s):
     ax.set_ylim(-2, 105)
 
 
-def _sweep_plot(s: pd.DataFrame, x: str, xlabel: str, s_full: pd.DataFrame | None, title: str, logx2: bool = False,
-                annotate=None):
+def _sweep_plot(s: pd.DataFrame, x: str, xlabel: str, s_full: pd.DataFrame | None, title: str, logx2: bool = False):
     """One line per task of mean score (+- CI from 5 samples on) against config column x; full attention dashed."""
     fig, ax = figure("column", 2.6)
     colors = L.task_colors(s["task"])
@@ -51,9 +50,6 @@ def _sweep_plot(s: pd.DataFrame, x: str, xlabel: str, s_full: pd.DataFrame | Non
         plain_log_ticks(ax.xaxis)
     ax.set_xlabel(xlabel)
     _score_axis(ax, s)
-    if annotate:  # point names once, along the first task's line
-        g = s[s["task"] == next(iter(colors))].dropna(subset=[x])
-        label_points(ax, list(g[x]), list(g["mean"]), [annotate(r) for _, r in g.iterrows()], ["#333333"] * len(g), logx=logx2)
     legend(ax)
     ax.set_title(title)
     return fig
@@ -112,20 +108,45 @@ def key_compression(df: pd.DataFrame, methods=None, metric: str = "score", title
     return fig
 
 
+# Landmark formats by family: HIGGS widths joined by a line (one quantizer at several bit widths), the others single
+# points with markers of their own, so no line runs between unrelated formats and no text label sits on the data.
+FAMILY_MARKERS = {"HIGGS": "o", "NVFP4": "s", "FP8": "^", "bf16": "D", "residual": "*"}
+
+
 def landmark_precision(df: pd.DataFrame, methods=None, metric: str = "score", title: str | None = None):
-    """Score against landmark bits per dimension (including scales), one line per task; each point named by its
-    format (family and nominal bits)."""
+    """Score against landmark bits per dimension (including scales), colour per task and marker per format family
+    (named in the legend); HIGGS widths joined by a line. Full attention dashed."""
     d = df[df["method"] != "full"] if methods is None else df[df["method"].isin(methods)]
     if d.empty:
         return empty("no landmark-precision results")
     s = A.sweep(d, "landmark_bits", metric)
     fmt = d.assign(f=A.config_field(d, "landmark_format")).groupby("method")["f"].first()
-
-    def ann(r):
-        return L.format_name(fmt.get(r["method"]))
-
-    return _sweep_plot(s, "landmark_bits", "landmark bits / dimension (incl. scales)", _full_summary(df, metric),
-                       title or f"Landmark precision ({model_title(df)})", logx2=True, annotate=ann)
+    s = s.assign(family=s["method"].map(lambda m: L.format_name(fmt.get(m)).split(" ")[0]))
+    fig, ax = figure("column", 2.6)
+    colors = L.task_colors(s["task"])
+    s_full = _full_summary(df, metric)
+    for t, g in s.groupby("task", sort=False):
+        g = g.dropna(subset=["landmark_bits"]).sort_values("landmark_bits")
+        for fam, h in g.groupby("family", sort=False):
+            line = fam == "HIGGS" and len(h) > 1
+            ax.errorbar(h["landmark_bits"], h["mean"], yerr=yerr(h["mean"], h["ci95"]), marker=FAMILY_MARKERS.get(fam, "o"),
+                        ls="-" if line else "none", capsize=2, color=colors[t])
+        sample_dots(ax, g["landmark_bits"], g["values"], g["n"], colors[t])
+        ax.plot([], [], color=colors[t], lw=4, label=L.task_label(t))  # tasks by colour
+        if s_full is not None:
+            _full_line(ax, s_full, t, colors[t])
+    for fam in dict.fromkeys(s.sort_values("landmark_bits")["family"]):
+        widths = sorted({L.format_name(fmt.get(m)).split(" ", 1)[1].removesuffix("-bit")
+                         for m in s.loc[s["family"] == fam, "method"]}, key=lambda w: float(w.split("+")[0]))
+        ax.plot([], [], marker=FAMILY_MARKERS.get(fam, "o"), ls="-" if fam == "HIGGS" and len(widths) > 1 else "none",
+                color="#444444", label=f"{fam} {', '.join(widths)}-bit")
+    ax.set_xscale("log", base=2)
+    plain_log_ticks(ax.xaxis)
+    ax.set_xlabel("landmark bits / dimension (incl. scales)")
+    _score_axis(ax, s)
+    legend(ax, ncol=2)
+    ax.set_title(title or f"Landmark precision ({model_title(df)})")
+    return fig
 
 
 def chunk_size(df: pd.DataFrame, methods=None, metric: str = "score", title: str | None = None):
