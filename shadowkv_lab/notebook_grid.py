@@ -64,12 +64,20 @@ def profile_total(plans, rates: dict) -> dict:
     import pandas as pd
 
     df = pd.concat([p if isinstance(p, pd.DataFrame) else pd.read_csv(p, keep_default_na=False) for p in plans])
-    cells = {(t, s, h): cap for t, s, hs, cap in zip(df.task, df.sample_id, df.pending, df.cap) for h in str(hs).split(",") if h}
+    answer = df["answer_tokens"] if "answer_tokens" in df else df["cap"]
+    cells = {(t, s, h): (cap, a) for t, s, hs, cap, a in zip(df.task, df.sample_id, df.pending, df.cap, answer)
+             for h in str(hs).split(",") if h}
     prompts = {(t, s): L for t, s, L in zip(df.task, df.sample_id, df.prompt_tokens)}
     prefill = sum(prompts[(t, s)] for t, s in {(t, s) for t, s, _ in cells})
-    decode = sum(cells.values())
-    minutes = (prefill / rates["prefill_tok_s"] + decode / rates["decode_tok_s"]) / 60
-    return {"cells": len(cells), "prefill_tokens": prefill, "decode_tokens_max": decode, "gpu_minutes": minutes}
+    decode = sum(cap for cap, _ in cells.values())
+    expected = sum(a for _, a in cells.values())
+
+    def minutes(d):
+        return (prefill / rates["prefill_tok_s"] + d / rates["decode_tok_s"]) / 60
+
+    return {"cells": len(cells), "prefill_tokens": prefill, "decode_tokens_max": decode,
+            "decode_tokens_expected": round(expected), "gpu_minutes": minutes(decode),
+            "gpu_minutes_expected": minutes(expected)}
 
 
 def main(argv=None) -> int:
@@ -85,9 +93,11 @@ def main(argv=None) -> int:
 
         rates = measured_rates()
         t = profile_total(a.total, rates)
-        print(f"profile total: {t['cells']:,} cells, {t['prefill_tokens']:,} prefill tokens, <= {t['decode_tokens_max']:,} "
-              f"decode tokens: estimated {t['gpu_minutes']:,.1f} GPU minutes at {rates['source']} (prefill "
-              f"{rates['prefill_tok_s']:,.0f} tok/s, decode {rates['decode_tok_s']:,.0f} tok/s; every row to its cap)")
+        print(f"profile total: {t['cells']:,} cells, {t['prefill_tokens']:,} prefill tokens, "
+              f"{t['decode_tokens_expected']:,} decode tokens expected (<= {t['decode_tokens_max']:,}): estimated "
+              f"{t['gpu_minutes_expected']:,.1f} GPU minutes expected, at most {t['gpu_minutes']:,.1f} (every row to "
+              f"its cap), at {rates['source']} (prefill {rates['prefill_tok_s']:,.0f} tok/s, decode "
+              f"{rates['decode_tok_s']:,.0f} tok/s)")
         return 0
     if not (a.notebook and a.params):
         ap.error("a notebook and its params, or --total PLAN...")

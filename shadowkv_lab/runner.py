@@ -146,7 +146,21 @@ def _plan(task_samples, cfgs, done: dict[str, set], model_name: str, max_new_tok
     return items
 
 
-RATES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks", "results", "runner_h100.json")
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RATES = os.path.join(_ROOT, "benchmarks", "results", "runner_h100.json")
+ANSWERS = os.path.join(_ROOT, "results", "reproduction", "cells.parquet")  # the reproduction's rows: answer lengths
+
+
+def measured_answer_tokens(path: str = ANSWERS) -> dict[str, float]:
+    """Mean generated tokens per task (its name without a length suffix) over the rows of a committed results export
+    (default: the reproduction's, the 1.5B at 16k): what a row of that task costs on average, against its cap. {}
+    when the file is absent."""
+    import pandas as pd
+
+    if not os.path.exists(path):
+        return {}
+    d = pd.read_parquet(path, columns=["task", "new_tokens"])
+    return d.assign(task=d["task"].str.split("@").str[0]).groupby("task")["new_tokens"].mean().to_dict()
 
 
 def measured_rates(path: str = RATES) -> dict:
@@ -165,31 +179,37 @@ def measured_rates(path: str = RATES) -> dict:
 
 
 def _print_gpu_time(plan, rates: dict) -> None:
-    """Estimated GPU time per task and in total: prefill tokens at the measured prefill rate plus every row's decode
-    tokens at its cap (an upper bound: rows that stop early cost less) at the measured aggregate decode rate."""
-    pf = plan.groupby("task", sort=False)["prefill_tokens"].sum() / rates["prefill_tok_s"]
-    dc = plan.groupby("task", sort=False)["decode_tokens_max"].sum() / rates["decode_tok_s"]
+    """Estimated GPU time per task and in total: prefill tokens at the measured prefill rate plus the rows' decode
+    tokens at the measured aggregate decode rate, each row at its task's measured mean answer length (expected; the
+    cap where none is measured) and at its cap (an upper bound: rows that stop early cost less)."""
+    by = plan.groupby("task", sort=False)
+    pf = by["prefill_tokens"].sum() / rates["prefill_tok_s"]
+    dc = by["decode_tokens_max"].sum() / rates["decode_tok_s"]
+    de = by["decode_tokens_expected"].sum() / rates["decode_tok_s"]
     print(f"estimated GPU time from measured rates ({rates['source']}: prefill {rates['prefill_tok_s']:,.0f} tok/s, "
-          f"decode {rates['decode_tok_s']:,.1f} tok/s aggregate); assumes every row decodes to its cap and the same "
-          f"rates for this model, prompt length and wave size:")
+          f"decode {rates['decode_tok_s']:,.1f} tok/s aggregate), the same rates assumed for this model, prompt length "
+          f"and wave size; expected: each row at its task's mean answer length in {os.path.relpath(ANSWERS, _ROOT)}; "
+          f"at most: every row to its cap:")
     for task in pf.index:
-        print(f"  {task}: {(pf[task] + dc[task]) / 60:,.1f} min (prefill {pf[task] / 60:,.1f}, decode {dc[task] / 60:,.1f})")
-    print(f"  total: {(pf.sum() + dc.sum()) / 60:,.1f} min ({(pf.sum() + dc.sum()) / 3600:,.2f} h)")
+        print(f"  {task}: {(pf[task] + de[task]) / 60:,.1f} min expected, at most {(pf[task] + dc[task]) / 60:,.1f} "
+              f"(prefill {pf[task] / 60:,.1f}, decode {de[task] / 60:,.1f} to {dc[task] / 60:,.1f})")
+    print(f"  total: {(pf.sum() + de.sum()) / 60:,.1f} min expected, at most {(pf.sum() + dc.sum()) / 60:,.1f} min")
 
 
 def _print_dry_run(items: list[_Item], cfgs, tokenizer, out, rates: dict | None = None):
     """Print the grid per task and the estimated cost; return the plan, one row per sample."""
     import pandas as pd
 
-    rows = []
+    rows, answers = [], measured_answer_tokens()
     for it in items:
         L = it.prompt_tokens(tokenizer)
+        answer = min(float(it.cap), answers.get(it.task.name, float(it.cap)))
         rows.append({"task": it.task.name, "sample_id": str(it.sample.id), "prompt_tokens": L, "done": it.done,
                      "to_run": len(it.pending), "prefill_tokens": L if it.pending else 0,
-                     "decode_tokens_max": it.cap * len(it.pending), "cap": it.cap,
-                     "pending": ",".join(c.config_hash() for c in it.pending)})
+                     "decode_tokens_max": it.cap * len(it.pending), "decode_tokens_expected": answer * len(it.pending),
+                     "cap": it.cap, "answer_tokens": answer, "pending": ",".join(c.config_hash() for c in it.pending)})
     plan = pd.DataFrame(rows, columns=["task", "sample_id", "prompt_tokens", "done", "to_run", "prefill_tokens",
-                                       "decode_tokens_max", "cap", "pending"])
+                                       "decode_tokens_max", "decode_tokens_expected", "cap", "answer_tokens", "pending"])
     print(f"dry run: {out}\nmethods ({len(cfgs)}): {', '.join(c.name for c in cfgs)}")
     if len(plan):
         g = plan.groupby("task", sort=False).agg(

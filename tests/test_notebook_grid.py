@@ -31,7 +31,20 @@ def test_profile_total_counts_shared_cells_once():
     b = pd.DataFrame({"task": ["t"], "sample_id": ["s0"], "prompt_tokens": [100], "cap": [10], "pending": ["h2,h3"]})
     t = notebook_grid.profile_total([a, b], {"prefill_tok_s": 100.0, "decode_tok_s": 10.0})
     assert (t["cells"], t["prefill_tokens"], t["decode_tokens_max"]) == (4, 300, 40)
-    assert t["gpu_minutes"] == pytest.approx((3 + 4) / 60)
+    assert t["gpu_minutes"] == pytest.approx((3 + 4) / 60) == t["gpu_minutes_expected"]  # no answer lengths: caps
+    a["answer_tokens"], b["answer_tokens"] = [5, 2], [5]  # measured mean answers per row
+    t = notebook_grid.profile_total([a, b], {"prefill_tok_s": 100.0, "decode_tok_s": 10.0})
+    assert t["decode_tokens_expected"] == 5 + 5 + 2 + 5 and t["gpu_minutes_expected"] == pytest.approx((3 + 1.7) / 60)
+
+
+def test_measured_answer_tokens_per_task(tmp_path):
+    from shadowkv_lab.runner import measured_answer_tokens
+
+    pd.DataFrame({"task": ["text2json@16k", "text2json@8k", "multineedle@16k"], "new_tokens": [300, 100, 50]}).to_parquet(
+        tmp_path / "cells.parquet")
+    assert measured_answer_tokens(str(tmp_path / "cells.parquet")) == {"text2json": 200.0, "multineedle": 50.0}
+    assert measured_answer_tokens(str(tmp_path / "none.parquet")) == {}
+    assert measured_answer_tokens()["text2json"] > 0  # the committed reproduction's rows
 
 
 def test_bad_mode_and_missing_grid(tmp_path):

@@ -481,9 +481,12 @@ def test_dry_run_estimates_gpu_time_from_measured_rates(tiny, samples, tmp_path,
     plan = run(model, tok, [(task, samples[:2])], ["full", "yakv"], tmp_path / "res", model_name="tiny", dry_run=True,
                rates=str(path))
     text = capsys.readouterr().out
-    want = plan.prefill_tokens.sum() / 1000 + plan.decode_tokens_max.sum() / 10
+    most = plan.prefill_tokens.sum() / 1000 + plan.decode_tokens_max.sum() / 10
+    expected = plan.prefill_tokens.sum() / 1000 + plan.decode_tokens_expected.sum() / 10
     assert "estimated GPU time from measured rates (rates.json: NVIDIA H100" in text and "decode 10.0 tok/s" in text
-    assert f"  total: {want / 60:,.1f} min" in text and "  fake: " in text
+    assert f"  total: {expected / 60:,.1f} min expected, at most {most / 60:,.1f} min" in text and "  fake: " in text
+    # a task without measured answers counts every row to its cap either way
+    assert (plan.decode_tokens_expected == plan.decode_tokens_max).all() and (plan.answer_tokens == plan.cap).all()
     assert measured_rates()["decode_tok_s"] > 0  # the committed measurement loads
     with pytest.raises(FileNotFoundError, match="no measured rates at .*nope.json"):
         run(model, tok, [(task, samples[:1])], ["full"], tmp_path / "res", model_name="tiny", dry_run=True,
