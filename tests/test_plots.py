@@ -301,3 +301,21 @@ def test_direct_labels_stay_inside_the_axes_when_crowded_at_the_bottom():
     ys = [t.get_position()[1] for t in ax.texts]
     assert min(ys) >= -2 and len(set(ys)) == 4
     matplotlib.pyplot.close(fig)
+
+
+def test_landmark_figures_join_only_higgs_widths_and_name_families_in_the_legend(demo):
+    """One quantizer's widths are joined by a line; FP8, NVFP4 and bf16 are points with markers of their own, named in
+    the legend (no text label on the axes, where labels crossed the data line)."""
+    df, _ = demo
+    t = df[df.task == "text2json"]
+    exact = (t.kind != "full") & (t["rank"] < 0) & (t.key_format == "native") & (t.chunk_size == 1)
+    for fn in (plots.landmark_precision, plots.residual_landmarks):
+        fig = fn(pd.concat([t[exact], t[t.method == "full"]]))
+        ax = fig.axes[0]
+        assert not ax.texts
+        joined = [ln for ln in ax.lines if ln.get_linestyle() == "-" and len(ln.get_xdata()) > 1]
+        higgs_bits = sorted(pd.to_numeric(t[exact & t.landmark_format.astype(str).str.startswith("higgs")].landmark_bits).unique())
+        assert [sorted(ln.get_xdata()) for ln in joined] == [higgs_bits]
+        legend_text = [x.get_text() for lg in fig.legends for x in lg.texts] or [x.get_text() for x in ax.get_legend().texts]
+        assert any(x.startswith("HIGGS ") for x in legend_text) and "FP8 8-bit" in legend_text and "bf16 16-bit" in legend_text
+        matplotlib.pyplot.close(fig)

@@ -13,7 +13,7 @@ from .. import analysis as A
 from ..cache.config import OffloadConfig
 from ..cache.presets import PRESETS
 from . import labels as L
-from .style import empty, figure, interval_note, label_points, legend, model_title, panels, plain_log_ticks, sample_dots, yerr
+from .style import empty, figure, interval_note, legend, model_title, panels, plain_log_ticks, sample_dots, yerr
 
 SCORE_LABEL = "score (0-100)"
 
@@ -113,37 +113,54 @@ def key_compression(df: pd.DataFrame, methods=None, metric: str = "score", title
 FAMILY_MARKERS = {"HIGGS": "o", "NVFP4": "s", "FP8": "^", "bf16": "D", "residual": "*"}
 
 
+def _landmark_formats(ax, df: pd.DataFrame, s_full: pd.DataFrame | None, metric: str) -> pd.DataFrame:
+    """Draw score against landmark bits/dim (incl. scales) on ax: colour per task, marker per format family, HIGGS
+    widths joined; full attention dashed. Returns the summary (one row per task x method) with landmark_format and
+    family columns; the legend entries of tasks and full attention are on ax, those of families are the caller's."""
+    fmt = A.config_field(df, "landmark_format").astype(str)
+    s = A.sweep(df.assign(landmark_format=fmt), "landmark_bits", metric)
+    info = df.assign(landmark_format=fmt).groupby("method")["landmark_format"].first()
+    s = s.assign(landmark_format=s["method"].map(info))
+    s = s.assign(family=s["landmark_format"].map(lambda f: L.format_name(f).split(" ")[0]))
+    colors = L.task_colors(s["task"])
+    for t, g in s.groupby("task", sort=False):
+        g = g.dropna(subset=["landmark_bits"]).sort_values("landmark_bits")
+        for fam, h in g.groupby("family", sort=False):
+            star = fam == "residual"
+            ax.errorbar(h["landmark_bits"], h["mean"], yerr=yerr(h["mean"], h["ci95"]), marker=FAMILY_MARKERS.get(fam, "o"),
+                        ls="-" if fam == "HIGGS" and len(h) > 1 else "none", capsize=2, color=colors[t],
+                        ms=9 if star else None, mec="black" if star else None, mew=0.5 if star else None)
+        sample_dots(ax, g["landmark_bits"], g["values"], g["n"], colors[t])
+        ax.plot([], [], color=colors[t], lw=4, label=L.task_label(t))  # tasks by colour
+        if s_full is not None:
+            _full_line(ax, s_full, t, colors[t])
+    ax.set_xscale("log", base=2)
+    plain_log_ticks(ax.xaxis)
+    ax.set_xlabel("landmark bits / dimension (incl. scales)")
+    _score_axis(ax, s)
+    return s
+
+
+def _family_entry(ax, s: pd.DataFrame, fam: str, note: str = "") -> None:
+    """One legend entry per format family: its marker (and line for HIGGS) and its nominal widths."""
+    widths = sorted({L.format_name(f).split(" ", 1)[1].removesuffix("-bit") for f in s.loc[s["family"] == fam, "landmark_format"]},
+                    key=lambda w: float(w.split("+")[0]))
+    star = fam == "residual"
+    ax.plot([], [], marker=FAMILY_MARKERS.get(fam, "o"), ls="-" if fam == "HIGGS" and len(widths) > 1 else "none",
+            color="white" if star else "#444444", mec="black" if star else None, mew=0.5 if star else None,
+            ms=9 if star else None, label=f"{fam} {', '.join(widths)}-bit{note}")
+
+
 def landmark_precision(df: pd.DataFrame, methods=None, metric: str = "score", title: str | None = None):
     """Score against landmark bits per dimension (including scales), colour per task and marker per format family
     (named in the legend); HIGGS widths joined by a line. Full attention dashed."""
     d = df[df["method"] != "full"] if methods is None else df[df["method"].isin(methods)]
     if d.empty:
         return empty("no landmark-precision results")
-    s = A.sweep(d, "landmark_bits", metric)
-    fmt = d.assign(f=A.config_field(d, "landmark_format")).groupby("method")["f"].first()
-    s = s.assign(family=s["method"].map(lambda m: L.format_name(fmt.get(m)).split(" ")[0]))
     fig, ax = figure("column", 2.6)
-    colors = L.task_colors(s["task"])
-    s_full = _full_summary(df, metric)
-    for t, g in s.groupby("task", sort=False):
-        g = g.dropna(subset=["landmark_bits"]).sort_values("landmark_bits")
-        for fam, h in g.groupby("family", sort=False):
-            line = fam == "HIGGS" and len(h) > 1
-            ax.errorbar(h["landmark_bits"], h["mean"], yerr=yerr(h["mean"], h["ci95"]), marker=FAMILY_MARKERS.get(fam, "o"),
-                        ls="-" if line else "none", capsize=2, color=colors[t])
-        sample_dots(ax, g["landmark_bits"], g["values"], g["n"], colors[t])
-        ax.plot([], [], color=colors[t], lw=4, label=L.task_label(t))  # tasks by colour
-        if s_full is not None:
-            _full_line(ax, s_full, t, colors[t])
+    s = _landmark_formats(ax, d, _full_summary(df, metric), metric)
     for fam in dict.fromkeys(s.sort_values("landmark_bits")["family"]):
-        widths = sorted({L.format_name(fmt.get(m)).split(" ", 1)[1].removesuffix("-bit")
-                         for m in s.loc[s["family"] == fam, "method"]}, key=lambda w: float(w.split("+")[0]))
-        ax.plot([], [], marker=FAMILY_MARKERS.get(fam, "o"), ls="-" if fam == "HIGGS" and len(widths) > 1 else "none",
-                color="#444444", label=f"{fam} {', '.join(widths)}-bit")
-    ax.set_xscale("log", base=2)
-    plain_log_ticks(ax.xaxis)
-    ax.set_xlabel("landmark bits / dimension (incl. scales)")
-    _score_axis(ax, s)
+        _family_entry(ax, s, fam)
     legend(ax, ncol=2)
     ax.set_title(title or f"Landmark precision ({model_title(df)})")
     return fig
@@ -170,46 +187,25 @@ def residual_saving(plain: pd.DataFrame, residual_bits: float, reference: str = 
 
 
 def residual_landmarks(df: pd.DataFrame, methods=None, metric: str = "score", title: str | None = None):
-    """Score against landmark bits/dim; residual landmarks (meta-landmark + low-bit residual) starred against
-    plain HIGGS landmarks, annotated with their landmark memory saving against plain 2-bit HIGGS landmarks (exact
-    bits per dimension with scales on both sides)."""
+    """Score against landmark bits/dim; residual landmarks (meta-landmark + low-bit residual) starred beside the plain
+    formats (marker per family, HIGGS widths joined), the star's legend entry with its landmark memory saving against
+    plain 2-bit HIGGS landmarks (exact bits per dimension with scales on both sides)."""
     d = df[df["method"] != "full"] if methods is None else df[df["method"].isin(methods)]
     if d.empty:
         return empty("no residual-landmark results")
-    fmt = A.config_field(d, "landmark_format").astype(str)
-    d = d.assign(residual=fmt.str.startswith("residual"), landmark_format=fmt)
-    s = A.sweep(d, "landmark_bits", metric)
-    info = d.groupby("method")[["residual", "landmark_format"]].first()
-    s = s.join(info, on="method")
-    s["residual"] = s["residual"].fillna(False).astype(bool)
     fig, ax = figure("column", 2.6)
-    colors = L.task_colors(s["task"])
-    s_full = _full_summary(df, metric)
-    for t, g in s.groupby("task", sort=False):
-        plain, resid = g[~g["residual"]].sort_values("landmark_bits"), g[g["residual"]]
-        ax.errorbar(plain["landmark_bits"], plain["mean"], yerr=yerr(plain["mean"], plain["ci95"]), marker="o", capsize=2, color=colors[t],
-                    label=L.task_label(t))
-        sample_dots(ax, g["landmark_bits"], g["values"], g["n"], colors[t])
-        ax.errorbar(resid["landmark_bits"], resid["mean"], yerr=yerr(resid["mean"], resid["ci95"]), marker="*", ms=9, ls="none",
-                    capsize=2, color=colors[t], mec="black", mew=0.5)
-        if s_full is not None:
-            _full_line(ax, s_full, t, colors[t])
-    first = s[s["task"] == next(iter(colors))]
-    plain, resid = first[~first["residual"]], first[first["residual"]]
-    ax.set_xscale("log", base=2)
-    ax.set_ylim(-2, 105)
-    marks = pd.concat([plain, resid.drop_duplicates("landmark_format")])  # the star labelled too: the others avoid it
-    label_points(ax, list(marks["landmark_bits"]), list(marks["mean"]), [L.format_name(f) for f in marks["landmark_format"]],
-                 ["#333333"] * len(marks))
-    for _, r in resid.drop_duplicates("landmark_format").iterrows():  # one legend entry: the residual format and its saving
-        sv = residual_saving(plain, r["landmark_bits"])
-        note = f" ({r['landmark_bits']:.3g} b/dim,\n{sv[0]:.0f}% fewer than HIGGS 2-bit's {sv[1]:.3g})" if sv is not None else ""
-        ax.plot([], [], marker="*", ms=9, ls="none", color="white", mec="black", mew=0.5,
-                label=f"star: {L.format_name(r['landmark_format'])}{note}")
-    plain_log_ticks(ax.xaxis)
+    s = _landmark_formats(ax, d, _full_summary(df, metric), metric)
+    plain = s[s["family"] != "residual"]
+    for fam in dict.fromkeys(s.sort_values("landmark_bits")["family"]):
+        note = ""
+        if fam == "residual":
+            r = s[s["family"] == fam].iloc[0]
+            sv = residual_saving(plain, r["landmark_bits"])
+            note = f" ({r['landmark_bits']:.3g} b/dim,\n{sv[0]:.0f}% fewer than HIGGS 2-bit's {sv[1]:.3g})" if sv is not None else ""
+        _family_entry(ax, s, fam, note)
     bits = sorted(s["landmark_bits"].dropna().unique())
     # every measured width (the star sits between plain formats); a label within 0.12 octave of the last one kept
-    # is left blank (its point is named on the axes)
+    # is left blank (the legend names the formats)
     labels, last = [], None
     for b in bits:
         show = last is None or np.log2(b / last) >= 0.12
@@ -219,9 +215,7 @@ def residual_landmarks(df: pd.DataFrame, methods=None, metric: str = "score", ti
     ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
     if len(bits) > 1 and np.diff(np.log2(bits)).min() < 0.4:  # neighbours closer than their labels are wide
         ax.tick_params(axis="x", labelrotation=60, labelsize=6)
-    ax.set_xlabel("landmark bits / dimension (incl. scales)")
-    _score_axis(ax, s)
-    legend(ax)
+    legend(ax, ncol=2)
     ax.set_title(title or f"Residual landmarks ({model_title(df)})")
     return fig
 
