@@ -290,19 +290,6 @@ def test_residual_figure_ticks_every_measured_width(demo):
     matplotlib.pyplot.close(fig)
 
 
-def test_direct_labels_stay_inside_the_axes_when_crowded_at_the_bottom():
-    from shadowkv_lab.plots.style import figure, label_points
-
-    fig, ax = figure("column", 2.4)
-    ax.set_xscale("log")
-    ax.set_xlim(10, 1000)
-    ax.set_ylim(-2, 105)
-    label_points(ax, [100, 100, 100, 100], [1, 1, 2, 0], ["a long label one", "a long label two", "three", "four"], ["k"] * 4)
-    ys = [t.get_position()[1] for t in ax.texts]
-    assert min(ys) >= -2 and len(set(ys)) == 4
-    matplotlib.pyplot.close(fig)
-
-
 def test_landmark_figures_join_only_higgs_widths_and_name_families_in_the_legend(demo):
     """One quantizer's widths are joined by a line; FP8, NVFP4 and bf16 are points with markers of their own, named in
     the legend (no text label on the axes, where labels crossed the data line)."""

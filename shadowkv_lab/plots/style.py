@@ -14,7 +14,6 @@ from pathlib import Path
 import matplotlib
 import matplotlib.pyplot as plt
 import matplotlib.ticker
-import matplotlib.transforms
 import numpy as np
 
 from ..analysis.stats import MIN_N_CI
@@ -112,52 +111,6 @@ def plain_log_ticks(axis):
     """Log axis with plain numbers (64, 128, 1024) instead of 2x10^2."""
     axis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
     axis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-
-
-def label_points(ax, xs, ys, texts, colors, logx: bool = True, min_gap_pt: float = 9.0, fontsize: float = 6):
-    """Write each text beside its point, moved down while it would overlap a label already placed (greedy, from the
-    top); labels of points in the right third go to the left of their point; a label moved away from its point is
-    joined to it by a thin leader line. Label heights are in data units, so a later change of the layout moves labels
-    with their points."""
-    fig = ax.figure
-    fig.draw_without_rendering()  # the constrained layout's final axes size
-    bbox = ax.get_window_extent()
-    w_pt, h_pt = bbox.width * 72 / fig.dpi, bbox.height * 72 / fig.dpi
-    y0, y1 = ax.get_ylim()
-    gap = min_gap_pt * (y1 - y0) / h_pt  # in data units
-    x0, x1 = ax.get_xlim()
-    scale = (lambda v: np.log10(v)) if logx else (lambda v: v)
-    span = scale(x1) - scale(x0)
-    placed = []  # (left, right) in axes fraction, label y in data units
-    # a label (from its baseline y up, about 2/3 of the gap high) must not cover another point's marker (3 pt
-    # around it, a third of the gap) either
-    marker = 3.0 / w_pt
-    points = [((scale(x) - scale(x0)) / span, y) for x, y in zip(xs, ys)]
-    for i in sorted(range(len(xs)), key=lambda i: -ys[i]):
-        fx = (scale(xs[i]) - scale(x0)) / span
-        right = fx > 0.67
-        w = (len(str(texts[i])) * fontsize * 0.55 + 4) / w_pt
-        lo, hi = (fx - w, fx) if right else (fx, fx + w)
-        def free(y):
-            if any(lo < phi and plo < hi and abs(y - py) < gap for plo, phi, py in placed):
-                return False
-            return not any(j != i and lo < px + marker and px - marker < hi and py - gap < y < py + gap / 3
-                           for j, (px, py) in enumerate(points))
-
-        y = ys[i] + 0.25 * gap
-        while not free(y) and y > y0 + gap:
-            y -= gap
-        if not free(y) or y < y0:  # no room below inside the axes: look upwards instead
-            y = ys[i] + 0.25 * gap
-            while not free(y) and y < y1 - gap:
-                y += gap
-        placed.append((lo, hi, y))
-        shift = matplotlib.transforms.offset_copy(ax.transData, fig=fig, x=-4 if right else 4, y=0, units="points")
-        ax.text(xs[i], y, texts[i], transform=shift, ha="right" if right else "left", va="bottom", fontsize=fontsize,
-                color=colors[i], zorder=4)
-        if abs(y - ys[i]) > 0.75 * gap:  # a label pushed away from its point gets a leader line to it, dotted and
-            # grey so that it does not read as an error bar
-            ax.plot([xs[i], xs[i]], [ys[i], y], ":", lw=0.6, color="#888888", zorder=3)
 
 
 def model_title(df) -> str:
