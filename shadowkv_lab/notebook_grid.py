@@ -1,14 +1,18 @@
-"""A workbook notebook's grid without Jupyter: run its code cells as a script up to its `wb.run` call.
+"""A workbook notebook without Jupyter: its code cells run as a script, up to its `wb.run` call (the grid) or all of
+them (the grid and its figures).
 
     python -m shadowkv_lab.notebook_grid notebooks/03_landmark_precision.ipynb PARAMS.yaml --dry-run   # plan + GPU time
     python -m shadowkv_lab.notebook_grid notebooks/03_landmark_precision.ipynb PARAMS.yaml              # run the grid
+    python -m shadowkv_lab.notebook_grid notebooks/03_landmark_precision.ipynb PARAMS.yaml --all        # + its figures
+    python -m shadowkv_lab.notebook_grid ... --all --stored-only    # figures from stored cells, none run
 
 Why: the grid (tasks, samples, methods) is defined once, in the notebook. A GPU machine without Jupyter runs exactly
 that grid into the shared results store; the notebook then finds every cell stored and only draws its figures.
 `run_all.sh --dry-run` uses the dry mode to add up the estimated GPU time of a whole profile.
 
 The cells run in one namespace, the PARAMS (papermill's YAML) assigned after the cell tagged `parameters`, as
-papermill injects them. The run stops when `wb.run` returns (workbook.GridStop), before the figure cells. In the dry
+papermill injects them. The grid modes stop when `wb.run` returns (workbook.GridStop), before the figure cells; with
+--all the figures are saved as run_all.sh saves them (PDF + PNG, stamped), without an executed notebook. In the dry
 mode `wb.load` loads the tokenizer and the model's config only (weights on the meta device): nothing is computed.
 """
 
@@ -20,7 +24,11 @@ import os
 import sys
 from pathlib import Path
 
-MODES = ("dry", "run")
+# dry / run: the cells up to the grid (planned / run), then stop. all: every cell, the grid's missing cells run and
+# the figures saved (a GPU machine without Jupyter draws the notebook's figures). stored: every cell, none run
+# (runner.MissingCells names any missing).
+MODES = ("dry", "run", "all", "stored")
+_ENV = {"dry": "dry", "run": "run", "all": None, "stored": "stored"}  # the workbook's grid mode of each
 
 
 def code_cells(path) -> list[tuple[list[str], str]]:
@@ -30,8 +38,9 @@ def code_cells(path) -> list[tuple[list[str], str]]:
 
 
 def run_grid(path, params: dict, mode: str = "run"):
-    """Run notebook `path` up to its grid with `params`; returns what wb.run returned (dry: the plan, one row per
-    sample; run: the grid's rows). Raises if the notebook has no wb.run call."""
+    """Run notebook `path` with `params`. dry / run: up to its grid; returns what wb.run returned (dry: the plan, one
+    row per sample; run: the grid's rows); raises if the notebook has no wb.run call. all / stored: every cell
+    (figures saved where the parameters say); returns the notebook's namespace."""
     from . import workbook
 
     if mode not in MODES:
@@ -39,9 +48,14 @@ def run_grid(path, params: dict, mode: str = "run"):
     cells = code_cells(path)
     if not any("parameters" in tags for tags, _ in cells):
         raise ValueError(f"{path}: no cell tagged 'parameters'")
+    if mode in ("all", "stored"):
+        os.environ.setdefault("MPLBACKEND", "Agg")  # figures to files, no display needed
     ns: dict = {"__name__": "__notebook__"}
     prev = os.environ.get(workbook.GRID_ENV)
-    os.environ[workbook.GRID_ENV] = mode
+    if _ENV[mode] is None:
+        os.environ.pop(workbook.GRID_ENV, None)
+    else:
+        os.environ[workbook.GRID_ENV] = _ENV[mode]
     try:
         for tags, src in cells:
             try:
@@ -55,6 +69,8 @@ def run_grid(path, params: dict, mode: str = "run"):
             os.environ.pop(workbook.GRID_ENV, None)
         else:
             os.environ[workbook.GRID_ENV] = prev
+    if mode in ("all", "stored"):
+        return ns
     raise ValueError(f"{path}: the notebook never called wb.run")
 
 
@@ -87,6 +103,8 @@ def main(argv=None) -> int:
     ap.add_argument("--total", nargs="+", metavar="PLAN", help="instead: the estimated GPU time of these dry-run plans together")
     ap.add_argument("--dry-run", action="store_true", help="print the plan and its estimated GPU time, run nothing")
     ap.add_argument("--plan-out", default=None, help="dry run: also write the plan (one row per sample) as CSV here")
+    ap.add_argument("--all", action="store_true", help="run every cell: the grid, then the figures (no Jupyter needed)")
+    ap.add_argument("--stored-only", action="store_true", help="with --all: run no grid cell, draw from stored ones")
     a = ap.parse_args(argv)
     if a.total:
         from .runner import measured_rates
@@ -103,8 +121,13 @@ def main(argv=None) -> int:
         ap.error("a notebook and its params, or --total PLAN...")
     import yaml
 
+    if a.stored_only and not a.all:
+        ap.error("--stored-only goes with --all")
+    if a.all and a.dry_run:
+        ap.error("--all and --dry-run exclude each other")
     params = yaml.safe_load(Path(a.params).read_text()) or {}
-    res = run_grid(a.notebook, params, "dry" if a.dry_run else "run")
+    mode = "dry" if a.dry_run else ("stored" if a.stored_only else "all") if a.all else "run"
+    res = run_grid(a.notebook, params, mode)
     if a.dry_run and a.plan_out and res is not None:
         res.assign(notebook=Path(a.notebook).stem).to_csv(a.plan_out, index=False)
     return 0

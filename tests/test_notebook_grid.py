@@ -52,3 +52,24 @@ def test_bad_mode_and_missing_grid(tmp_path):
         notebook_grid.run_grid(NB, {}, "fast")
     with pytest.raises(ValueError, match="never called wb.run"):
         notebook_grid.run_grid("notebooks/08_decode_speed.ipynb", {"profile": "quick"}, "dry")
+
+
+def test_all_cells_draw_the_figures_and_stored_only_runs_none(tmp_path, monkeypatch):
+    """--all runs the grid and the figure cells (no Jupyter); --all --stored-only then draws from the store alone,
+    and on an empty store names what is missing."""
+    import shadowkv_lab.runner as runner
+
+    params = _params(tmp_path)
+    ns = notebook_grid.run_grid(NB, params, "all")
+    figs = sorted(p.name for p in (tmp_path / "fig").glob("*.pdf"))
+    assert figs and all((tmp_path / "fig" / f).with_suffix(".png").is_file() for f in figs) and len(ns["df"]) == 3
+    for p in (tmp_path / "fig").iterdir():
+        p.unlink()
+    monkeypatch.setattr(runner, "prefill", lambda *a, **k: pytest.fail("stored mode must not run a cell"))
+    notebook_grid.run_grid(NB, params, "stored")
+    assert sorted(p.name for p in (tmp_path / "fig").glob("*.pdf")) == figs
+    with pytest.raises(runner.MissingCells, match="3 cell"):
+        notebook_grid.run_grid(NB, {**params, "results_dir": str(tmp_path / "empty")}, "stored")
+    assert workbook.GRID_ENV not in __import__("os").environ
+    with pytest.raises(SystemExit):
+        notebook_grid.main([NB, "p.yaml", "--stored-only"])
