@@ -618,16 +618,15 @@ def run(model, tokenizer, tasks, methods, out, *, model_name: str, n=None, token
     task_samples = resolve_tasks(tasks, n=n, tokens=tokens, seed=seed, data=data, tokenizer=tokenizer)
     rank, world, local_rank = dist_env()
     done = _done_cells(out, cfgs, record)
-    if stored_only:
+    if stored_only or dry_run:  # the whole grid, planned once (stored_only warns of nothing)
         items = _fit_context(_plan(task_samples, cfgs, done, model_name, max_new_tokens, 0, 1), tokenizer, context,
-                             over_context, quiet=True)
+                             over_context, quiet=stored_only or rank != 0)
+    if stored_only:
         missing = [f"{it.task.name}/{it.sample.id}/{c.name}" for it in items for c in it.pending]
         if missing:
             raise MissingCells(missing, out)
         return _select(load(out), task_samples, cfgs, model_name)
-    if dry_run:  # the whole grid, printed once
-        items = _fit_context(_plan(task_samples, cfgs, done, model_name, max_new_tokens, 0, 1), tokenizer, context,
-                             over_context, quiet=rank != 0)
+    if dry_run:  # printed once
         return _print_dry_run(items, cfgs, tokenizer, out, measured_rates(rates)) if rank == 0 else None
 
     import torch.distributed as dist

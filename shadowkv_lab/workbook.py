@@ -203,14 +203,13 @@ def samples_for(tasks, tokenizer, *, n: int, tokens: int, seed: int = 0, task_kw
     if data_dir is None:
         task_kw = task_kw or {}
         return [load_task_samples(t, tokenizer, n=n, tokens=tokens, seed=seed, **task_kw.get(t, {})) for t in tasks]
+    from .runner import resolve_tasks
     from .study import data_file
-    from .tasks import get_task
 
     out = []
     for name in tasks:
         path = data_file(data_dir, name, tokens)
-        task = get_task(name)
-        samples = task.load(str(path), n=n, tokenizer=tokenizer)
+        ((task, samples),) = resolve_tasks([name], n=n, data=str(path), tokenizer=tokenizer)
         if len(samples) < n:
             raise ValueError(f"{path} holds {len(samples)} {name} samples, fewer than n={n}")
         out.append((task, samples))
