@@ -43,7 +43,7 @@ class _QueryCapture(PrefillCapture):
 def capture_prompt(model, tok, prompt: str | torch.Tensor, n_queries: int = 64) -> _QueryCapture:
     """Exact prefill of `prompt` (text, encoded with the chat template as the runs do, or token ids (P,)) keeping
     pre/post-RoPE keys, values and the last `n_queries` queries of every layer."""
-    from .generation import encode_prompt
+    from .generation import cpu_fp32_linears, encode_prompt
 
     patch_model(model)
     ids = prompt if isinstance(prompt, torch.Tensor) else encode_prompt(tok, prompt)
@@ -51,7 +51,7 @@ def capture_prompt(model, tok, prompt: str | torch.Tensor, n_queries: int = 64) 
         raise ValueError(f"prompt of {ids.numel()} tokens: need more than n_queries={n_queries}")
     cap = _QueryCapture(len(layer_contexts(model)), n_queries)
     device = next(model.parameters()).device
-    with session(cap):
+    with session(cap), cpu_fp32_linears(model):  # the runs' prefill, and 6x faster on a CPU without bf16 units
         model(input_ids=ids.view(1, -1).to(device), use_cache=False, logits_to_keep=1)
     return cap
 

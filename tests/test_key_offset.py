@@ -280,3 +280,18 @@ def test_centred_presets_have_their_own_label_and_colour():
     assert len({plots.config_label(PRESETS[n].to_dict()) for n in names}) == len(names)
     variant = PRESETS["yakv"].replace(key_offset="bias").to_dict()
     assert nearest_preset(variant)[1] == ["key_offset"]
+
+
+@torch.inference_mode()
+def test_capture_prompt_keeps_the_runs_prefill():
+    """The diagnostics see the keys and values the runs compress: capture_prompt and generation.prefill (both with
+    the CPU's fp32 linears on a bf16 model) give bit-identical tensors in every layer."""
+    from shadowkv_lab.generation import prefill
+    from shadowkv_lab.key_diagnostics import capture_prompt
+    from shadowkv_lab.testing import tiny_model
+
+    model, tok = tiny_model("qwen2", seed=2, dtype=torch.bfloat16)
+    ids = torch.randint(3, 384, (96,), generator=torch.Generator().manual_seed(2))
+    cap, st = capture_prompt(model, tok, ids, n_queries=8), prefill(model, ids)
+    for name in ("k_pre", "k_post", "v"):
+        assert all(torch.equal(a, b) for a, b in zip(getattr(cap, name), getattr(st, name))), name
