@@ -98,15 +98,23 @@ def cpu_fp32_linears(model):
 
 
 @torch.inference_mode()
-def prefill(model, input_ids: torch.Tensor) -> PrefillState:
-    """Exact prefill of one prompt (L,); captures every layer's pre-/post-RoPE keys and values."""
+def prefill_forward(model, input_ids: torch.Tensor, cap):
+    """The one exact forward of a prompt (L,) under the capture `cap` (a PrefillCapture), the CPU's fp32 linears
+    included: every prefill and every diagnostic capture see the same keys. The model's output (last logits only)."""
     patch_model(model)
     device = next(model.parameters()).device
-    ctxs = layer_contexts(model)
-    cap = PrefillCapture(len(ctxs))
-    t0 = time.perf_counter()
     with session(cap), cpu_fp32_linears(model):
-        out = model(input_ids=input_ids.view(1, -1).to(device), use_cache=False, logits_to_keep=1)
+        return model(input_ids=input_ids.view(1, -1).to(device), use_cache=False, logits_to_keep=1)
+
+
+@torch.inference_mode()
+def prefill(model, input_ids: torch.Tensor) -> PrefillState:
+    """Exact prefill of one prompt (L,); captures every layer's pre-/post-RoPE keys and values."""
+    device = next(model.parameters()).device
+    patch_model(model)
+    cap = PrefillCapture(len(layer_contexts(model)))
+    t0 = time.perf_counter()
+    out = prefill_forward(model, input_ids, cap)
     _sync(device)
     return PrefillState(input_ids=input_ids.cpu(), k_pre=cap.k_pre, k_post=cap.k_post, v=cap.v,
                         first_logits=out.logits[0, -1].float(), prefill_s=time.perf_counter() - t0)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from .attention import PrefillCapture, layer_contexts, patch_model, session
+from .attention import PrefillCapture, layer_contexts, patch_model
 from .cache.config import NATIVE
 from .cache.key_offset import KEY_OFFSETS, fit_offset
 from .cache.stores import RowStore
@@ -43,16 +43,14 @@ class _QueryCapture(PrefillCapture):
 def capture_prompt(model, tok, prompt: str | torch.Tensor, n_queries: int = 64) -> _QueryCapture:
     """Exact prefill of `prompt` (text, encoded with the chat template as the runs do, or token ids (P,)) keeping
     pre/post-RoPE keys, values and the last `n_queries` queries of every layer."""
-    from .generation import cpu_fp32_linears, encode_prompt
+    from .generation import encode_prompt, prefill_forward
 
     patch_model(model)
     ids = prompt if isinstance(prompt, torch.Tensor) else encode_prompt(tok, prompt)
     if ids.numel() <= n_queries:
         raise ValueError(f"prompt of {ids.numel()} tokens: need more than n_queries={n_queries}")
     cap = _QueryCapture(len(layer_contexts(model)), n_queries)
-    device = next(model.parameters()).device
-    with session(cap), cpu_fp32_linears(model):  # the runs' prefill, and 6x faster on a CPU without bf16 units
-        model(input_ids=ids.view(1, -1).to(device), use_cache=False, logits_to_keep=1)
+    prefill_forward(model, ids, cap)
     return cap
 
 
