@@ -16,8 +16,9 @@
 #
 # Default layout: executed notebooks in outputs/notebooks/, the results store in outputs/results/<profile>/ (shared by
 # all notebooks; a second run reuses every stored cell and is fast), figures in figures/<profile>/, parameters in
-# outputs/params/<profile>/, summary in outputs/summary.{csv,md}. Below 5 samples per cell the figures and tables are
-# labelled a smoke test and carry no confidence intervals.
+# outputs/params/<profile>/, summary in outputs/summary.{csv,md}, the quick profile's shared prefills in
+# outputs/prefills/. Below 5 samples per cell the figures and tables are labelled a smoke test and carry no
+# confidence intervals.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -120,6 +121,9 @@ source scripts/ensure_env.sh
 if [ "$PROFILE" = quick ]; then
     MODEL=qwen2.5-coder-0.5b; N=2; TOKENS=2048; MAX_NEW=256
     TASK_KW='{"text2json": {"n_gold": 5, "filler_share": 0.7}}'  # short answers for a 0.5B model on CPU
+    # Notebooks 01 to 07 share prompts: each is prefilled once (about 20 s on 2 cores) and read back bit-identical
+    # by the others (shadowkv_lab/prefill_store.py). Not on a GPU, where recomputing is faster than reading.
+    export SHADOWKV_LAB_PREFILLS="${SHADOWKV_LAB_PREFILLS:-$OUT/prefills}"
 else
     MODEL=qwen2.5-coder-1.5b; N=24; TOKENS=16384; MAX_NEW=null  # null: each task's own cap (Text2JSON 1024)
     TASK_KW='{"text2json": {"difficulty": "calibrated"}}'  # the calibrated Text2JSON setting (benchmarks/README.md)

@@ -41,8 +41,8 @@ class Meter:
         self.prefill_s = self.decode_s = 0.0
 
     def prefill(self, real):
-        def f(model, ids):
-            st = real(model, ids)
+        def f(model, ids, **kw):
+            st = real(model, ids, **kw)
             self.prefills += 1
             self.prefill_tokens += int(ids.shape[0])
             self.prefill_s += st.prefill_s

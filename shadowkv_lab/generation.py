@@ -19,6 +19,7 @@ from .cache.config import OffloadConfig
 from .cache.memory import MemoryReport
 from .cache.presets import resolve
 from .cache.sequence import PrefillState, SequenceCache
+from .prefill_store import PrefillStore
 
 END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|end_of_text|>", "<|endoftext|>", "</s>", "<|end|>")
 
@@ -108,16 +109,25 @@ def prefill_forward(model, input_ids: torch.Tensor, cap):
 
 
 @torch.inference_mode()
-def prefill(model, input_ids: torch.Tensor) -> PrefillState:
-    """Exact prefill of one prompt (L,); captures every layer's pre-/post-RoPE keys and values."""
+def prefill(model, input_ids: torch.Tensor, store: PrefillStore | None = None) -> PrefillState:
+    """Exact prefill of one prompt (L,); captures every layer's pre-/post-RoPE keys and values. With a `store`, a
+    prefill it holds for this model and prompt is read back (bit-identical, its prefill_s the original run's) and a
+    new one is saved there."""
+    if store is not None:
+        got = store.get(model, input_ids)
+        if got is not None:
+            return got
     device = next(model.parameters()).device
     patch_model(model)
     cap = PrefillCapture(len(layer_contexts(model)))
     t0 = time.perf_counter()
     out = prefill_forward(model, input_ids, cap)
     _sync(device)
-    return PrefillState(input_ids=input_ids.cpu(), k_pre=cap.k_pre, k_post=cap.k_post, v=cap.v,
-                        first_logits=out.logits[0, -1].float(), prefill_s=time.perf_counter() - t0)
+    state = PrefillState(input_ids=input_ids.cpu(), k_pre=cap.k_pre, k_post=cap.k_post, v=cap.v,
+                         first_logits=out.logits[0, -1].float(), prefill_s=time.perf_counter() - t0)
+    if store is not None:
+        store.put(model, state)
+    return state
 
 
 def build_cache(model, state: PrefillState, config: OffloadConfig, record: bool = False) -> SequenceCache:

@@ -33,6 +33,7 @@ import torch
 from .cache.config import OffloadConfig
 from .cache.presets import resolve
 from .generation import build_cache, decode, encode_prompt, prefill, stop_token_ids
+from .prefill_store import PrefillStore
 from .provenance import provenance
 from .results import RECORDS, ResultsWriter, done_keys, load, make_row
 
@@ -463,7 +464,7 @@ class _Live:
 
 
 def _run_waves(model, tokenizer, items: list[_Item], out, *, model_name, batch_size, record, rank, prog: _Progress,
-               free_memory=None, host_memory=None, refill: bool = False) -> list[str]:
+               free_memory=None, host_memory=None, refill: bool = False, prefills=None) -> list[str]:
     """Rows = (item, method) in order, cut into waves of <= batch_size rows that fit the free device memory
     (_next_wave, measured before each wave; free_memory: a fixed budget in bytes instead) and whose offloaded stores
     fit the host's free RAM (host_memory: a fixed budget instead); a sample's prefill is kept
@@ -501,7 +502,7 @@ def _run_waves(model, tokenizer, items: list[_Item], out, *, model_name, batch_s
             w += len(wave)
             for it, cfg in wave:
                 if it._state is None:
-                    it._state = prefill(model, encode_prompt(tokenizer, it.sample.prompt))
+                    it._state = prefill(model, encode_prompt(tokenizer, it.sample.prompt), store=prefills)
                     prog.prefills += 1
                 t0 = time.perf_counter()
                 st = it._state
@@ -578,7 +579,7 @@ def _summary(df, stats: _Progress, wall: float, world: int) -> None:
 def run(model, tokenizer, tasks, methods, out, *, model_name: str, n=None, tokens=None, seed=0, data=None, batch_size=8,
         record=False, max_new_tokens=None, progress=True, dry_run=False, on_device=False, free_memory=None, host_memory=None,
         rates: str = RATES, over_context: str = "error", context: int | None = None, refill: bool = False,
-        stored_only: bool = False):
+        stored_only: bool = False, prefills=None):
     """Run every pending (task, sample, method) cell; return the grid's rows from the store (a pandas DataFrame).
 
     tasks: names, Task objects or (name or Task, samples) pairs; methods: preset names or OffloadConfigs.
@@ -597,7 +598,8 @@ def run(model, tokenizer, tasks, methods, out, *, model_name: str, n=None, token
     unless it is given). refill: queued rows take the places of finished ones once half of a call's rows have
     finished, instead of each wave decoding until its last row stops (_run_waves); the tokens are the same.
     stored_only: run nothing; return the grid's stored rows, or raise MissingCells naming every cell not stored (a
-    CPU drawing figures from a store that a GPU filled).
+    CPU drawing figures from a store that a GPU filled). prefills: a folder (or PrefillStore) of exact prefills shared
+    between runs (prefill_store: bit-identical states; worth it on a CPU only).
     """
     if over_context not in OVER_CONTEXT:
         raise ValueError(f"over_context={over_context!r}: must be one of {OVER_CONTEXT}")
@@ -612,6 +614,8 @@ def run(model, tokenizer, tasks, methods, out, *, model_name: str, n=None, token
         if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
             raise ValueError(f"{name}={v!r}: must be None (measure the {'device' if name == 'free_memory' else 'host'}) "
                              "or an int of bytes >= 1")
+    if prefills is not None and not isinstance(prefills, PrefillStore):
+        prefills = PrefillStore(prefills)
     cfgs = resolve_methods(methods)
     if on_device:
         cfgs = [c.replace(offload=False) for c in cfgs]
@@ -653,7 +657,8 @@ def run(model, tokenizer, tasks, methods, out, *, model_name: str, n=None, token
     t0 = time.perf_counter()
     try:
         failed = _run_waves(model, tokenizer, items, out, model_name=model_name, batch_size=batch_size, record=record,
-                            rank=rank, prog=prog, free_memory=free_memory, host_memory=host_memory, refill=refill)
+                            rank=rank, prog=prog, free_memory=free_memory, host_memory=host_memory, refill=refill,
+                            prefills=prefills)
     finally:
         prog.close()
     wall = time.perf_counter() - t0

@@ -83,7 +83,7 @@ def _cmd_run(args) -> int:
     run(model, tok, tasks, methods, args.out, model_name=args.model, n=args.n, tokens=args.tokens, seed=args.seed,
         data=args.data, batch_size=args.batch_size, record=args.record, max_new_tokens=args.max_new_tokens,
         progress=not args.quiet, dry_run=args.dry_run, on_device=args.on_device, over_context=args.over_context,
-        context=context, refill=args.refill, **({"rates": args.rates} if args.rates else {}))
+        context=context, refill=args.refill, prefills=args.prefills, **({"rates": args.rates} if args.rates else {}))
     return 0
 
 
@@ -103,6 +103,8 @@ def register(subparsers) -> None:
                    "each wave takes as many as fit the device's free memory")
     p.add_argument("--refill", action="store_true", help="queued rows take the places of finished ones once half of a "
                    "decode call's rows have stopped, instead of each wave running until its last row stops")
+    p.add_argument("--prefills", default=None, help="a folder of exact prefills shared between runs: a prompt "
+                   "prefilled once is read back bit-identical (worth it on a CPU; on a GPU recomputing is faster)")
     p.add_argument("--max-new-tokens", type=int, default=None, help="override every task's cap")
     p.add_argument("--record", action="store_true", help="also store attention-level records (out/records/)")
     p.add_argument("--on-device", action="store_true", help="keep every method's cache on the compute device "

@@ -21,6 +21,7 @@ import pandas as pd
 from .cache.config import OffloadConfig
 from .cache.presets import SCALED_RANK_SHARE, matched_rank, variant, with_budget
 from .cache.presets import resolve as resolve_method  # workbook.resolve resolves paths
+from .prefill_store import PrefillStore
 
 
 # notebook_grid runs a notebook's cells as a script up to its grid: "dry" plans it (no weights loaded), "run" runs it;
@@ -234,7 +235,8 @@ def run(model, tokenizer, tasks, methods, results_dir, *, model_name: str, n: in
     tasks: names, Task objects or (Task, samples) pairs. batch_size: (sample, method) rows decoded together
     (default 16, SHADOWKV_LAB_BATCH overrides): a wave lasts as long as its longest answer, so few big waves
     beat many small ones, unless SHADOWKV_LAB_REFILL=1 lets queued rows take finished rows' places (runner.run
-    refill; the tokens are the same).
+    refill; the tokens are the same). SHADOWKV_LAB_PREFILLS=DIR shares exact prefills between notebooks
+    (prefill_store; run_all.sh sets it for the CPU's quick profile).
     """
     from .runner import run as _run
 
@@ -245,6 +247,7 @@ def run(model, tokenizer, tasks, methods, results_dir, *, model_name: str, n: in
     if refill not in ("0", "1"):
         raise ValueError(f"SHADOWKV_LAB_REFILL={refill!r}: allowed 0, 1")
     kw.setdefault("refill", refill == "1")
+    kw.setdefault("prefills", PrefillStore.from_env())
     mode = _grid_mode()
     t0 = time.perf_counter()
     df = _run(model, tokenizer, tasks, cfgs, str(results_dir), model_name=model_name, n=n, tokens=tokens, seed=seed,
@@ -302,9 +305,13 @@ def show(fig, name: str, figures_dir="figures", stamp=None):
 
 
 def md(text: str) -> None:
-    """Markdown output from a code cell (IPython ships with the project's Jupyter kernel)."""
-    from IPython.display import Markdown, display
-
+    """Markdown output from a code cell; printed as text where IPython is not installed (a notebook run as a script
+    by notebook_grid on a bare GPU host)."""
+    try:
+        from IPython.display import Markdown, display
+    except ImportError:
+        print(text)
+        return
     display(Markdown(text))
 
 

@@ -73,3 +73,14 @@ def test_all_cells_draw_the_figures_and_stored_only_runs_none(tmp_path, monkeypa
     assert workbook.GRID_ENV not in __import__("os").environ
     with pytest.raises(SystemExit):
         notebook_grid.main([NB, "p.yaml", "--stored-only"])
+
+
+def test_md_prints_where_ipython_is_missing(monkeypatch, capsys):
+    """notebook_grid --all runs a whole notebook as a script, also on a GPU host without IPython: wb.md prints."""
+    import sys
+
+    from shadowkv_lab import workbook
+
+    monkeypatch.setitem(sys.modules, "IPython.display", None)  # import raises ImportError
+    workbook.md("**ShadowKV** loses 20 points")
+    assert capsys.readouterr().out == "**ShadowKV** loses 20 points\n"

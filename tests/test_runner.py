@@ -59,9 +59,9 @@ def _count_prefills(monkeypatch):
     calls = []
     real = runner.prefill
 
-    def counting(model, ids):
+    def counting(model, ids, **kw):
         calls.append(int(ids.shape[0]))
-        return real(model, ids)
+        return real(model, ids, **kw)
 
     monkeypatch.setattr(runner, "prefill", counting)
     return calls
