@@ -46,7 +46,8 @@ def model_digest(model) -> str:
     for name, t in [*model.named_parameters(), *model.named_buffers()]:
         t = t.detach().contiguous().cpu()
         h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        if t.numel():
+            h.update(t.reshape(-1).view(torch.uint8).numpy())  # the tensor's own bytes, not a copy
     model.__dict__["_skv_digest"] = h.hexdigest()
     return model.__dict__["_skv_digest"]
 

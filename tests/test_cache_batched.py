@@ -126,6 +126,31 @@ def test_recorded_rows_run_the_stacked_step():
             assert (a[col] - b[col]).abs().max() < 1e-4, col
 
 
+@torch.inference_mode()
+def test_recorder_flushes_give_the_same_frame(monkeypatch):
+    """The recorder keeps its statistics on the device and copies them to the host in batches: flushing after every
+    few entries (several flushes mid-decode) and once at the end give the same frame, in (step, layer, head) order."""
+    from shadowkv_lab.cache.record import AttentionRecorder
+
+    model, _ = tiny_model("llama", seed=7)
+    st = prefill(model, torch.randint(3, 384, (260,), generator=torch.Generator().manual_seed(7)))
+    first = int(st.first_logits.argmax())
+
+    def frame(every):
+        monkeypatch.setattr(AttentionRecorder, "FLUSH_EVERY", every)
+        cache = build_cache(model, st, METHODS[1], record=True)
+        decode(model, [cache], [first], 6, stop_ids=set())
+        assert every > 1000 or len(cache.recorder._pending) < every  # flushed on the way
+        return cache.recorder.frame()
+
+    a, b = frame(3), frame(AttentionRecorder.FLUSH_EVERY)
+    cfg = model.config
+    assert len(a) == 5 * cfg.num_hidden_layers * cfg.num_key_value_heads > 0  # decode steps x layers x KV heads
+    assert a.equals(b)
+    assert list(a.itertuples(index=False, name=None)) == sorted(a.itertuples(index=False, name=None),
+                                                                key=lambda r: (r[1], r[2], r[3]))
+
+
 def test_attend_masked_matches_attend_on_each_row():
     g = torch.Generator().manual_seed(0)
     q = torch.randn(3, 2, 4, 16, generator=g)

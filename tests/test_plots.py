@@ -231,6 +231,11 @@ def test_accuracy_vs_memory_names_main_methods_and_greys_ablations(demo, tmp_pat
     assert len(markers) == len(set(markers)) == len(names) - 2  # one marker per method
     grey = [c for c in ax.collections if c.get_label() == "ablations / diagnostics"]
     assert grey and len(grey[0].get_offsets()) > 5
+    # the frontier is a staircase through its points that runs on to the axis's right edge (visible even when its
+    # points sit close together), at the level of its most accurate point
+    (front,) = [ln for ln in ax.lines if ln.get_label().startswith("Pareto")]
+    x, y = front.get_data()
+    assert x[-1] == ax.get_xlim()[1] and y[-1] == max(y) and len(x) >= 2
     plots.save(fig, "avm", tmp_path, plots.Stamp(profile="quick", model="m", n=2))
     footer = next(t for t in fig.texts if "quick profile" in t.get_text())
     r = fig.canvas.get_renderer()

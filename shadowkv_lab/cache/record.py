@@ -20,13 +20,20 @@ from .layer import SparseLayer, attend
 
 
 class AttentionRecorder:
-    """Collects one row per (step, layer, KV head)."""
+    """Collects one row per (step, layer, KV head).
+
+    The statistics stay on the compute device until FLUSH_EVERY (step, layer) entries have piled up, then come to the
+    host in one copy: reading each value on its own synchronised the GPU five times per head, layer, row and step
+    (about 14,000 times a step for 50 recorded rows of the 1.5B)."""
+
+    FLUSH_EVERY = 4096
 
     def __init__(self):
         self.rows: list[dict] = []
         self.step = 0
         self.layer = 0
         self.row = 0  # batch row / sequence id
+        self._pending: list[tuple[tuple[int, int, int, int], torch.Tensor]] = []  # (row, step, layer, budget), (5, H)
 
     def on_step(self, layer: SparseLayer, qg: torch.Tensor, positions: torch.Tensor, out: torch.Tensor,
                 gen: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
@@ -60,16 +67,29 @@ class AttentionRecorder:
         err_sel = (o_sel - o_exact).flatten(1).norm(dim=1) / norm
         err_approx = (out.float() - o_sel).flatten(1).norm(dim=1) / norm
         mean_pos = positions.float().mean(dim=1) / max(layer.L, 1)
-        for h in range(H):
-            self.rows.append({
-                "row": self.row, "step": self.step, "layer": self.layer, "head": h, "budget": int(positions.shape[1]),
-                "recall": float(recall[h]), "mass": float(mass[h]), "err_selection": float(err_sel[h]),
-                "err_approx": float(err_approx[h]), "mean_selected_position": float(mean_pos[h]),
-            })
+        stats = torch.stack([recall.float(), mass, err_sel, err_approx, mean_pos])  # (5, H), fp32
+        self._pending.append(((self.row, self.step, self.layer, int(positions.shape[1])), stats))
+        if len(self._pending) >= self.FLUSH_EVERY:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._pending:
+            return
+        values = torch.stack([v for _, v in self._pending]).cpu().tolist()  # (n, 5, H): one device-to-host copy
+        for (row, step, layer, budget), (recall, mass, err_sel, err_approx, mean_pos) in zip(
+                (m for m, _ in self._pending), values):
+            for h in range(len(recall)):
+                self.rows.append({
+                    "row": row, "step": step, "layer": layer, "head": h, "budget": budget, "recall": recall[h],
+                    "mass": mass[h], "err_selection": err_sel[h], "err_approx": err_approx[h],
+                    "mean_selected_position": mean_pos[h],
+                })
+        self._pending.clear()
 
     def frame(self):
         import pandas as pd
 
+        self._flush()
         return pd.DataFrame(self.rows)
 
 __all__ = ["AttentionRecorder", "attend"]

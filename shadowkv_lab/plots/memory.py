@@ -49,9 +49,14 @@ def accuracy_vs_memory(df: pd.DataFrame, metric: str = "score", per_task: bool =
             ax.scatter(abl["device_B_per_token_layer"], abl["mean"], s=10, color=ABLATION_GREY, zorder=1,
                        label=GREY_LABEL)
         f = mg[front].sort_values("device_B_per_token_layer")
-        ax.step(f["device_B_per_token_layer"], f["mean"], where="post", color="black", lw=0.7, alpha=0.6, zorder=2,
-                label=FRONTIER_LABEL)
+        # The staircase runs on to the right edge: the best score reachable within each memory. Stopping at its last
+        # point hid it under the markers when the frontier's points sit close together (YAKV's budgets).
         ax.set_xscale("log")
+        right = ax.get_xlim()[1]
+        fx = [*f["device_B_per_token_layer"], right] if len(f) else []
+        ax.step(fx, [*f["mean"], *f["mean"].iloc[-1:]], where="post",
+                color="black", lw=0.7, alpha=0.6, zorder=2, label=FRONTIER_LABEL)
+        ax.set_xlim(right=right)
         ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(base=10, subs=(1, 2, 5)))
         plain_log_ticks(ax.xaxis)
         ax.set_xlabel(MEM_LABEL + " (log)")
