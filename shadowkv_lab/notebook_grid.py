@@ -74,26 +74,28 @@ def run_grid(path, params: dict, mode: str = "run"):
     raise ValueError(f"{path}: the notebook never called wb.run")
 
 
-def profile_total(plans, rates: dict) -> dict:
+def profile_total(plans, rates: dict, recorded: dict | None = None) -> dict:
     """Estimated GPU time of several notebooks' plans together (CSV files or DataFrames written by the dry mode).
-    A cell (task, sample, config hash) that several notebooks share runs once, and a sample is prefilled once."""
+    A cell (task, sample, config hash, recorded or not) that several notebooks share runs once, and a sample is
+    prefilled once. Recorded cells decode at `recorded`'s rate (runner.measured_recorded_rate; None: the
+    unrecorded rate, an underestimate)."""
     import pandas as pd
 
     df = pd.concat([p if isinstance(p, pd.DataFrame) else pd.read_csv(p, keep_default_na=False) for p in plans])
     answer = df["answer_tokens"] if "answer_tokens" in df else df["cap"]
-    cells = {(t, s, h): (cap, a) for t, s, hs, cap, a in zip(df.task, df.sample_id, df.pending, df.cap, answer)
+    rec = df["recorded"].astype(str).eq("True") if "recorded" in df else pd.Series(False, index=df.index)
+    cells = {(t, s, h, r): (cap, a) for t, s, hs, cap, a, r in zip(df.task, df.sample_id, df.pending, df.cap, answer, rec)
              for h in str(hs).split(",") if h}
     prompts = {(t, s): L for t, s, L in zip(df.task, df.sample_id, df.prompt_tokens)}
-    prefill = sum(prompts[(t, s)] for t, s in {(t, s) for t, s, _ in cells})
-    decode = sum(cap for cap, _ in cells.values())
-    expected = sum(a for _, a in cells.values())
+    prefill = sum(prompts[(t, s)] for t, s in {(t, s) for t, s, _, _ in cells})
+    rate = {False: rates["decode_tok_s"], True: (recorded or rates)["decode_tok_s"]}
 
-    def minutes(d):
-        return (prefill / rates["prefill_tok_s"] + d / rates["decode_tok_s"]) / 60
+    def minutes(which: int) -> float:  # which: 0 the cap, 1 the expected answer
+        return (prefill / rates["prefill_tok_s"] + sum(v[which] / rate[k[3]] for k, v in cells.items())) / 60
 
-    return {"cells": len(cells), "prefill_tokens": prefill, "decode_tokens_max": decode,
-            "decode_tokens_expected": round(expected), "gpu_minutes": minutes(decode),
-            "gpu_minutes_expected": minutes(expected)}
+    return {"cells": len(cells), "prefill_tokens": prefill, "decode_tokens_max": sum(c for c, _ in cells.values()),
+            "decode_tokens_expected": round(sum(a for _, a in cells.values())), "gpu_minutes": minutes(0),
+            "gpu_minutes_expected": minutes(1), "recorded_cells": sum(k[3] for k in cells)}
 
 
 def main(argv=None) -> int:
@@ -107,15 +109,17 @@ def main(argv=None) -> int:
     ap.add_argument("--stored-only", action="store_true", help="with --all: run no grid cell, draw from stored ones")
     a = ap.parse_args(argv)
     if a.total:
-        from .runner import measured_rates
+        from .runner import measured_rates, measured_recorded_rate
 
-        rates = measured_rates()
-        t = profile_total(a.total, rates)
+        rates, recorded = measured_rates(), measured_recorded_rate()
+        t = profile_total(a.total, rates, recorded)
+        rec = (f"; its {t['recorded_cells']:,} recorded cells at {recorded['decode_tok_s']:,.1f} tok/s "
+               f"({recorded['source']})" if recorded and t["recorded_cells"] else "")
         print(f"profile total: {t['cells']:,} cells, {t['prefill_tokens']:,} prefill tokens, "
               f"{t['decode_tokens_expected']:,} decode tokens expected (<= {t['decode_tokens_max']:,}): estimated "
               f"{t['gpu_minutes_expected']:,.1f} GPU minutes expected, at most {t['gpu_minutes']:,.1f} (every row to "
               f"its cap), at {rates['source']} (prefill {rates['prefill_tok_s']:,.0f} tok/s, decode "
-              f"{rates['decode_tok_s']:,.0f} tok/s)")
+              f"{rates['decode_tok_s']:,.0f} tok/s){rec}")
         return 0
     if not (a.notebook and a.params):
         ap.error("a notebook and its params, or --total PLAN...")

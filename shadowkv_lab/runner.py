@@ -164,6 +164,28 @@ def measured_answer_tokens(path: str = ANSWERS) -> dict[str, float]:
     return d.assign(task=d["task"].str.split("@").str[0]).groupby("task")["new_tokens"].mean().to_dict()
 
 
+def measured_recorded_rate(path: str = ANSWERS) -> dict | None:
+    """Aggregate decode tokens/s of recorded rows, from the recorded rows of a committed results export (default: the
+    reproduction's): per decode call (rows sharing a timestamp), its rows (batch_rows) over the time one step took
+    (the longest row's decode_s over its new tokens); the calls' rows-weighted mean. Recording runs every step
+    eagerly and compares each row's selection with exact attention, many times slower than an unrecorded step, so
+    the unrecorded rates would underestimate a recorded grid. {decode_tok_s, source}; None without recorded rows."""
+    import pandas as pd
+
+    if not os.path.exists(path):
+        return None
+    cols = ["recorded", "timestamp", "batch_rows", "new_tokens", "decode_s", "git_commit", "device_name"]
+    d = pd.read_parquet(path, columns=cols)
+    d = d[d["recorded"].fillna(False).astype(bool) & (d["new_tokens"] > 0) & (d["decode_s"] > 0)]
+    if d.empty:
+        return None
+    calls = d.groupby("timestamp").agg(rows=("batch_rows", "max"), steps=("new_tokens", "max"), s=("decode_s", "max"))
+    rate = float((calls["rows"] * calls["steps"]).sum() / calls["s"].sum())
+    commits = ", ".join(sorted(c[:7] for c in d["git_commit"].dropna().unique()))
+    return {"decode_tok_s": rate, "source": f"{len(d)} recorded rows of {os.path.basename(path)} ({len(calls)} decode "
+                                            f"calls, {', '.join(sorted(d['device_name'].unique()))}, {commits})"}
+
+
 def measured_rates(path: str = RATES) -> dict:
     """Prefill and aggregate decode tokens/s of a committed runner benchmark (benchmarks/bench_runner.py JSON), with
     what it measured: {prefill_tok_s, decode_tok_s, source}."""
@@ -179,26 +201,33 @@ def measured_rates(path: str = RATES) -> dict:
                       f"methods x {a['n']} samples at {int(d['prompt_tokens_mean'])} tokens, {r['cells']} rows per wave"}
 
 
-def _print_gpu_time(plan, rates: dict) -> None:
+def _print_gpu_time(plan, rates: dict, recorded: dict | None = None) -> None:
     """Estimated GPU time per task and in total: prefill tokens at the measured prefill rate plus the rows' decode
-    tokens at the measured aggregate decode rate, each row at its task's measured mean answer length (expected; the
-    cap where none is measured) and at its cap (an upper bound: rows that stop early cost less)."""
-    by = plan.groupby("task", sort=False)
+    tokens at the measured aggregate decode rate (recorded rows at `recorded`'s, measured_recorded_rate), each row at
+    its task's measured mean answer length (expected; the cap where none is measured) and at its cap (an upper
+    bound: rows that stop early cost less)."""
+    rec = plan["recorded"].astype(bool) if "recorded" in plan else plan["task"].map(lambda _: False)
+    decode_rate = rec.map({True: (recorded or rates)["decode_tok_s"], False: rates["decode_tok_s"]})
+    by = plan.assign(dc=plan["decode_tokens_max"] / decode_rate,
+                     de=plan["decode_tokens_expected"] / decode_rate).groupby("task", sort=False)
     pf = by["prefill_tokens"].sum() / rates["prefill_tok_s"]
-    dc = by["decode_tokens_max"].sum() / rates["decode_tok_s"]
-    de = by["decode_tokens_expected"].sum() / rates["decode_tok_s"]
+    dc, de = by["dc"].sum(), by["de"].sum()
     print(f"estimated GPU time from measured rates ({rates['source']}: prefill {rates['prefill_tok_s']:,.0f} tok/s, "
           f"decode {rates['decode_tok_s']:,.1f} tok/s aggregate), the same rates assumed for this model, prompt length "
           f"and wave size; expected: each row at its task's mean answer length in {os.path.relpath(ANSWERS, _ROOT)}; "
           f"at most: every row to its cap:")
+    if rec.any():
+        print(f"  recorded rows decode at {recorded['decode_tok_s']:,.1f} tok/s ({recorded['source']})" if recorded
+              else "  recorded rows: no recorded rate measured, counted at the unrecorded rate (an underestimate)")
     for task in pf.index:
         print(f"  {task}: {(pf[task] + de[task]) / 60:,.1f} min expected, at most {(pf[task] + dc[task]) / 60:,.1f} "
               f"(prefill {pf[task] / 60:,.1f}, decode {de[task] / 60:,.1f} to {dc[task] / 60:,.1f})")
     print(f"  total: {(pf.sum() + de.sum()) / 60:,.1f} min expected, at most {(pf.sum() + dc.sum()) / 60:,.1f} min")
 
 
-def _print_dry_run(items: list[_Item], cfgs, tokenizer, out, rates: dict | None = None):
-    """Print the grid per task and the estimated cost; return the plan, one row per sample."""
+def _print_dry_run(items: list[_Item], cfgs, tokenizer, out, rates: dict | None = None, record: bool = False):
+    """Print the grid per task and the estimated cost; return the plan, one row per sample (record: its cells are
+    recorded ones, estimated at the recorded rate)."""
     import pandas as pd
 
     rows, answers = [], measured_answer_tokens()
@@ -208,9 +237,11 @@ def _print_dry_run(items: list[_Item], cfgs, tokenizer, out, rates: dict | None 
         rows.append({"task": it.task.name, "sample_id": str(it.sample.id), "prompt_tokens": L, "done": it.done,
                      "to_run": len(it.pending), "prefill_tokens": L if it.pending else 0,
                      "decode_tokens_max": it.cap * len(it.pending), "decode_tokens_expected": answer * len(it.pending),
-                     "cap": it.cap, "answer_tokens": answer, "pending": ",".join(c.config_hash() for c in it.pending)})
+                     "cap": it.cap, "answer_tokens": answer, "pending": ",".join(c.config_hash() for c in it.pending),
+                     "recorded": bool(record)})
     plan = pd.DataFrame(rows, columns=["task", "sample_id", "prompt_tokens", "done", "to_run", "prefill_tokens",
-                                       "decode_tokens_max", "decode_tokens_expected", "cap", "answer_tokens", "pending"])
+                                       "decode_tokens_max", "decode_tokens_expected", "cap", "answer_tokens", "pending",
+                                       "recorded"])
     print(f"dry run: {out}\nmethods ({len(cfgs)}): {', '.join(c.name for c in cfgs)}")
     if len(plan):
         g = plan.groupby("task", sort=False).agg(
@@ -223,7 +254,7 @@ def _print_dry_run(items: list[_Item], cfgs, tokenizer, out, rates: dict | None 
           f"{int(tot['prefill_tokens']):,} prefill tokens ({int((plan.to_run > 0).sum())} prefills), "
           f"<= {int(tot['decode_tokens_max']):,} decode tokens")
     if len(plan) and rates is not None:
-        _print_gpu_time(plan, rates)
+        _print_gpu_time(plan, rates, measured_recorded_rate() if record else None)
     return plan
 
 
@@ -631,7 +662,7 @@ def run(model, tokenizer, tasks, methods, out, *, model_name: str, n=None, token
             raise MissingCells(missing, out)
         return _select(load(out), task_samples, cfgs, model_name)
     if dry_run:  # printed once
-        return _print_dry_run(items, cfgs, tokenizer, out, measured_rates(rates)) if rank == 0 else None
+        return _print_dry_run(items, cfgs, tokenizer, out, measured_rates(rates), record=record) if rank == 0 else None
 
     import torch.distributed as dist
 

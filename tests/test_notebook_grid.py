@@ -37,6 +37,38 @@ def test_profile_total_counts_shared_cells_once():
     assert t["decode_tokens_expected"] == 5 + 5 + 2 + 5 and t["gpu_minutes_expected"] == pytest.approx((3 + 1.7) / 60)
 
 
+def test_profile_total_counts_recorded_cells_apart_at_their_rate(tmp_path):
+    """A recorded cell is not the unrecorded cell of the same config (recording is part of the key) and decodes at
+    the recorded rate; without one it falls back to the unrecorded rate (runner prints that it underestimates)."""
+    a = pd.DataFrame({"task": ["t"], "sample_id": ["s0"], "prompt_tokens": [100], "cap": [10], "pending": ["h1"],
+                      "recorded": [False]})
+    b = a.assign(recorded=[True])
+    rates = {"prefill_tok_s": 100.0, "decode_tok_s": 10.0}
+    t = notebook_grid.profile_total([a, b], rates, {"decode_tok_s": 2.0})
+    assert (t["cells"], t["recorded_cells"], t["prefill_tokens"]) == (2, 1, 100)
+    assert t["gpu_minutes"] == pytest.approx((1 + 10 / 10 + 10 / 2) / 60)
+    assert notebook_grid.profile_total([a, b], rates)["gpu_minutes"] == pytest.approx((1 + 1 + 1) / 60)
+    b.to_csv(tmp_path / "plan.csv", index=False)  # the dry mode's --plan-out, read back
+    assert notebook_grid.profile_total([tmp_path / "plan.csv"], rates, {"decode_tok_s": 2.0})["recorded_cells"] == 1
+
+
+def test_measured_recorded_rate_is_rows_per_step_time(tmp_path):
+    """Per decode call (a timestamp): its rows over the time one step took (longest decode_s / most new tokens),
+    weighted by the calls' time; unrecorded rows and files without recorded rows give nothing."""
+    from shadowkv_lab.runner import measured_recorded_rate
+
+    f = tmp_path / "cells.parquet"
+    pd.DataFrame({"recorded": [True, True, True, False], "timestamp": ["t1", "t1", "t2", "t3"],
+                  "batch_rows": [50, 50, 10, 100], "new_tokens": [100, 150, 20, 999], "decode_s": [200.0, 300.0, 10.0, 1.0],
+                  "git_commit": ["a" * 40] * 4, "device_name": ["H100"] * 4}).to_parquet(f)
+    r = measured_recorded_rate(str(f))
+    assert r["decode_tok_s"] == pytest.approx((50 * 150 + 10 * 20) / (300 + 10))
+    assert "3 recorded rows" in r["source"] and "2 decode calls" in r["source"] and "aaaaaaa" in r["source"]
+    pd.DataFrame({"recorded": [False], "timestamp": ["t"], "batch_rows": [1], "new_tokens": [1], "decode_s": [1.0],
+                  "git_commit": ["a"], "device_name": ["x"]}).to_parquet(f)
+    assert measured_recorded_rate(str(f)) is None and measured_recorded_rate(str(tmp_path / "none.parquet")) is None
+
+
 def test_measured_answer_tokens_per_task(tmp_path):
     from shadowkv_lab.runner import measured_answer_tokens
 

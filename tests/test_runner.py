@@ -612,3 +612,19 @@ def test_a_cell_whose_cache_build_raises_is_named_and_the_rest_are_stored(tiny, 
     assert len(df) == 2 * len(METHODS)
     row = df[(df.sample_id == "fake-1") & (df.method == "yakv")]
     assert row.token_ids.tolist() == ref[(ref.sample_id == "fake-1") & (ref.method == "yakv")].token_ids.tolist()
+
+
+def test_dry_run_of_a_recorded_grid_uses_the_recorded_rate(tiny, samples, tmp_path, capsys):
+    """A recorded grid's estimate names the recorded rate it used (the committed reproduction's recorded rows), and
+    its plan marks the cells recorded; an unrecorded grid's does not."""
+    from shadowkv_lab.runner import measured_recorded_rate, run
+
+    model, tok = tiny
+    rec = measured_recorded_rate()
+    assert rec is not None and rec["decode_tok_s"] > 0  # the committed export holds recorded rows
+    plan = run(model, tok, [(FakeTask(), samples[:2])], ["shadowkv"], tmp_path / "res", model_name="tiny", dry_run=True,
+               record=True)
+    assert plan.recorded.all()
+    assert f"recorded rows decode at {rec['decode_tok_s']:,.1f} tok/s" in capsys.readouterr().out
+    plan = run(model, tok, [(FakeTask(), samples[:2])], ["shadowkv"], tmp_path / "res", model_name="tiny", dry_run=True)
+    assert not plan.recorded.any() and "recorded rows" not in capsys.readouterr().out
