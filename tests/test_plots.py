@@ -311,3 +311,24 @@ def test_landmark_figures_join_only_higgs_widths_and_name_families_in_the_legend
         legend_text = [x.get_text() for lg in fig.legends for x in lg.texts] or [x.get_text() for x in ax.get_legend().texts]
         assert any(x.startswith("HIGGS ") for x in legend_text) and "FP8 8-bit" in legend_text and "bf16 16-bit" in legend_text
         matplotlib.pyplot.close(fig)
+
+
+def test_memory_breakdown_draws_one_bar_per_budget_family(demo):
+    """Budget variants hold the same bytes per prompt token: one bar, named after the preset's own budget with
+    "(all budgets)"; a config that differs in more than the budget keeps its bar."""
+    df, _ = demo
+    base = df[df.method == "shadowkv"]
+
+    def variant(name, **changes):
+        cfg = {**json.loads(base.config.iloc[0]), **changes, "name": name}
+        return base.assign(method=name, config=json.dumps(cfg))
+
+    rank = variant("shadowkv_r7", rank=7)
+    rank = rank.assign(**{c: rank[c] * 0.5 for c in rank.columns if c.startswith("mem_device:lowrank")})
+    d = pd.concat([df[df.method == "full"], base, variant("shadowkv@0.0625", sparse_budget=0.0625),
+                   variant("shadowkv@0.15625", sparse_budget=0.15625), rank])
+    fig = plots.memory_breakdown(d)
+    ticks = [t.get_text() for t in fig.axes[0].get_xticklabels()]
+    assert ticks[:2] == ["Full attention", "ShadowKV (all budgets)"] and len(ticks) == 3
+    assert "rank 7" in ticks[2]
+    matplotlib.pyplot.close(fig)

@@ -68,14 +68,43 @@ def accuracy_vs_memory(df: pd.DataFrame, metric: str = "score", per_task: bool =
     return fig
 
 
+def _one_bar_per_budget_family(df, b, methods: list, names: dict) -> tuple[list, dict]:
+    """A method's budget variants hold the same bytes per prompt token (the budget sizes only a per-step buffer): one
+    bar for them all, named after the variant at the preset's own budget (else the first) with "(all budgets)".
+    Configs that differ in anything but the budget, or whose bars differ, keep their own bars."""
+    import json
+
+    cfgs = dict(zip(df["method"], df["config"])) if "config" in df else {}
+    bars = b.pivot_table(index="method", columns=["role", "category"], values="B_per_token_layer", aggfunc="median")
+    bars = bars.reindex(methods).fillna(0.0)
+    families: dict[str, list] = {}
+    for m in methods:
+        cfg = L._config(cfgs.get(m))
+        key = m if cfg is None else json.dumps({k: v for k, v in cfg.items() if k not in ("sparse_budget", "name")},
+                                               sort_keys=True, default=str)
+        families.setdefault(key, []).append(m)
+    kept, out = [], dict(names)
+    for members in families.values():
+        same = [m for m in members if np.allclose(bars.loc[m], bars.loc[members[0]], rtol=0.005, atol=0.5)]
+        rest = [m for m in members if m not in same]
+        kept.extend(rest)
+        if len(same) == 1:
+            kept.append(same[0])
+            continue
+        own = [m for m in same if "sparse_budget" not in L.nearest_preset(L._config(cfgs[m]))[1]]
+        head = (own or same)[0]
+        kept.append(head)
+        out[head] = f"{names.get(head, head)} (all budgets)" if own else f"{names.get(head, head)} and its budgets"
+    return [m for m in methods if m in kept], out
+
+
 def memory_breakdown(df: pd.DataFrame, title: str | None = None):
     """Stacked bars of bytes/token/layer per method by storage category (one fixed colour per category in every
     figure): GPU-resident solid, offloaded hatched beside it."""
     b = A.memory_breakdown(df)
     if b.empty:
         return empty("no memory categories in these results")
-    methods = A.method_order(b["method"])
-    names = L.method_labels(df)
+    methods, names = _one_bar_per_budget_family(df, b, A.method_order(b["method"]), L.method_labels(df))
     cats = list(dict.fromkeys(b["category"]))
     fig, ax = figure("page" if len(methods) > 4 else "column", 2.8)
     x = np.arange(len(methods))
