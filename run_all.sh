@@ -17,8 +17,8 @@
 # Default layout: executed notebooks in outputs/notebooks/, the results store in outputs/results/<profile>/ (shared by
 # all notebooks; a second run reuses every stored cell and is fast), figures in figures/<profile>/, parameters in
 # outputs/params/<profile>/, summary in outputs/summary.{csv,md}, the quick profile's shared prefills in
-# outputs/prefills/. Below 5 samples per cell the figures and tables are labelled a smoke test and carry no
-# confidence intervals.
+# outputs/prefills/ while it runs. Below 5 samples per cell the figures and tables are labelled a smoke test and
+# carry no confidence intervals.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -123,6 +123,9 @@ if [ "$PROFILE" = quick ]; then
     TASK_KW='{"text2json": {"n_gold": 5, "filler_share": 0.7}}'  # short answers for a 0.5B model on CPU
     # Notebooks 01 to 07 share prompts: each is prefilled once (about 20 s on 2 cores) and read back bit-identical
     # by the others (shadowkv_lab/prefill_store.py). Not on a GPU, where recomputing is faster than reading.
+    # Ours (not one the caller set) is removed once every notebook has run: 37 MB a prompt, and a code change would
+    # leave stale entries behind; an interrupted run keeps it for the rerun.
+    [ -n "${SHADOWKV_LAB_PREFILLS:-}" ] || OWN_PREFILLS="$OUT/prefills"
     export SHADOWKV_LAB_PREFILLS="${SHADOWKV_LAB_PREFILLS:-$OUT/prefills}"
 else
     MODEL=qwen2.5-coder-1.5b; N=24; TOKENS=16384; MAX_NEW=null  # null: each task's own cap (Text2JSON 1024)
@@ -207,4 +210,5 @@ done
 python -m shadowkv_lab.analysis "$RESULTS" "$RESULTS/recorded" --out "$OUT" --name summary > /dev/null
 echo "[run_all] summary: $OUT/summary.csv, $OUT/summary.md"
 echo "[run_all] figures: $FIGURES"
+[ -z "${OWN_PREFILLS:-}" ] || rm -rf "$OWN_PREFILLS"
 echo "[run_all] wall time: $(( $(date +%s) - T0 ))s (profile $PROFILE)"

@@ -189,3 +189,24 @@ def test_run_all_dry_run_writes_profile_parameters(tmp_path):
     assert p["data_dir"] == str(data) and p["results_dir"] == str(tmp_path / "repro") and p["shadowkv_rank"] == 160
     assert "task_kw" not in p  # the files were written with their own knobs
 
+
+
+def test_run_all_removes_its_own_prefill_store_and_keeps_the_callers(tmp_path):
+    """The quick profile's shared prefills live in OUT/prefills while it runs and are removed at its end; a store the
+    caller named in SHADOWKV_LAB_PREFILLS is the caller's and stays."""
+    if shutil.which("bash") is None:
+        pytest.skip("no bash")
+    import os
+
+    own, theirs = tmp_path / "out" / "prefills", tmp_path / "theirs"
+    for d in (own, theirs):
+        d.mkdir(parents=True)
+        (d / "entry.pt").write_bytes(b"x")
+    env = {k: v for k, v in os.environ.items() if k != "SHADOWKV_LAB_PREFILLS"}
+    run = ["bash", str(ROOT / "run_all.sh"), "--only", "08", "--out", str(tmp_path / "out")]
+    r = subprocess.run(run, capture_output=True, text=True, timeout=600, env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert not own.exists()
+    r = subprocess.run(run, capture_output=True, text=True, timeout=600, env={**env, "SHADOWKV_LAB_PREFILLS": str(theirs)})
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert (theirs / "entry.pt").exists()
