@@ -167,9 +167,10 @@ def measured_answer_tokens(path: str = ANSWERS) -> dict[str, float]:
 def measured_recorded_rate(path: str = ANSWERS) -> dict | None:
     """Aggregate decode tokens/s of recorded rows, from the recorded rows of a committed results export (default: the
     reproduction's): per decode call (rows sharing a timestamp), its rows (batch_rows) over the time one step took
-    (the longest row's decode_s over its new tokens); the calls' rows-weighted mean. Recording runs every step
-    eagerly and compares each row's selection with exact attention, many times slower than an unrecorded step, so
-    the unrecorded rates would underestimate a recorded grid. {decode_tok_s, source}; None without recorded rows."""
+    (the longest row's decode_s over its new tokens); over several calls, sum(rows x steps) / sum(time). Recording
+    runs every step eagerly and compares each row's selection with exact attention, many times slower than an
+    unrecorded step, so the unrecorded rates would underestimate a recorded grid. {decode_tok_s, source}; None
+    without recorded rows."""
     import pandas as pd
 
     if not os.path.exists(path):
