@@ -6,7 +6,7 @@ only ever reused where recomputing it would give the same bits (tests/test_prefi
 of any of them (an edited module, another torch) misses and prefills again.
 
 Worth it where prefill is slow and the prompt small: the quick profile on a CPU, where notebooks 01 to 07 prefill
-the same prompts (about 20 s each on 2 cores, 37 MB stored each). On a GPU a 16k prefill of the 1.5B takes a
+the same prompts (about 20 s each on 2 cores, about 40 MB stored each). On a GPU a 16k prefill of the 1.5B takes a
 fraction of a second and its state is 700 MB: recomputing is faster than reading it back, so leave the store off.
 """
 
