@@ -123,8 +123,8 @@ if [ "$PROFILE" = quick ]; then
     TASK_KW='{"text2json": {"n_gold": 5, "filler_share": 0.7}}'  # short answers for a 0.5B model on CPU
     # Notebooks 01 to 07 share prompts: each is prefilled once (about 20 s on 2 cores) and read back bit-identical
     # by the others (shadowkv_lab/prefill_store.py). Not on a GPU, where recomputing is faster than reading.
-    # Ours (not one the caller set) is removed once every notebook has run: about 40 MB a prompt, and a code change would
-    # leave stale entries behind; an interrupted run keeps it for the rerun.
+    # Ours (not one the caller set) is removed once every notebook has run: about 40 MB a prompt, and a code change
+    # would leave stale entries behind; an interrupted run keeps it for the rerun.
     [ -n "${SHADOWKV_LAB_PREFILLS:-}" ] || OWN_PREFILLS="$OUT/prefills"
     export SHADOWKV_LAB_PREFILLS="${SHADOWKV_LAB_PREFILLS:-$OUT/prefills}"
 else
