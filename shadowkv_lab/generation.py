@@ -118,7 +118,6 @@ def prefill(model, input_ids: torch.Tensor, store: PrefillStore | None = None) -
         if got is not None:
             return got
     device = next(model.parameters()).device
-    patch_model(model)
     cap = PrefillCapture(len(layer_contexts(model)))
     t0 = time.perf_counter()
     out = prefill_forward(model, input_ids, cap)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from .attention import PrefillCapture, layer_contexts, patch_model
+from .attention import PrefillCapture, layer_contexts
 from .cache.config import NATIVE
 from .cache.key_offset import KEY_OFFSETS, fit_offset
 from .cache.stores import RowStore
@@ -45,7 +45,6 @@ def capture_prompt(model, tok, prompt: str | torch.Tensor, n_queries: int = 64) 
     pre/post-RoPE keys, values and the last `n_queries` queries of every layer."""
     from .generation import encode_prompt, prefill_forward
 
-    patch_model(model)
     ids = prompt if isinstance(prompt, torch.Tensor) else encode_prompt(tok, prompt)
     if ids.numel() <= n_queries:
         raise ValueError(f"prompt of {ids.numel()} tokens: need more than n_queries={n_queries}")

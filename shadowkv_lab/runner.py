@@ -207,7 +207,7 @@ def _print_gpu_time(plan, rates: dict, recorded: dict | None = None) -> None:
     tokens at the measured aggregate decode rate (recorded rows at `recorded`'s, measured_recorded_rate), each row at
     its task's measured mean answer length (expected; the cap where none is measured) and at its cap (an upper
     bound: rows that stop early cost less)."""
-    rec = plan["recorded"].astype(bool) if "recorded" in plan else plan["task"].map(lambda _: False)
+    rec = plan["recorded"].astype(bool)
     decode_rate = rec.map({True: (recorded or rates)["decode_tok_s"], False: rates["decode_tok_s"]})
     by = plan.assign(dc=plan["decode_tokens_max"] / decode_rate,
                      de=plan["decode_tokens_expected"] / decode_rate).groupby("task", sort=False)

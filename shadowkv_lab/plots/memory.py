@@ -91,7 +91,7 @@ def _one_bar_per_budget_family(df, b, methods: list, names: dict) -> tuple[list,
         if len(same) == 1:
             kept.append(same[0])
             continue
-        own = [m for m in same if "sparse_budget" not in L.nearest_preset(L._config(cfgs[m]))[1]]
+        own = [m for m in same if "sparse_budget" not in L.nearest_preset(cfgs[m])[1]]
         head = (own or same)[0]
         kept.append(head)
         out[head] = f"{names.get(head, head)} (all budgets)" if own else f"{names.get(head, head)} and its budgets"
