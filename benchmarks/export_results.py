@@ -9,6 +9,8 @@ OUT/summary.csv and OUT/summary.md (analysis.write_summary: mean, 95% CI, n, pai
 offloaded bytes per token per layer), and OUT/PROVENANCE.md (the commits, devices and dtypes the rows were produced
 with, the command given, the cells per task and method). Stores are merged with analysis.load_stores (a cell in
 several stores is counted once). Fails if the stores hold no rows, or if OUT/cells.parquet would exceed --max-mb.
+--compact-records first rewrites each store's older attention records (float64) compacted in place
+(results.compact_store_records: float32 at 1e-4, zstd), which is how a committed store stays small.
 """
 
 from __future__ import annotations
@@ -65,7 +67,14 @@ def main(argv=None) -> int:
     ap.add_argument("--out", required=True, help="output folder, e.g. results/reproduction")
     ap.add_argument("--command", default="", help="the command that filled the stores (recorded in PROVENANCE.md)")
     ap.add_argument("--max-mb", type=float, default=8.0, help="upper bound on cells.parquet (default 8 MB)")
+    ap.add_argument("--compact-records", action="store_true", help="first compact each store's attention records")
     a = ap.parse_args(argv)
+    if a.compact_records:
+        from shadowkv_lab.results import compact_store_records
+
+        for store in a.stores:
+            before, after = compact_store_records(store)
+            print(f"{store}: attention records {before / 1e6:.1f} MB -> {after / 1e6:.1f} MB")
     r = export(a.stores, Path(a.out), a.command, a.max_mb)
     print(f"wrote {r['rows']} cells ({r['mb']:.2f} MB) and the summary to {r['out']}")
     return 0

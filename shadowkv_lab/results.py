@@ -29,12 +29,17 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 KEY = ("model", "task", "sample_id", "config_hash")  # one cell of the grid; the runner skips cells already stored
 RECORDED = "recorded"  # the last part of a cell's key: True when its attention records are stored (records/)
 RECORDS = "records"
 RECORD_KEYS = ("model", "task", "sample_id", "method", "config_hash")
+# Attention records' statistics are fractions, relative errors and relative positions, mostly in [0, 1]: kept to
+# 1e-4 as float32, far below what a mean over steps or a figure resolves. Full float64 mantissas do not compress (about
+# 250 kB a recorded 16k Text2JSON cell); rounded, the records take about a fifth of that.
+RECORD_DECIMALS = 4
 
 # Fixed columns of a results row, in order. Rows also carry metric_<key> (every score key of the task),
 # meta_<key> (scalar sample meta) and mem_<key> (every MemoryReport.to_dict() key, e.g. "mem_device:landmarks").
@@ -154,8 +159,33 @@ def _write_atomically(final: Path, tmp: Path, write, mode: str) -> Path:
     return final
 
 
+def compact_records(table: pa.Table) -> pa.Table:
+    """A records table with every float column rounded to RECORD_DECIMALS and stored as float32 (idempotent)."""
+    return pa.table({name: pc.round(col.cast(pa.float64()), RECORD_DECIMALS).cast(pa.float32())
+                     if pa.types.is_floating(col.type) else col for name, col in zip(table.column_names, table.columns)})
+
+
+def _write_table(table: pa.Table, final: Path) -> Path:
+    return _write_atomically(final, final.parent / f".tmp-{final.name}",
+                             lambda f: pq.write_table(table, f, compression="zstd"), "wb")
+
+
+def compact_store_records(path) -> tuple[int, int]:
+    """Rewrite a store's older records shards (full float64) compacted in place, each atomically under its own name,
+    so that load_records keeps pairing it with its rows shard. Returns (bytes before, bytes after)."""
+    before = after = 0
+    for f in shards(Path(path) / RECORDS):
+        before += f.stat().st_size
+        table = pq.read_table(f)
+        small = compact_records(table)
+        if not small.equals(table):
+            _write_table(small, f)
+        after += f.stat().st_size
+    return before, after
+
+
 class ResultsWriter:
-    """Appends shards to a results folder (`table="records"` writes to its records/ subfolder).
+    """Appends shards to a results folder (`table="records"` writes to its records/ subfolder, compact_records).
 
     rank: the writing process's rank, part of every shard name so that torchrun ranks never collide.
     """
@@ -163,6 +193,7 @@ class ResultsWriter:
     def __init__(self, path, rank: int = 0, table: str | None = None):
         self.dir = Path(path) / table if table else Path(path)
         self.rank = rank
+        self.records = table == RECORDS
 
     def new_name(self) -> str:
         return f"part-r{self.rank:03d}-{time.time_ns():x}-{os.getpid()}-{next(_seq):05d}.parquet"
@@ -173,9 +204,9 @@ class ResultsWriter:
         if not rows:
             return None
         self.dir.mkdir(parents=True, exist_ok=True)
-        name = name or self.new_name()
-        # dot prefix: ignored by load() and by pyarrow datasets
-        return _write_atomically(self.dir / name, self.dir / f".tmp-{name}", lambda f: pq.write_table(to_table(rows), f), "wb")
+        table = to_table(rows)
+        # the temp file's dot prefix (_write_table): ignored by load() and by pyarrow datasets
+        return _write_table(compact_records(table) if self.records else table, self.dir / (name or self.new_name()))
 
 
 def shards(path) -> list[Path]:

@@ -77,6 +77,36 @@ def test_records_table_is_separate_and_paired(tmp_path):
     assert list(load_records(tmp_path).columns[:5]) == list(RECORD_KEYS)
 
 
+def test_records_are_stored_compact_and_old_shards_compact_in_place(tmp_path):
+    """Records keep their statistics to 1e-4 as float32; a store's float64 records shards are rewritten so, in place
+    (same name, so still paired with their rows shard), and a second pass changes nothing."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    vals = [0.123456789, 0.99996, 1.0300001, 0.5]
+    rec = [{"model": "m", "task": "t", "sample_id": "s0", "method": "yakv", "config_hash": "abc", "step": s,
+            "recall": v} for s, v in enumerate(vals)]
+    name = ResultsWriter(tmp_path).new_name()
+    ResultsWriter(tmp_path, table="records").write(rec, name=name)
+    ResultsWriter(tmp_path).write([_row(0)], name=name)
+    stored = pq.read_table(tmp_path / "records" / name)
+    assert stored.schema.field("recall").type == pa.float32() and stored.schema.field("step").type == pa.int64()
+    assert [round(x, 6) for x in load_records(tmp_path).recall] == [0.1235, 1.0, 1.03, 0.5]
+
+    old = tmp_path / "records" / "part-r000-old-1-00000.parquet"
+    pq.write_table(results.to_table([{**r, "sample_id": "s1"} for r in rec]), old)  # written before compaction
+    ResultsWriter(tmp_path).write([_row(1)], name=old.name)
+    assert pq.read_schema(old).field("recall").type == pa.float64()
+    before = load_records(tmp_path)
+    results.compact_store_records(tmp_path)
+    after = load_records(tmp_path)
+    assert pq.read_schema(old).field("recall").type == pa.float32() and len(after) == len(before) == 8
+    assert (after.recall - before.recall).abs().max() <= 0.5e-4 + 1e-7
+    size = old.stat().st_size
+    b, a = results.compact_store_records(tmp_path)
+    assert b == a and old.stat().st_size == size
+
+
 def test_unreadable_shard_names_the_file(tmp_path):
     (tmp_path / "part-bad.parquet").write_bytes(b"not parquet")
     with pytest.raises(ValueError, match="part-bad.parquet"):
