@@ -146,7 +146,8 @@ class DecodeOutput:
 @torch.inference_mode()
 def decode(model, caches: list[SequenceCache], first_tokens: list, max_new_tokens: list[int] | int,
            stop_ids: set[int], progress=None, on_logits=None, batched: bool = True, backend: str | None = None,
-           graphs: bool | None = None, until_active: int = 0) -> list[DecodeOutput]:
+           graphs: bool | None = None, until_active: int = 0,
+           return_after_s: float | None = None) -> list[DecodeOutput]:
     """Greedy batched decode: each row has its own cache; finished rows drop out of the batch.
 
     first_tokens: per row, the token chosen from its prefill logits (counted as the first new token), or the list of
@@ -156,6 +157,8 @@ def decode(model, caches: list[SequenceCache], first_tokens: list, max_new_token
     until_active: return as soon as this many rows or fewer are still generating (0: when all have finished); the
     others come back with finish_reason None, their caches ready for another call, alone or beside new rows (a row's
     tokens do not depend on its batch mates, so the split changes nothing).
+    return_after_s: also return, the same way, at the first step after this many seconds at which a row has finished
+    in this call, so that a caller can store finished rows before a time limit cuts a long call.
     on_logits(rows, logits (len(rows), vocab)): optional hook, e.g. for exactness tests (rows: the generating rows).
     batched: stack the rows of each method so a step costs O(layers x methods) ops (cache.batched.BatchPlan, the
     production step; backend "torch" or "triton", default: triton on CUDA; graphs: CUDA graphs, default on CUDA with
@@ -169,6 +172,8 @@ def decode(model, caches: list[SequenceCache], first_tokens: list, max_new_token
             raise ValueError(f"max_new_tokens={m!r}: must be an int >= 1")
     if not isinstance(until_active, int) or isinstance(until_active, bool) or until_active < 0:
         raise ValueError(f"until_active={until_active!r}: must be an int >= 0")
+    if return_after_s is not None and not (isinstance(return_after_s, (int, float)) and return_after_s >= 0):
+        raise ValueError(f"return_after_s={return_after_s!r}: must be a number of seconds >= 0, or None")
     device = next(model.parameters()).device
     tokens = [list(t) if isinstance(t, (list, tuple)) else [t] for t in first_tokens]
     reason = [None] * n
@@ -188,7 +193,7 @@ def decode(model, caches: list[SequenceCache], first_tokens: list, max_new_token
     try:
         with _invariant_linears(model, device):
             _decode_loop(model, caches, tokens, reason, max_new_tokens, stop_ids, device, plan, progress, on_logits,
-                         until_active)
+                         until_active, return_after_s)
     finally:
         if plan is not None:
             plan.close()
@@ -234,11 +239,14 @@ def paired_lone_rows(model: torch.nn.Module):
 
 
 def _decode_loop(model, caches, tokens, reason, max_new_tokens, stop_ids, device, plan, progress, on_logits,
-                 until_active: int = 0) -> None:
+                 until_active: int = 0, return_after_s: float | None = None) -> None:
     n = len(caches)
+    t0, generating = time.perf_counter(), sum(r is None for r in reason)
     while True:
         active = [i for i in range(n) if reason[i] is None]
         if len(active) <= until_active or not active:
+            break
+        if return_after_s is not None and len(active) < generating and time.perf_counter() - t0 >= return_after_s:
             break
         if plan is not None:
             if plan.active != active:

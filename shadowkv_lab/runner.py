@@ -10,7 +10,10 @@ Why it is shaped this way:
   tokens are identical to running `generate` per method (greedy, each row its own cache).
 - Loss-free resume. The rows a decode call finishes become one atomic shard (results.py) as soon as it returns; a
   rerun skips every (model, task, sample_id, config_hash) already stored. A killed run loses at most the rows in
-  flight.
+  flight: a decode call also returns every WRITE_EVERY_S seconds once a row has finished, so the finished rows of a
+  long wave are stored before a time limit (a GPU call's, say) cuts it.
+- Replayed and eager rows apart. A stacked step is replayed from a CUDA graph only when every row can be (a
+  recorded row, or a format without a Triton path, cannot), so each wave decodes those two classes in separate calls.
 - Refill (opt-in). A wave decodes until its last row stops, so one row that loops to its cap keeps the step running
   for a few live rows. With refill a call returns once half of its rows have finished, and queued rows join the
   unfinished ones in the next call (generation.decode resumes a row from its tokens so far).
@@ -30,6 +33,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .cache.batched import replayable
 from .cache.config import OffloadConfig
 from .cache.presets import resolve
 from .generation import build_cache, decode, encode_prompt, prefill, stop_token_ids
@@ -495,8 +499,25 @@ class _Live:
     decode_s: float = 0.0
 
 
+# How often a long decode call stops to store its finished rows: each stop re-stacks the unfinished rows (a second or
+# two on a GPU), so a minute keeps that under a few percent while a call cut by a time limit loses at most a minute.
+WRITE_EVERY_S = 60.0
+
+
+def _decode_classes(live: list) -> list[list]:
+    """The rows of one decode call split by whether their steps can be replayed from a CUDA graph
+    (cache.batched.replayable): a plan replays a step only when every row can, so one recorded row, or one whose
+    format the kernels lack, would make the whole wave's step eager. Each class decodes in a call of its own (the
+    tokens are the same: a row's tokens do not depend on its batch mates). One class on a CPU."""
+    classes: dict[bool, list] = {}
+    for r in live:
+        classes.setdefault(replayable(r.cache), []).append(r)
+    return list(classes.values())
+
+
 def _run_waves(model, tokenizer, items: list[_Item], out, *, model_name, batch_size, record, rank, prog: _Progress,
-               free_memory=None, host_memory=None, refill: bool = False, prefills=None) -> list[str]:
+               free_memory=None, host_memory=None, refill: bool = False, prefills=None,
+               write_every_s: float | None = None) -> list[str]:
     """Rows = (item, method) in order, cut into waves of <= batch_size rows that fit the free device memory
     (_next_wave, measured before each wave; free_memory: a fixed budget in bytes instead) and whose offloaded stores
     fit the host's free RAM (host_memory: a fixed budget instead); a sample's prefill is kept
@@ -506,6 +527,8 @@ def _run_waves(model, tokenizer, items: list[_Item], out, *, model_name, batch_s
     are written and queued rows take their places beside the unfinished ones in the next call. Without it a wave
     decodes until its last row stops, so one row that runs to its cap keeps the whole wave's step going for a few
     live rows. Tokens are the same either way (a row's tokens never depend on its batch mates).
+    write_every_s: a decode call also returns after this many seconds once a row has finished in it; the finished rows
+    are written and the others go on (beside queued rows only with refill).
 
     A row whose cache build raises (anything but running out of memory) is not stored and does not stop the others:
     returns those cells, "task/sample/method: error", for run() to name (a rerun retries them)."""
@@ -520,7 +543,7 @@ def _run_waves(model, tokenizer, items: list[_Item], out, *, model_name, batch_s
     failed: list[str] = []
     w = 0
     while w < len(queue) or live:
-        if w < len(queue) and len(live) < batch_size:
+        if w < len(queue) and len(live) < batch_size and (refill or not live):
             free = free_memory if free_memory is not None else free_device_bytes(device)
             if free_memory is not None:  # a fixed budget: the rows still decoding hold their share of it
                 free -= sum(fp.row(r.item, r.cfg) for r in live)
@@ -553,32 +576,36 @@ def _run_waves(model, tokenizer, items: list[_Item], out, *, model_name, batch_s
                 live.append(_Live(it, cfg, cache, st, time.perf_counter() - t0, [int(st.first_logits.argmax())]))
         if not live:
             continue
-        methods = ",".join(sorted({r.cfg.name for r in live}))
-        for r in live:
-            if not r.batch_rows:
-                r.batch_rows, r.batch_methods = len(live), methods
-        step_times: list[float] = []
+        done, still = [], []
+        for part in _decode_classes(live):  # one call per class: a row that cannot be replayed keeps no other eager
+            methods = ",".join(sorted({r.cfg.name for r in part}))
+            for r in part:
+                if not r.batch_rows:
+                    r.batch_rows, r.batch_methods = len(part), methods
+            step_times: list[float] = []
 
-        def on_step(n_active):
-            step_times.append(time.perf_counter())
-            prog.step(n_active)
+            def on_step(n_active):
+                step_times.append(time.perf_counter())
+                prog.step(n_active)
 
-        until = len(live) // 2 if refill and w < len(queue) else 0
-        before = [len(r.tokens) for r in live]
-        t0 = time.perf_counter()
-        outs = decode(model, [r.cache for r in live], [r.tokens for r in live], [r.item.cap for r in live], stop_ids,
-                      progress=on_step, until_active=until)
-        t_end = time.perf_counter()
+            until = len(part) // 2 if refill and w < len(queue) else 0
+            before = [len(r.tokens) for r in part]
+            t0 = time.perf_counter()
+            outs = decode(model, [r.cache for r in part], [r.tokens for r in part], [r.item.cap for r in part],
+                          stop_ids, progress=on_step, until_active=until, return_after_s=write_every_s)
+            t_end = time.perf_counter()
+            for r, o, n0 in zip(part, outs, before):
+                r.tokens = o.token_ids
+                steps = len(o.token_ids) - n0  # steps this row ran in this call
+                if o.finish_reason is None:
+                    r.decode_s += t_end - t0
+                    still.append(r)
+                else:
+                    r.decode_s += step_times[steps - 1] - t0 if steps > 0 else 0.0
+                    done.append((r, o))
         prov = provenance(model, rank)
-        rows, records, still = [], [], []
-        for r, o, n0 in zip(live, outs, before):
-            r.tokens = o.token_ids
-            steps = len(o.token_ids) - n0  # steps this row ran in this call
-            if o.finish_reason is None:
-                r.decode_s += t_end - t0
-                still.append(r)
-                continue
-            r.decode_s += step_times[steps - 1] - t0 if steps > 0 else 0.0
+        rows, records = [], []
+        for r, o in done:
             text = tokenizer.decode(o.token_ids, skip_special_tokens=True) if tokenizer is not None else ""
             it, cfg, cache = r.item, r.cfg, r.cache
             rows.append(_row(it, cfg, cache, o, model_name, text, r.state, r.build_s, r.decode_s, r.batch_rows,
@@ -611,7 +638,7 @@ def _summary(df, stats: _Progress, wall: float, world: int) -> None:
 def run(model, tokenizer, tasks, methods, out, *, model_name: str, n=None, tokens=None, seed=0, data=None, batch_size=8,
         record=False, max_new_tokens=None, progress=True, dry_run=False, on_device=False, free_memory=None, host_memory=None,
         rates: str = RATES, over_context: str = "error", context: int | None = None, refill: bool = False,
-        stored_only: bool = False, prefills=None):
+        stored_only: bool = False, prefills=None, write_every_s: float | None = WRITE_EVERY_S):
     """Run every pending (task, sample, method) cell; return the grid's rows from the store (a pandas DataFrame).
 
     tasks: names, Task objects or (name or Task, samples) pairs; methods: preset names or OffloadConfigs.
@@ -631,7 +658,9 @@ def run(model, tokenizer, tasks, methods, out, *, model_name: str, n=None, token
     finished, instead of each wave decoding until its last row stops (_run_waves); the tokens are the same.
     stored_only: run nothing; return the grid's stored rows, or raise MissingCells naming every cell not stored (a
     CPU drawing figures from a store that a GPU filled). prefills: a folder (or PrefillStore) of exact prefills shared
-    between runs (prefill_store: bit-identical states; worth it on a CPU only).
+    between runs (prefill_store: bit-identical states; worth it on a CPU only). write_every_s: a decode call returns
+    after this many seconds once one of its rows has finished, and the finished rows are stored (None: only when
+    the call ends); the tokens are the same.
     """
     if over_context not in OVER_CONTEXT:
         raise ValueError(f"over_context={over_context!r}: must be one of {OVER_CONTEXT}")
@@ -639,6 +668,9 @@ def run(model, tokenizer, tasks, methods, out, *, model_name: str, n=None, token
         context = context_tokens(model.config)
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size={batch_size!r}: must be an int >= 1")
+    if write_every_s is not None and (isinstance(write_every_s, bool) or not isinstance(write_every_s, (int, float))
+                                      or not write_every_s > 0):
+        raise ValueError(f"write_every_s={write_every_s!r}: must be a number of seconds > 0, or None")
     for name, v in (("refill", refill), ("stored_only", stored_only)):
         if not isinstance(v, bool):
             raise ValueError(f"{name}={v!r}: must be True or False")
@@ -690,7 +722,7 @@ def run(model, tokenizer, tasks, methods, out, *, model_name: str, n=None, token
     try:
         failed = _run_waves(model, tokenizer, items, out, model_name=model_name, batch_size=batch_size, record=record,
                             rank=rank, prog=prog, free_memory=free_memory, host_memory=host_memory, refill=refill,
-                            prefills=prefills)
+                            prefills=prefills, write_every_s=write_every_s)
     finally:
         prog.close()
     wall = time.perf_counter() - t0

@@ -178,3 +178,65 @@ def test_built_layers_own_exactly_their_storage(name):
     assert len(tensors) >= 6
     for t in tensors:
         assert t.untyped_storage().nbytes() == t.nbytes, (name, t.shape)
+
+
+def _row_stats_reference(layer, qg, positions, out, gk, gv):
+    """The recorder's statistics for one row, restated on the row's own unpadded tensors (cache/record.py defines
+    them): (5, H) recall, mass, err_selection, err_approx, mean_selected_position."""
+    from shadowkv_lab.selection import topk_indices
+
+    H, P = layer.H, layer.prefix
+    K = torch.cat([layer.exact_k, layer.local_k, gk], 1).float()
+    V = torch.cat([layer.exact_v, layer.local_v, gv], 1).float()
+    N = K.shape[1]
+    p = torch.softmax(qg.float() @ K.transpose(1, 2) * layer.ctx.scaling, -1)  # (H, G, N)
+    o_exact = p @ V
+    attended = torch.zeros(H, N, dtype=torch.bool)
+    attended[:, P:] = True
+    attended.scatter_(1, layer.out_pos, True)
+    attended.scatter_(1, positions, True)
+    cand = layer._chunk_positions(layer.cand_ids)
+    k = min(positions.shape[1], cand.shape[1])
+    oracle = torch.gather(cand, 1, topk_indices(torch.gather(p.max(1).values, 1, cand), k))
+    chosen = torch.zeros(H, N, dtype=torch.bool)
+    chosen.scatter_(1, positions, True)
+    recall = torch.gather(chosen, 1, oracle).float().mean(1) if k else torch.ones(H)
+    mass = (p * attended[:, None]).sum(-1).mean(-1)
+    m = p * attended[:, None]
+    o_sel = (m / m.sum(-1, keepdim=True)) @ V
+    norm = o_exact.flatten(1).norm(dim=1)
+    return torch.stack([recall, mass, (o_sel - o_exact).flatten(1).norm(dim=1) / norm,
+                        (out.float() - o_sel).flatten(1).norm(dim=1) / norm,
+                        positions.float().mean(1) / layer.L])
+
+
+@torch.inference_mode()
+def test_recording_rows_together_gives_each_rows_own_statistics():
+    """record_rows pads rows of different prompt, window, selection and generated lengths into one computation; each
+    row's statistics equal those restated on its own tensors."""
+    from shadowkv_lab.cache.record import AttentionRecorder, record_rows
+
+    model, _ = tiny_model("llama", seed=7)
+    g = torch.Generator().manual_seed(8)
+    cfg = dataclasses.replace(PRESETS["shadowkv_fullkeys"], local_budget=16, outlier_chunks=2, sparse_budget=0.2)
+    layers = [build_cache(model, prefill(model, torch.randint(3, 384, (n,), generator=g)), cfg, record=True).layers[1]
+              for n in (260, 411, 333)]
+    H, d = layers[0].H, layers[0].d
+    G = model.config.num_attention_heads // model.config.num_key_value_heads
+    sel_lens, gen_lens = [24, 40, 0], [1, 5, 3]
+    qg, out = torch.randn(3, H, G, d, generator=g), torch.randn(3, H, G, d, generator=g)
+    gk, gv = torch.randn(3, H, 6, d, generator=g), torch.randn(3, H, 6, d, generator=g)
+    positions = torch.stack([torch.stack([torch.randperm(lay.prefix, generator=g)[:40] for _ in range(H)])
+                             for lay in layers])
+    recs = [AttentionRecorder() for _ in layers]
+    record_rows(recs, layers, qg, positions, sel_lens, out, gk.to(layers[0].exact_k.dtype),
+                gv.to(layers[0].exact_v.dtype), gen_lens)
+    for r, (rec, lay) in enumerate(zip(recs, layers)):
+        n, t = sel_lens[r], gen_lens[r]
+        want = _row_stats_reference(lay, qg[r], positions[r, :, :n], out[r], gk[r, :, :t].to(lay.exact_k.dtype),
+                                    gv[r, :, :t].to(lay.exact_v.dtype))
+        got = rec.frame()
+        assert len(got) == H and (got.budget == n).all()
+        cols = ["recall", "mass", "err_selection", "err_approx", "mean_selected_position"]
+        torch.testing.assert_close(torch.tensor(got[cols].values.T, dtype=torch.float32), want.float(),
+                                   rtol=1e-4, atol=1e-5, equal_nan=True)

@@ -520,6 +520,25 @@ def test_prompts_past_the_context_fail_or_are_skipped(tiny, samples, tmp_path, m
     assert "skipped: 2 of 4 samples" in capsys.readouterr().out
 
 
+def _resumed(first) -> int:
+    """Rows of a decode call that resume from earlier tokens (they pass every token so far)."""
+    return sum(isinstance(f, list) and len(f) > 1 for f in first)
+
+
+def _spy_decode(monkeypatch, what) -> list:
+    """Replace runner.decode by itself plus a log: what(caches, first_tokens, kwargs) of every call."""
+    import shadowkv_lab.runner as runner
+
+    calls, real = [], runner.decode
+
+    def spy(model_, caches, first, caps, stop_ids, **kw):
+        calls.append(what(caches, first, kw))
+        return real(model_, caches, first, caps, stop_ids, **kw)
+
+    monkeypatch.setattr(runner, "decode", spy)
+    return calls
+
+
 def test_refill_puts_queued_rows_beside_unfinished_ones_with_the_same_tokens(tiny, samples, tmp_path, monkeypatch):
     """refill: a decode call returns once half of its rows have finished; the finished rows are written, queued rows
     join the unfinished ones in the next call (resumed from their tokens so far), every cell's tokens equal those of
@@ -530,14 +549,8 @@ def test_refill_puts_queued_rows_beside_unfinished_ones_with_the_same_tokens(tin
     task = FakeTask()
     three = samples[:3]  # caps 6, 5, 6: in a call of samples 0 and 1, sample 1's rows stop first
     whole = runner.run(model, tok, [(task, three)], METHODS, tmp_path / "a", model_name="tiny", batch_size=8, progress=False)
-    calls, prefills = [], _count_prefills(monkeypatch)
-    real = runner.decode
-
-    def spy(model_, caches, first, caps, stop_ids, **kw):
-        calls.append((sum(isinstance(f, list) and len(f) > 1 for f in first), len(first), kw["until_active"]))
-        return real(model_, caches, first, caps, stop_ids, **kw)
-
-    monkeypatch.setattr(runner, "decode", spy)
+    prefills = _count_prefills(monkeypatch)
+    calls = _spy_decode(monkeypatch, lambda caches, first, kw: (_resumed(first), len(first), kw["until_active"]))
     refilled = runner.run(model, tok, [(task, three)], METHODS, tmp_path / "b", model_name="tiny", batch_size=8,
                           progress=False, refill=True)
     assert len(prefills) == len(three)
@@ -551,6 +564,54 @@ def test_refill_puts_queued_rows_beside_unfinished_ones_with_the_same_tokens(tin
     assert (b.decode_s > 0).all()
     with pytest.raises(ValueError, match="refill="):
         runner.run(model, tok, [(task, three)], METHODS, tmp_path / "c", model_name="tiny", refill="yes")
+
+
+def test_long_decode_calls_store_finished_rows_as_they_go_with_the_same_tokens(tiny, samples, tmp_path, monkeypatch):
+    """write_every_s: a decode call returns (after that many seconds) once a row has finished in it, so finished rows
+    reach the store before the call's last row stops; without refill no queued row joins the unfinished ones, and
+    every cell's tokens equal those of calls that run to their last row."""
+    import shadowkv_lab.runner as runner
+    from shadowkv_lab.results import shards
+
+    model, tok = tiny
+    task = FakeTask()
+    three = samples[:3]
+    whole = runner.run(model, tok, [(task, three)], METHODS, tmp_path / "a", model_name="tiny", batch_size=8,
+                       progress=False, write_every_s=None)
+    calls = _spy_decode(monkeypatch, lambda caches, first, kw: (_resumed(first), len(first), kw["return_after_s"]))
+    often = runner.run(model, tok, [(task, three)], METHODS, tmp_path / "b", model_name="tiny", batch_size=8,
+                       progress=False, write_every_s=1e-9)
+    assert len(shards(tmp_path / "b")) > len(shards(tmp_path / "a"))
+    assert all(after == 1e-9 for _, _, after in calls)
+    assert any(resumed for resumed, _, _ in calls), calls  # a call returned early and its unfinished rows went on
+    assert all(resumed in (0, rows) for resumed, rows, _ in calls), calls  # resumed rows never beside new ones
+    key = ["sample_id", "method"]
+    a, b = whole.sort_values(key).reset_index(drop=True), often.sort_values(key).reset_index(drop=True)
+    assert a.token_ids.tolist() == b.token_ids.tolist() and a.finish_reason.tolist() == b.finish_reason.tolist()
+    for bad in (0, -1, "60", True):
+        with pytest.raises(ValueError, match="write_every_s="):
+            runner.run(model, tok, [(task, three)], METHODS, tmp_path / "c", model_name="tiny", write_every_s=bad)
+
+
+def test_rows_that_cannot_be_replayed_decode_in_calls_of_their_own(tiny, samples, tmp_path, monkeypatch):
+    """A wave's rows split by cache.batched.replayable (one recorded row, or one format the kernels lack, would make
+    every row's step eager): each class decodes in its own call, and every cell's tokens equal those of one call."""
+    import shadowkv_lab.runner as runner
+
+    model, tok = tiny
+    task = FakeTask()
+    whole = runner.run(model, tok, [(task, samples[:2])], METHODS, tmp_path / "a", model_name="tiny", batch_size=8,
+                       progress=False)
+    assert whole.batch_rows.eq(len(METHODS) * 2).all()  # on a CPU nothing replays: one class, one call
+    calls = _spy_decode(monkeypatch, lambda caches, first, kw: sorted({c.config.name for c in caches}))
+    monkeypatch.setattr(runner, "replayable", lambda cache: cache.config.name == METHODS[0])
+    split = runner.run(model, tok, [(task, samples[:2])], METHODS, tmp_path / "b", model_name="tiny", batch_size=8,
+                       progress=False)
+    assert [METHODS[0]] in calls and sorted(METHODS[1:]) in calls, calls
+    key = ["sample_id", "method"]
+    a, b = whole.sort_values(key).reset_index(drop=True), split.sort_values(key).reset_index(drop=True)
+    assert a.token_ids.tolist() == b.token_ids.tolist()
+    assert b[b.method == METHODS[0]].batch_rows.eq(2).all() and b.batch_methods[b.method == METHODS[0]].eq(METHODS[0]).all()
 
 
 def test_decode_resumes_a_row_from_its_tokens_so_far(tiny, samples):
@@ -578,6 +639,12 @@ def test_decode_resumes_a_row_from_its_tokens_so_far(tiny, samples):
         decode(model, fresh()[:1], [[first[0], 5]], [7], set())
     with pytest.raises(ValueError, match="until_active="):
         decode(model, fresh()[:1], first[:1], [7], set(), until_active=-1)
+    caches = fresh()
+    part = decode(model, caches, first, [7, 4], set(), return_after_s=0)  # returns at the first finished row
+    assert part[1].finish_reason == "length" and part[0].finish_reason is None and len(part[0].token_ids) == 4
+    assert decode(model, caches[:1], [part[0].token_ids], [7], set())[0].token_ids == once[0].token_ids
+    with pytest.raises(ValueError, match="return_after_s="):
+        decode(model, fresh()[:1], first[:1], [7], set(), return_after_s=-1)
 
 
 def test_a_cell_whose_cache_build_raises_is_named_and_the_rest_are_stored(tiny, samples, tmp_path, monkeypatch):

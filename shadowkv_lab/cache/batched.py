@@ -40,6 +40,7 @@ import torch
 from ..selection import chunk_positions, topk_indices
 from .layer import ExactLayer, SparseLayer
 from .key_offset import FLAG
+from .record import record_rows
 from .stores import RowStore, pinned_host, take_qrows, take_rows, zero_copy
 
 NEG_INF = float("-inf")
@@ -259,6 +260,15 @@ def triton_reason(layer) -> str | None:
         if st.offset is not None and kind != "HiggsQuantizer":
             return f"key offset {st.offset.rule!r} with {st.fmt!r} keys"
     return None
+
+
+def replayable(cache) -> bool:
+    """Whether a row's steps can be captured in a CUDA graph and replayed (BatchPlan.forward): graphs on for the
+    default backend, every layer on the Triton backend (triton_reason) and no attention recorded."""
+    if cache.recorder is not None:
+        return False
+    dev = cache.layers[0].ctx.compute_device
+    return default_graphs(dev, default_backend(dev)) and all(triton_reason(lay) is None for lay in cache.layers)
 
 
 def _resolve_backend(layers, backend: str) -> str:
@@ -662,11 +672,12 @@ class SparseGroup:
             sel_k, sel_v = self.fetch(pos)
             self.last_pos[:, :, :K] = torch.where(self.state.active[:, None, None], pos, self.last_pos[:, :, :K])
         out = self.attend(qg, sel_k, sel_v)
-        if record:
-            gk, gv = self.gen.k, self.gen.v
-            for b, rec in record:
-                n, t = self.sel_len[b], self.state.lens[b] + 1
-                rec.on_step(self.layers[b], qg[b], pos[b, :, :n], out[b], gen=(gk[b, :, :t], gv[b, :, :t]))
+        if record:  # every recorded row of the group in one batched computation (a loop over rows cost ~40 ops each)
+            slots = [b for b, _ in record]
+            idx = torch.tensor(slots, device=qg.device)
+            record_rows([rec for _, rec in record], [self.layers[b] for b in slots], qg[idx], pos[idx],
+                        [self.sel_len[b] for b in slots], out[idx], self.gen.k[idx], self.gen.v[idx],
+                        [self.state.lens[b] + 1 for b in slots])
         return out.view(B, -1, d)
 
     def retire(self, slots: torch.Tensor) -> None:

@@ -199,8 +199,9 @@ def row_footprint_bytes(config, *, n_layers: int, n_kv_heads: int, head_dim: int
     recording and the oracle, the generated tokens at the cap (buffers grow by doubling, and the stacked step holds a
     second copy), what the stacked step holds for scoring (stacked_landmark_bytes: dequantized landmarks, or only the
     lookup tables when the kernels score the codes; backend "torch" / "triton" as the decode will run, None: the
-    larger), and the step's transients (selected rows and the prompt or selection in fp32), counted once: a layer's
-    are freed before the next layer's are made (a captured graph's pool reuses them too). The runner sizes its waves
+    larger), and the step's transients (selected rows and the prompt or selection in fp32; with record, the
+    recorder's exact attention over the whole prompt), counted once: a layer's are freed before the next layer's are
+    made (a captured graph's pool reuses them too). The runner sizes its waves
     with it (runner._plan_waves); tests check it bounds the built cache's memory report. The prefill state is counted
     per sample by the runner, not here."""
     H, d, L, e = n_kv_heads, head_dim, prompt_len, dtype_bytes
@@ -238,6 +239,8 @@ def row_footprint_bytes(config, *, n_layers: int, n_kv_heads: int, head_dim: int
     budget = L if config.selection == "oracle" else min(config.budget_tokens(L) if L else 0, L)
     per_layer += gen
     transient = 2 * HD * budget * (e + 4) + H * units * 4 * 4  # one layer's selected K/V (+ fp32) and scores
+    if record:  # a group's recorded rows are recorded together (record_rows): each holds its K/V padded, joined, in
+        transient += 2 * L * HD * (2 * e + 4) + 3 * (n_q_heads or 8 * H) * L * 4  # fp32, and its scores and probabilities
     return int(n_layers * per_layer + transient)
 
 

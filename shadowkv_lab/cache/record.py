@@ -37,38 +37,15 @@ class AttentionRecorder:
 
     def on_step(self, layer: SparseLayer, qg: torch.Tensor, positions: torch.Tensor, out: torch.Tensor,
                 gen: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
-        """qg: (H, G, d) query; positions: (H, k) selected prompt positions; out: (H, G, d) the method's output;
-        gen: the generated tokens' (k, v), (H, T, d) each, new token included (default: the layer's own buffer; the
-        stacked step holds them in its stack and passes the row's slice)."""
-        if layer.exact_k is None or layer.exact_v is None:
-            raise RuntimeError("recording needs the exact prompt keys/values: build the cache with record=True")
-        H, d, P = layer.H, layer.d, layer.prefix
+        """One row (the per-row path): qg: (H, G, d) query; positions: (H, k) selected prompt positions; out: (H, G, d)
+        the method's output; gen: the generated tokens' (k, v), (H, T, d) each, new token included (default: the
+        layer's own buffer)."""
         gk, gv = layer.gen.view() if gen is None else gen
-        K = torch.cat([layer.exact_k, layer.local_k, gk], 1)  # all tokens in position order: prefix, local, generated
-        V = torch.cat([layer.exact_v, layer.local_v, gv], 1)
-        N = K.shape[1]
-        p = torch.softmax(torch.matmul(qg.float(), K.float().transpose(1, 2)) * layer.ctx.scaling, -1)  # (H, G, N)
-        o_exact = torch.matmul(p, V.float())
-        attended = torch.zeros(H, N, dtype=torch.bool, device=K.device)
-        attended[:, P:] = True  # local window and generated tokens are always attended
-        attended.scatter_(1, layer.out_pos, True)
-        attended.scatter_(1, positions, True)
-        cand = layer._chunk_positions(layer.cand_ids)  # (H, M*c)
-        k_b = min(positions.shape[1], cand.shape[1])
-        cand_score = torch.gather(p.max(dim=1).values, 1, cand)
-        oracle = torch.gather(cand, 1, topk_indices(cand_score, k_b)) if k_b else cand[:, :0]
-        is_sel = torch.zeros(H, N, dtype=torch.bool, device=K.device)
-        is_sel.scatter_(1, positions, True)
-        recall = torch.gather(is_sel, 1, oracle).float().mean(dim=1) if k_b else torch.ones(H, device=K.device)
-        mass = (p * attended.unsqueeze(1)).sum(-1).mean(-1)  # (H,)
-        masked = torch.where(attended.unsqueeze(1), p, torch.zeros((), device=p.device))
-        o_sel = torch.matmul(masked / masked.sum(-1, keepdim=True), V.float())
-        norm = o_exact.flatten(1).norm(dim=1).clamp_min(1e-12)
-        err_sel = (o_sel - o_exact).flatten(1).norm(dim=1) / norm
-        err_approx = (out.float() - o_sel).flatten(1).norm(dim=1) / norm
-        mean_pos = positions.float().mean(dim=1) / max(layer.L, 1)
-        stats = torch.stack([recall.float(), mass, err_sel, err_approx, mean_pos])  # (5, H), fp32
-        self._pending.append(((self.row, self.step, self.layer, int(positions.shape[1])), stats))
+        record_rows([self], [layer], qg[None], positions[None], [positions.shape[1]], out[None], gk[None], gv[None],
+                    [gk.shape[1]])
+
+    def _add(self, budget: int, stats: torch.Tensor) -> None:
+        self._pending.append(((self.row, self.step, self.layer, budget), stats))
         if len(self._pending) >= self.FLUSH_EVERY:
             self._flush()
 
@@ -92,4 +69,92 @@ class AttentionRecorder:
         self._flush()
         return pd.DataFrame(self.rows)
 
-__all__ = ["AttentionRecorder", "attend"]
+def _padded(parts: list[torch.Tensor], n: int) -> torch.Tensor:
+    """[(H, n_r, d)] -> (R, H, n, d), zero-padded along the tokens."""
+    out = parts[0].new_zeros(len(parts), parts[0].shape[0], n, parts[0].shape[2])
+    for r, t in enumerate(parts):
+        out[r, :, : t.shape[1]] = t
+    return out
+
+
+def _padded_ids(parts: list[torch.Tensor], fill: int) -> torch.Tensor:
+    """[(H, n_r)] int -> (R, H, max n_r), padded with `fill`."""
+    n = max(t.shape[1] for t in parts)
+    out = parts[0].new_full((len(parts), parts[0].shape[0], n), fill)
+    for r, t in enumerate(parts):
+        out[r, :, : t.shape[1]] = t
+    return out
+
+
+def record_rows(recorders: list[AttentionRecorder], layers: list[SparseLayer], qg: torch.Tensor,
+                positions: torch.Tensor, sel_lens: list[int], out: torch.Tensor, gen_k: torch.Tensor,
+                gen_v: torch.Tensor, gen_lens: list[int]) -> None:
+    """Record one step of R rows in one batched computation (the module docstring defines the statistics).
+
+    qg, out: (R, H, G, d); positions: (R, H, >= max sel_lens), row r's selection in its first sel_lens[r] entries;
+    gen_k, gen_v: (R, H, >= max gen_lens, d), row r's generated tokens (new one included) in its first gen_lens[r].
+    Rows differ in prompt, window and selection lengths, so every token axis is padded and masked: in position order
+    each row's tokens are [prefix (padded to the longest), local window (padded), generated (padded), one spare
+    column]. Padding indices point at the spare column, which no row attends and whose probability is zero.
+    Per-row work is only the padding copies; each row's statistics are the same as computed alone (tested)."""
+    if any(lay.exact_k is None or lay.exact_v is None for lay in layers):
+        raise RuntimeError("recording needs the exact prompt keys/values: build the cache with record=True")
+    R, H, G, d = qg.shape
+    dev = qg.device
+    P = [lay.prefix for lay in layers]
+    Pm, Lm, Tm = max(P), max(lay.local_k.shape[1] for lay in layers), max(gen_lens)
+    N = Pm + Lm + Tm + 1
+    spare = N - 1
+    K = torch.cat([_padded([lay.exact_k for lay in layers], Pm), _padded([lay.local_k for lay in layers], Lm),
+                   gen_k[:, :, :Tm], gen_k.new_zeros(R, H, 1, d)], 2).float()  # (R, H, N, d)
+    V = torch.cat([_padded([lay.exact_v for lay in layers], Pm), _padded([lay.local_v for lay in layers], Lm),
+                   gen_v[:, :, :Tm], gen_v.new_zeros(R, H, 1, d)], 2).float()
+    col = torch.arange(N, device=dev)
+
+    def lengths(xs):
+        return torch.tensor(xs, device=dev)[:, None]
+
+    valid_prefix = col < lengths(P)
+    always = ((col >= Pm) & (col < Pm + lengths([lay.local_k.shape[1] for lay in layers]))) | (
+        (col >= Pm + Lm) & (col < Pm + Lm + lengths(gen_lens)))  # local window and generated tokens: always attended
+    valid = (valid_prefix | always)[:, None, None, :]  # (R, 1, 1, N)
+    scores = torch.matmul(qg.float(), K.transpose(2, 3)) * layers[0].ctx.scaling  # (R, H, G, N)
+    p = torch.softmax(scores.masked_fill(~valid, float("-inf")), -1)
+    o_exact = torch.matmul(p, V)
+    n_sel = lengths(sel_lens)[:, :, None]  # (R, 1, 1)
+    k_idx = torch.arange(positions.shape[2], device=dev)
+    sel = torch.where(k_idx < n_sel, positions, spare)  # (R, H, k), padding at the spare column
+    attended = always[:, None, :].expand(R, H, N).clone()
+    attended.scatter_(2, _padded_ids([lay.out_pos for lay in layers], spare), True)
+    attended.scatter_(2, sel, True)
+    attended[:, :, spare] = False
+    is_sel = torch.zeros(R, H, N, dtype=torch.bool, device=dev)
+    is_sel.scatter_(2, sel, True)
+    is_sel[:, :, spare] = False
+    cands = [lay._chunk_positions(lay.cand_ids) for lay in layers]
+    cand = _padded_ids(cands, spare)  # (R, H, M)
+    k_b = [min(n, c.shape[1]) for n, c in zip(sel_lens, cands)]
+    cand_score = torch.gather(p.max(dim=2).values, 2, cand)
+    cand_score = torch.where(cand == spare, -1.0, cand_score)  # padding ranks below every probability
+    k_max = max(k_b)
+    if k_max:
+        oracle = torch.gather(cand, 2, topk_indices(cand_score, k_max))  # (R, H, k_max), largest first
+        in_top = torch.arange(k_max, device=dev) < lengths(k_b)[:, :, None]  # row r's oracle: its first k_b[r]
+        hits = (torch.gather(is_sel, 2, oracle) & in_top).sum(-1).float()
+        recall = torch.where(lengths(k_b) > 0, hits / lengths(k_b).clamp_min(1), 1.0)
+    else:
+        recall = torch.ones(R, H, device=dev)
+    mass = (p * attended[:, :, None, :]).sum(-1).mean(-1)  # (R, H)
+    masked = torch.where(attended[:, :, None, :], p, torch.zeros((), device=dev))
+    o_sel = torch.matmul(masked / masked.sum(-1, keepdim=True), V)
+    norm = o_exact.flatten(2).norm(dim=2).clamp_min(1e-12)
+    err_sel = (o_sel - o_exact).flatten(2).norm(dim=2) / norm
+    err_approx = (out.float() - o_sel).flatten(2).norm(dim=2) / norm
+    pos_sum = torch.where(k_idx < n_sel, positions, 0).float().sum(-1)
+    mean_pos = pos_sum / n_sel[:, :, 0] / torch.tensor([max(lay.L, 1) for lay in layers], device=dev)[:, None]
+    stats = torch.stack([recall.float(), mass, err_sel, err_approx, mean_pos], 1)  # (R, 5, H), fp32
+    for r, rec in enumerate(recorders):
+        rec._add(int(sel_lens[r]), stats[r])
+
+
+__all__ = ["AttentionRecorder", "attend", "record_rows"]

@@ -1,0 +1,98 @@
+"""What recording attention costs a batched decode step: the same rows decoded with and without the recorder.
+
+    python benchmarks/bench_record.py                                   # tiny random llama on this CPU
+    python benchmarks/bench_record.py --model qwen2.5-coder-1.5b --tokens 16384 --rows 42 --device cuda
+
+Rows are one method (default shadowkv_fullkeys, the attribution grid's exact-key cell) on `--prompts` random prompts
+of about `--tokens` tokens, repeated to `--rows`. Each variant decodes `--steps` tokens (EOS ignored) after one
+warm-up call; prints ms per step for both and the recorder's share, and writes JSON to --out (default
+benchmarks/results/record_<device>.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from shadowkv_lab.cache.presets import resolve
+from shadowkv_lab.generation import build_cache, decode, prefill
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from to_rows import stamp  # noqa: E402
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default=None, help="a model name or folder (default: a tiny random llama, CPU)")
+    ap.add_argument("--tokens", type=int, default=520)
+    ap.add_argument("--prompts", type=int, default=4)
+    ap.add_argument("--rows", type=int, default=32)
+    ap.add_argument("--method", default="shadowkv_fullkeys")
+    ap.add_argument("--steps", type=int, default=8)
+    ap.add_argument("--device", default=None)
+    ap.add_argument("--threads", type=int, default=1, help="CPU threads (torch.set_num_threads)")
+    ap.add_argument("--out", default=None)
+    a = ap.parse_args(argv)
+    for name in ("tokens", "prompts", "rows", "steps", "threads"):
+        if getattr(a, name) < 1:
+            ap.error(f"--{name} {getattr(a, name)}: must be >= 1")
+    torch.set_num_threads(a.threads)
+    cfg = resolve(a.method)
+    if a.model is None:
+        from shadowkv_lab.testing import tiny_model
+
+        model, _ = tiny_model("llama", seed=7)
+        cfg = dataclasses.replace(cfg, local_budget=16, outlier_chunks=2, sparse_budget=0.1)  # sized for short prompts
+        model_name = "tiny-llama"
+    else:
+        from shadowkv_lab import load_model
+
+        model, _ = load_model(a.model, device=a.device)
+        model_name = a.model
+    device = next(model.parameters()).device
+    vocab = model.config.vocab_size
+    g = torch.Generator().manual_seed(8)
+    states = [prefill(model, torch.randint(3, min(vocab, 384) if a.model is None else vocab, (a.tokens + 20 * i,),
+                                           generator=g).to(device)) for i in range(a.prompts)]
+    ms = {}
+    with torch.inference_mode():
+        for record in (False, True):
+            for warm in (True, False):
+                caches = [build_cache(model, states[i % a.prompts], cfg, record=record) for i in range(a.rows)]
+                firsts = [int(states[i % a.prompts].first_logits.argmax()) for i in range(a.rows)]
+                steps = 2 if warm else a.steps
+                _sync(device)
+                t = time.perf_counter()
+                decode(model, caches, firsts, steps + 1, stop_ids=set())
+                _sync(device)
+                if not warm:
+                    ms["recorded" if record else "unrecorded"] = (time.perf_counter() - t) / steps * 1000
+                del caches
+    ms["recorder"] = ms["recorded"] - ms["unrecorded"]
+    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+    res = {"model": model_name, "method": cfg.name, "rows": a.rows, "tokens": a.tokens, "steps": a.steps,
+           "device": str(device), "device_name": device_name, "threads": a.threads, "ms_per_step": ms,
+           **stamp("bench_record", device_name)}
+    print(f"{model_name}, {a.rows} rows of {cfg.name} at ~{a.tokens} tokens on {res['device_name']}: "
+          f"{ms['unrecorded']:.1f} ms a step unrecorded, {ms['recorded']:.1f} recorded "
+          f"(the recorder {ms['recorder']:.1f} ms, {ms['recorder'] / a.rows:.2f} ms a row)")
+    out = Path(a.out or Path(__file__).resolve().parent / "results" / f"record_{device.type}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(res, indent=1) + "\n")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
