@@ -2,6 +2,7 @@
 
     python benchmarks/bench_record.py                                   # tiny random llama on this CPU
     python benchmarks/bench_record.py --model qwen2.5-coder-1.5b --tokens 16384 --rows 42 --device cuda
+    python benchmarks/bench_record.py --shape 28,12,2,128 --tokens 16384 --rows 42 --device cuda   # random weights
 
 Rows are one method (default shadowkv_fullkeys, the attribution grid's exact-key cell) on `--prompts` random prompts
 of about `--tokens` tokens, repeated to `--rows`. Each variant decodes `--steps` tokens (EOS ignored) after one
@@ -35,7 +36,9 @@ def _sync(device):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default=None, help="a model name or folder (default: a tiny random llama, CPU)")
+    ap.add_argument("--model", default=None, help="a model name or folder (default: a random model, --shape)")
+    ap.add_argument("--shape", default=None, help="the random model's LAYERS,HEADS,KV_HEADS,HEAD_DIM (qwen2, bf16, "
+                    "e.g. 28,12,2,128 for the 1.5B's attention); default a tiny llama in fp32")
     ap.add_argument("--tokens", type=int, default=520)
     ap.add_argument("--prompts", type=int, default=4)
     ap.add_argument("--rows", type=int, default=32)
@@ -50,12 +53,22 @@ def main(argv=None):
             ap.error(f"--{name} {getattr(a, name)}: must be >= 1")
     torch.set_num_threads(a.threads)
     cfg = resolve(a.method)
-    if a.model is None:
+    if a.model is None and a.shape is None:
         from shadowkv_lab.testing import tiny_model
 
-        model, _ = tiny_model("llama", seed=7)
+        model, _ = tiny_model("llama", seed=7, device=a.device or "cpu")
         cfg = dataclasses.replace(cfg, local_budget=16, outlier_chunks=2, sparse_budget=0.1)  # sized for short prompts
         model_name = "tiny-llama"
+    elif a.model is None:
+        from shadowkv_lab.testing import tiny_model
+
+        try:
+            layers, heads, kv, hd = (int(x) for x in a.shape.split(","))
+        except ValueError:
+            ap.error(f"--shape {a.shape!r}: expected LAYERS,HEADS,KV_HEADS,HEAD_DIM, e.g. 28,12,2,128")
+        model, _ = tiny_model("qwen2", seed=7, dtype=torch.bfloat16, device=a.device or "cpu", n_layers=layers,
+                              n_heads=heads, n_kv_heads=kv, head_dim=hd, max_position_embeddings=4 * a.tokens)
+        model_name = f"random-qwen2-{a.shape}"
     else:
         from shadowkv_lab import load_model
 
