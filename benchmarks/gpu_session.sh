@@ -15,16 +15,24 @@
 #   kernels    python benchmarks/check_kernels_e2e.py --model NAME ARGS            (JSON into $OUT)
 #   profile    python benchmarks/profile_step.py --model NAME --out $OUT/profile ARGS (stacking, capture, replayed steps,
 #              each method's attention: where a grid step goes)
+#   grid       each notebook of NOTEBOOKS (e.g. "07 02") as a script, its grid then its figures:
+#              python -m shadowkv_lab.notebook_grid notebooks/NN_*.ipynb .stage/params/NN_*.yaml --all
+#              (parameters from benchmarks/stage_gpu.py: results into .stage/store, figures into .stage/figures;
+#              SHADOWKV_LAB_BATCH=64 SHADOWKV_LAB_REFILL=1 set the waves, as for the notebooks)
+#   reproduce  python benchmarks/reproduce.py ARGS (parts of the reproduction grid, e.g. mn30_main --data-dir
+#              .stage/data --out .stage/store --refill)
+#   pack       the shards that STORE (default .stage/store) gained during this call, and .stage/figures, into
+#              $OUT/new.tgz: bring them back and unpack them into the store (tar xzf new.tgz -C STORE_PARENT)
 #
 # ARGS (everything after --) go unchanged to each stage that runs a Python entry point with arguments (run, text2json,
-# decode, runner, kernels, profile). Environment: OUT (default /tmp/out; stderr in $OUT/log.txt), LIMIT (seconds per stage,
+# decode, runner, kernels, profile, reproduce). Environment: OUT (default /tmp/out; stderr in $OUT/log.txt), LIMIT (seconds per stage,
 # default 560), DRY=1 (print each stage's command, run nothing), SHADOWKV_LAB_COMMIT (the commit stamped on every
 # result, `git rev-parse HEAD` where the tree was sent from: a host that receives a copy of the working tree may hold
 # an older .git). Every argument is checked before any stage runs.
 # Example: bash benchmarks/gpu_session.sh --model qwen2.5-coder-1.5b parts prep cudatests run -- --task text2json \
 #              --n 16 --tokens 16384 --methods full,shadowkv_scaled,yakv --on-device --batch-size 64
 set -uo pipefail
-STAGES="parts wheels prep cudatests run text2json decode runner kernels profile"
+STAGES="parts wheels prep cudatests run text2json decode runner kernels profile grid reproduce pack"
 usage() { echo "usage: $0 --model NAME STAGE [STAGE...] [-- ARGS...]; stages: $STAGES" >&2; exit 2; }
 
 MODEL="" stages=() args=()
@@ -66,6 +74,25 @@ print(cache_dir() / s.sha256[:16] / s.gguf_name, s.sha256)" "$MODEL") || return 
 }
 
 [ -n "${DRY:-}" ] || mkdir -p "$OUT"
+STORE="${STORE:-.stage/store}"
+[ -n "${DRY:-}" ] || { START=$(mktemp); sleep 1; }  # pack: what is newer than this call's start
+
+grid() {
+  [ -n "${NOTEBOOKS:-}" ] || { echo "grid: set NOTEBOOKS, e.g. NOTEBOOKS=\"07 02\"" >&2; return 3; }
+  local nb f
+  for nb in $NOTEBOOKS; do
+    f=$(ls notebooks/"$nb"_*.ipynb 2>/dev/null) || { echo "grid: no notebook $nb" >&2; return 3; }
+    step python -m shadowkv_lab.notebook_grid "$f" ".stage/params/$(basename "$f" .ipynb).yaml" --all
+  done
+}
+
+pack() {  # shard paths relative to the store's parent, so that they unpack into a store of the same name
+  if [ -n "${DRY:-}" ]; then echo "tar czf $OUT/new.tgz (shards of $STORE newer than this call's start, .stage/figures)"; return 0; fi
+  local parent; parent=$(dirname "$STORE")
+  (cd "$parent" && find "$(basename "$STORE")" -type f -newer "$START" -name '*.parquet') > "$OUT/new.txt"
+  tar czf "$OUT/new.tgz" -C "$parent" -T "$OUT/new.txt" && echo "pack: $(wc -l < "$OUT/new.txt") shards"
+  [ ! -d .stage/figures ] || tar czf "$OUT/figures.tgz" -C .stage figures
+}
 for stage in "${stages[@]}"; do
   echo "[gpu_session] $stage"
   case $stage in
@@ -80,5 +107,8 @@ for stage in "${stages[@]}"; do
     runner) step python benchmarks/bench_runner.py --model "$MODEL" --out-json "$OUT/runner.json" "${args[@]}" ;;
     kernels) step python benchmarks/check_kernels_e2e.py --model "$MODEL" "${args[@]}" ;;
     profile) step python benchmarks/profile_step.py --model "$MODEL" --out "$OUT/profile" "${args[@]}" ;;
+    grid) grid ;;
+    reproduce) step python benchmarks/reproduce.py "${args[@]}" ;;
+    pack) pack ;;
   esac || echo "[gpu_session] $stage exited $?" >&2
 done
