@@ -8,8 +8,9 @@ from .. import analysis as A
 from . import labels as L
 from .style import empty, figure, legend
 
-ATTN_LABELS = {"recall": "recall of oracle top-B", "mass": "attention mass", "err_selection": "error: selection",
-               "err_approx": "error: approximation"}
+# two lines each: four panels share a page width, and one-line titles ran into each other
+ATTN_LABELS = {"recall": "recall of the\noracle's top-B", "mass": "attention mass\ncovered",
+               "err_selection": "output error:\nselection", "err_approx": "output error:\napproximation"}
 
 
 
@@ -37,7 +38,7 @@ def attention_profile(records: pd.DataFrame, by: str = "layer", metrics=A.ATTN_M
         if m in ("recall", "mass"):
             ax.set_ylim(-0.02, 1.02)
     axes[0].set_ylabel("mean ± s.e. (heads,\nsteps, samples)")
-    legend(axes[-1])
+    legend(axes[-1], max_right=0)  # below the figure: beside it, the legend took a third of the panels' width
     fig.suptitle(title or f"Attention-level diagnostics by {by}")
     return fig
 
