@@ -201,9 +201,9 @@ def row_footprint_bytes(config, *, n_layers: int, n_kv_heads: int, head_dim: int
     lookup tables when the kernels score the codes; backend "torch" / "triton" as the decode will run, None: the
     larger), and the step's transients (selected rows and the prompt or selection in fp32; with record, the
     recorder's exact attention over the whole prompt), counted once: a layer's are freed before the next layer's are
-    made (a captured graph's pool reuses them too). The runner sizes its waves
-    with it (runner._plan_waves); tests check it bounds the built cache's memory report. The prefill state is counted
-    per sample by the runner, not here."""
+    made (a captured graph's pool reuses them too). The runner sizes its waves with it (runner._plan_waves); tests
+    check it bounds the built cache's memory report. The prefill state is counted per sample by the runner, not
+    here."""
     H, d, L, e = n_kv_heads, head_dim, prompt_len, dtype_bytes
     HD = H * d
     gen = 2 * HD * e * (4 * max(new_tokens, 1) + 128)  # layer buffer + stacked copy, each up to 2x the cap

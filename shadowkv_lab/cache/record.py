@@ -69,23 +69,6 @@ class AttentionRecorder:
         self._flush()
         return pd.DataFrame(self.rows)
 
-def _padded(parts: list[torch.Tensor], n: int) -> torch.Tensor:
-    """[(H, n_r, d)] -> (R, H, n, d), zero-padded along the tokens."""
-    out = parts[0].new_zeros(len(parts), parts[0].shape[0], n, parts[0].shape[2])
-    for r, t in enumerate(parts):
-        out[r, :, : t.shape[1]] = t
-    return out
-
-
-def _padded_ids(parts: list[torch.Tensor], fill: int) -> torch.Tensor:
-    """[(H, n_r)] int -> (R, H, max n_r), padded with `fill`."""
-    n = max(t.shape[1] for t in parts)
-    out = parts[0].new_full((len(parts), parts[0].shape[0], n), fill)
-    for r, t in enumerate(parts):
-        out[r, :, : t.shape[1]] = t
-    return out
-
-
 def record_rows(recorders: list[AttentionRecorder], layers: list[SparseLayer], qg: torch.Tensor,
                 positions: torch.Tensor, sel_lens: list[int], out: torch.Tensor, gen_k: torch.Tensor,
                 gen_v: torch.Tensor, gen_lens: list[int]) -> None:
@@ -97,24 +80,35 @@ def record_rows(recorders: list[AttentionRecorder], layers: list[SparseLayer], q
     each row's tokens are [prefix (padded to the longest), local window (padded), generated (padded), one spare
     column]. Padding indices point at the spare column, which no row attends and whose probability is zero.
     Per-row work is only the padding copies; each row's statistics are the same as computed alone (tested)."""
+    from .batched import _lengths_mask, _stack  # batched imports this module
+
     if any(lay.exact_k is None or lay.exact_v is None for lay in layers):
         raise RuntimeError("recording needs the exact prompt keys/values: build the cache with record=True")
+
     R, H, G, d = qg.shape
     dev = qg.device
     P = [lay.prefix for lay in layers]
     Pm, Lm, Tm = max(P), max(lay.local_k.shape[1] for lay in layers), max(gen_lens)
     N = Pm + Lm + Tm + 1
     spare = N - 1
-    K = torch.cat([_padded([lay.exact_k for lay in layers], Pm), _padded([lay.local_k for lay in layers], Lm),
+
+    def padded(parts):  # [(H, n_r, ...)] -> (R, H, max n_r, ...), zero-padded
+        return _stack(parts, 1)[0]
+
+    def padded_ids(parts):  # [(H, n_r)] token indices -> (R, H, max n_r), padded with the spare column
+        ids, lens = _stack(parts, 1)
+        return torch.where(_lengths_mask(lens, ids.shape[2], dev)[:, None, :], ids, spare)
+
+    K = torch.cat([padded([lay.exact_k for lay in layers]), padded([lay.local_k for lay in layers]),
                    gen_k[:, :, :Tm], gen_k.new_zeros(R, H, 1, d)], 2).float()  # (R, H, N, d)
-    V = torch.cat([_padded([lay.exact_v for lay in layers], Pm), _padded([lay.local_v for lay in layers], Lm),
+    V = torch.cat([padded([lay.exact_v for lay in layers]), padded([lay.local_v for lay in layers]),
                    gen_v[:, :, :Tm], gen_v.new_zeros(R, H, 1, d)], 2).float()
     col = torch.arange(N, device=dev)
 
     def lengths(xs):
         return torch.tensor(xs, device=dev)[:, None]
 
-    valid_prefix = col < lengths(P)
+    valid_prefix = _lengths_mask(P, N, dev)
     always = ((col >= Pm) & (col < Pm + lengths([lay.local_k.shape[1] for lay in layers]))) | (
         (col >= Pm + Lm) & (col < Pm + Lm + lengths(gen_lens)))  # local window and generated tokens: always attended
     valid = (valid_prefix | always)[:, None, None, :]  # (R, 1, 1, N)
@@ -125,14 +119,14 @@ def record_rows(recorders: list[AttentionRecorder], layers: list[SparseLayer], q
     k_idx = torch.arange(positions.shape[2], device=dev)
     sel = torch.where(k_idx < n_sel, positions, spare)  # (R, H, k), padding at the spare column
     attended = always[:, None, :].expand(R, H, N).clone()
-    attended.scatter_(2, _padded_ids([lay.out_pos for lay in layers], spare), True)
+    attended.scatter_(2, padded_ids([lay.out_pos for lay in layers]), True)
     attended.scatter_(2, sel, True)
     attended[:, :, spare] = False
     is_sel = torch.zeros(R, H, N, dtype=torch.bool, device=dev)
     is_sel.scatter_(2, sel, True)
     is_sel[:, :, spare] = False
     cands = [lay._chunk_positions(lay.cand_ids) for lay in layers]
-    cand = _padded_ids(cands, spare)  # (R, H, M)
+    cand = padded_ids(cands)  # (R, H, M)
     k_b = [min(n, c.shape[1]) for n, c in zip(sel_lens, cands)]
     cand_score = torch.gather(p.max(dim=2).values, 2, cand)
     cand_score = torch.where(cand == spare, -1.0, cand_score)  # padding ranks below every probability
