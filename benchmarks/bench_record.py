@@ -23,15 +23,10 @@ from pathlib import Path
 import torch
 
 from shadowkv_lab.cache.presets import resolve
-from shadowkv_lab.generation import build_cache, decode, prefill
+from shadowkv_lab.generation import _sync, build_cache, decode, prefill
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from to_rows import stamp  # noqa: E402
-
-
-def _sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def main(argv=None):
