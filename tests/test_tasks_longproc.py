@@ -142,3 +142,19 @@ def test_scorer_never_raises(prediction):
 def test_invalid_gold_scores_zero():
     assert score(fenced(*ROWS), "only a header")["f1"] == 0.0
     assert get_task("longproc_html_to_tsv").score(fenced(*ROWS), None)["f1"] == 0.0
+
+
+def test_records_written_by_the_data_command_load_back(tmp_path):
+    # the reproduction reads LongProc from the records JSONL that `python -m shadowkv_lab data` writes, not from the
+    # published folder: the same samples, with each split's cap kept in meta
+    from shadowkv_lab.runner import resolve_tasks
+    from shadowkv_lab.tasks.jsonl import write_jsonl
+
+    task = get_task("longproc_html_to_tsv")
+    samples = load_longproc(FIXTURE, split="0.5k")
+    path = tmp_path / "longproc_0.5k.jsonl"
+    write_jsonl(path, (task.to_record(s) for s in samples))
+    (_, back), = resolve_tasks(["longproc_html_to_tsv"], data=str(path))
+    assert [(s.id, s.prompt, s.gold, s.meta) for s in back] == [(s.id, s.prompt, s.gold, s.meta) for s in samples]
+    assert len(back) == 2 and {task.max_new_tokens_for(s) for s in back} == {1024}  # not the task default, 9,216
+    assert len(task.load(path, n=1)) == 1

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Iterable
 
 from .jsonl import read_jsonl
@@ -90,6 +91,19 @@ class Task:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, max_new_tokens={self.max_new_tokens}, primary_metric={self.primary_metric!r})"
+
+
+def looks_like_records(path) -> bool:
+    """Whether path is a JSONL file of records that a task wrote (`python -m shadowkv_lab data`), as opposed to a
+    source the task generates or renders samples from (a haystack, the LongProc folder)."""
+    p = Path(path)
+    if not p.is_file() or not p.name.endswith((".jsonl", ".jsonl.gz")):
+        return False
+    try:
+        row = next(iter(read_jsonl(p)))
+    except (StopIteration, ValueError, UnicodeDecodeError):
+        return False
+    return "prompt" in row and "gold" in row
 
 
 def aggregate(rows: Iterable[dict[str, float]]) -> dict[str, float]:

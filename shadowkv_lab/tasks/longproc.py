@@ -29,7 +29,7 @@ import string
 import warnings
 from pathlib import Path
 
-from .base import Sample, Task
+from .base import Sample, Task, looks_like_records
 from .tokens import annotate_lengths
 
 TASK_DIR = "html_to_tsv"
@@ -209,7 +209,8 @@ class LongProcHtmlToTsvTask(Task):
     primary_metric = "f1"
 
     def load(self, path=None, *, n=None, tokens=None, seed=0, tokenizer=None, split: str = "8k", **kw) -> list[Sample]:
-        """path: the LongProc data folder / split file / hub id. None -> the tiny bundled fixture (with a
+        """path: the LongProc data folder / split file / hub id, or the records JSONL that `python -m shadowkv_lab
+        data longproc_html_to_tsv` wrote. None -> the tiny bundled fixture (with a
         warning: it is for tests and smoke runs, not results). tokens and seed are not used (fixed data)."""
         if kw:
             raise TypeError(f"unknown options {sorted(kw)}; longproc_html_to_tsv takes split=0.5k|2k|8k")
@@ -217,7 +218,8 @@ class LongProcHtmlToTsvTask(Task):
             warnings.warn("longproc_html_to_tsv: no path given, loading the tiny bundled fixture (not the benchmark)",
                           stacklevel=2)
             path = FIXTURE
-        samples = load_longproc(path, split=split, n=n)
+        # records carry each sample's cap in meta["max_new_tokens"], so split is not needed to read them
+        samples = self.read_records(path, n) if looks_like_records(path) else load_longproc(path, split=split, n=n)
         if tokenizer is not None:
             annotate_lengths(samples, tokenizer)
         return samples

@@ -22,7 +22,7 @@ import random
 from pathlib import Path
 from typing import Sequence
 
-from .base import DEFAULT_N, Sample, Task
+from .base import DEFAULT_N, Sample, Task, looks_like_records
 from .haystack import resolve_haystack
 from .jsonl import read_jsonl
 from .text2json_domains import FEMALE, LAST, MALE
@@ -216,17 +216,6 @@ def score(prediction: str, gold) -> dict[str, float]:
         return {"score": math.nan}
 
 
-def _looks_like_records(path) -> bool:
-    p = Path(path)
-    if not p.is_file() or not p.name.endswith((".jsonl", ".jsonl.gz")):
-        return False
-    try:
-        row = next(iter(read_jsonl(p)))
-    except (StopIteration, ValueError, UnicodeDecodeError):
-        return False
-    return "prompt" in row and "gold" in row
-
-
 class MultiNeedleTask(Task):
     name = "multineedle"
     max_new_tokens = 1024
@@ -235,7 +224,7 @@ class MultiNeedleTask(Task):
     def load(self, path=None, *, n=None, tokens=None, seed=0, tokenizer=None, **kw) -> list[Sample]:
         """path: None (generated haystack), a haystack file (.txt or {title,text} JSONL), or our records JSONL.
         kw: needles (NeedleBench JSONL path), buffer, depths, language, tolerance."""
-        if path is not None and _looks_like_records(path):
+        if path is not None and looks_like_records(path):
             return self.read_records(path, n)
         return generate(DEFAULT_N if n is None else n, tokens=tokens or 32768, seed=seed, tokenizer=tokenizer,
                         haystack=path, **kw)

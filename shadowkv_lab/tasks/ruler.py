@@ -24,9 +24,8 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Sequence
 
-from .base import DEFAULT_N, Sample, Task
+from .base import DEFAULT_N, Sample, Task, looks_like_records
 from .haystack import resolve_haystack
-from .multineedle import _looks_like_records
 from .tokens import UnitPool, as_counter, fit_to_length
 
 _ADJ = ("fearless", "quiet", "brave", "gentle", "tall", "ancient", "clever", "sleepy", "bright", "curious", "hollow",
@@ -259,7 +258,7 @@ class RulerTask(Task):
         """path: None (noise / generated prose), a haystack text file, or our records JSONL.
         kw: key_type / value_type (NIAH: words, numbers, uuids), num_chains / num_hops (VT),
         vocab_size / alpha (FWE), tolerance."""
-        if path is not None and _looks_like_records(path):
+        if path is not None and looks_like_records(path):
             return self.read_records(path, n)
         if path is not None and self.name == "ruler_fwe":
             raise ValueError("ruler_fwe generates its own coded words: it takes no haystack path")
