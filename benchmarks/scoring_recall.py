@@ -1,6 +1,7 @@
 """Does scoring 2-bit HIGGS landmarks in the rotated domain keep the reference's selection? Real keys, any device.
 
     python benchmarks/scoring_recall.py --model qwen2.5-coder-1.5b --tokens 4096          # CPU, a few minutes
+    python benchmarks/scoring_recall.py --task multineedle --data mn_16k.jsonl --tokens 16384   # a stored sample
 
 The reference (SparseLayer.select) dequantizes each landmark (inverse Hadamard transform), rounds it to the model
 dtype, dots it with the query in fp32 and rounds the softmax probabilities to bf16 before the max over the GQA group
@@ -67,7 +68,10 @@ def selections(q, k_pre, k_post, ctx, fmt: str, budget: float, centred: bool):
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="qwen2.5-coder-1.5b")
-    ap.add_argument("--tokens", type=int, default=4096)
+    ap.add_argument("--tokens", type=int, default=4096, help="prompt length (generated tasks; a label with --data)")
+    ap.add_argument("--task", default="text2json", choices=("text2json", "multineedle"))
+    ap.add_argument("--data", default=None, help="the task's records JSONL (the first sample is used); default: "
+                                                   "generate one (Text2JSON, calibrated; MultiNeedle, built-in text)")
     ap.add_argument("--seed", type=int, default=5)
     ap.add_argument("--n-queries", type=int, default=32)
     ap.add_argument("--format", default="higgs-4-256")
@@ -75,7 +79,8 @@ def main(argv=None) -> None:
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "scoring_recall"))
     a = ap.parse_args(argv)
     model, tok = load_model(a.model, dtype="bf16")
-    sample = get_task("text2json").load(n=1, tokens=a.tokens, seed=a.seed, tokenizer=tok, difficulty="calibrated")[0]
+    kw = {"difficulty": "calibrated"} if a.task == "text2json" and a.data is None else {}
+    sample = get_task(a.task).load(a.data, n=1, tokens=a.tokens, seed=a.seed, tokenizer=tok, **kw)[0]
     cap = kd.capture_prompt(model, tok, encode_prompt(tok, sample.prompt), a.n_queries)
     rows = []
     for layer, ctx in enumerate(layer_contexts(model)):
@@ -92,10 +97,12 @@ def main(argv=None) -> None:
 
             rows.append({"layer": layer, "centred": centred, "recall_of_reference": recall,
                          "mass_reference": mass(ref), "mass_rotated": mass(rot)})
-    df = pd.DataFrame(rows).assign(model=a.model, prompt_tokens=int(cap.k_pre[0].shape[1]), format=a.format)
+    df = pd.DataFrame(rows).assign(model=a.model, task=a.task, sample=sample.id, prompt_tokens=int(cap.k_pre[0].shape[1]),
+                                   format=a.format)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    path = out / f"{a.model}_{a.tokens}.csv"
+    path = out / (f"{a.model}_{a.tokens}.csv" if a.task == "text2json" and a.data is None else
+                  f"{a.model}_{a.task}_{a.tokens}.csv")
     df.to_csv(path, index=False)
     print(f"{a.model}, {df.prompt_tokens.iloc[0]} tokens -> {path}")
     g = df.groupby("centred")
