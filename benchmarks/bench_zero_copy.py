@@ -29,6 +29,26 @@ Rows are distinct within a call (the first --rows of a random permutation of the
 reads the same rows) and the L2 is flushed before each timed call, so no read is served from the GPU's L2 (50 MB on an
 H100, more than the small spans): a span holding fewer rows than --rows gives them all, once (each JSON row records
 its row count). Timings mean something only on CUDA (TRITON_INTERPRET unset or 0).
+
+Step-like gathers (per kind in --step-allocs, default cudahostalloc only). What the decode step does: for each of
+BH = --step-regions "regions" (one KV head's rows of one sequence, contiguous) it gathers K = --step-rows distinct
+rows of --step-row-bytes. The first regions * region_bytes of the buffer are viewed as (regions, rows_per_region,
+row_bytes) uint8, region_bytes = buffer_bytes // regions rounded down to a multiple of the row size (the section is
+skipped, and says why, when a region holds fewer than K rows); per region K distinct random rows (fixed seed) are
+drawn. Four variants, each checked once bit for bit against view[r, idx], then timed like the rows above:
+  step bh-major random       _step_gather below with grid (BH, cdiv(K, BN)): program_id(0) = the region, fastest,
+                             so the programs in flight spread over many regions (the package's launch before
+                             kernels.fetch went region-major); indices in top-k (here random) order
+  step bh-major sorted       the same, each region's indices sorted ascending
+  step region-major sorted   gather_rows (shadowkv_lab.kernels.fetch) as the package calls it now: grid
+                             (cdiv(K, BN), BH), program_id(0) = the block within a region, so the programs in flight
+                             cover few regions; sorted indices
+  step region-major random   the same launch, indices unsorted
+Why. H100 runs of the first section: 361 M rows/s (46 GB/s) from a 256 MiB span, 55 M rows/s from 2 GiB, 34 M rows/s
+from 8 GiB, 68 M rows/s for the same rows sorted; huge pages changed nothing. So the GPU's translation reach looks like
+roughly 256 MiB of host memory touched at once, and a launch whose programs in flight read few regions should stay
+within it. Measured on an H100 (256 regions of 32 MiB, 4,096 rows of 128 B each): bh-major 37 M rows/s random and
+212 sorted; region-major 328 sorted and 313 random (`benchmarks/results/zero_copy_step_h100.json`).
 """
 
 from __future__ import annotations
@@ -51,7 +71,9 @@ import torch
 import triton
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from shadowkv_lab.kernels.fetch import copy_rows  # noqa: E402
+import triton.language as tl  # noqa: E402
+from shadowkv_lab.kernels.common import host_arg  # noqa: E402
+from shadowkv_lab.kernels.fetch import GATHER_BLOCK, GATHER_WARPS, copy_rows, gather_rows  # noqa: E402
 
 ALLOCS = ("cudahostalloc", "thp_register", "hugetlb_register")
 HUGE = 2 << 20  # 2 MiB
@@ -60,6 +82,7 @@ LANES = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
 SEED, WARMUP, ITERS, CPU_ITERS = 0, 3, 10, 2
 FLUSH_BYTES = 256 << 20  # written before each timed call: evicts the H100's 50 MB L2
 CHECK_ROWS = 4096  # rows compared bit for bit with src[idx] per kind and row size
+STEP_VARIANTS = ("step bh-major random", "step bh-major sorted", "step region-major sorted", "step region-major random")
 SMAPS_FIELDS = ("Size", "Rss", "AnonHugePages", "Private_Hugetlb", "KernelPageSize", "MMUPageSize", "THPeligible")
 
 
@@ -74,6 +97,13 @@ def parse_args(argv):
                     help="element size the rows are read as (1: uint8 rows, as fp8 stores; 2: bf16 rows)")
     ap.add_argument("--spans-mib", default="2,32,256,2048,all", help="spans in MiB, 'all' = whole buffer")
     ap.add_argument("--allocs", default=",".join(ALLOCS), help=f"allocation kinds among {', '.join(ALLOCS)}")
+    ap.add_argument("--step-allocs", default="cudahostalloc",
+                    help="kinds (among --allocs) that also run the step-like gathers, or 'none'")
+    ap.add_argument("--step-regions", type=int, default=None,
+                    help="regions (B x KV heads) of the step-like gathers (default 256 on cuda, 8 on cpu)")
+    ap.add_argument("--step-rows", type=int, default=None,
+                    help="rows gathered per region (default 4096 on cuda, 32 on cpu)")
+    ap.add_argument("--step-row-bytes", type=int, default=128, help="row size of the step-like gathers, a power of two")
     ap.add_argument("--out", default="benchmarks/results/zero_copy.json")
     ap.add_argument("--tag", default="", help="free text stored in the JSON")
     args = ap.parse_args(argv)
@@ -114,6 +144,17 @@ def parse_args(argv):
     args.spans_mib = [v if v == "all" else int(v) for v in items(
         "--spans-mib", args.spans_mib, lambda s: s == "all" or whole(s, 1, 1 << 30), "give whole MiB (>= 1) or 'all'")]
     args.allocs = items("--allocs", args.allocs, lambda s: s in ALLOCS, f"choose from {', '.join(ALLOCS)}")
+    args.step_allocs = [] if args.step_allocs.strip() == "none" else items(
+        "--step-allocs", args.step_allocs, lambda s: s in ALLOCS, f"choose from {', '.join(ALLOCS)}, or 'none'")
+    args.step_regions = args.step_regions if args.step_regions is not None else (256 if cuda else 8)
+    if not 1 <= args.step_regions <= 65535:  # a grid dimension of the region-major launch
+        ap.error(f"--step-regions: {args.step_regions!r} is not allowed; give 1 to 65535 regions")
+    args.step_rows = args.step_rows if args.step_rows is not None else (4096 if cuda else 32)
+    if not 1 <= args.step_rows <= 1 << 20:
+        ap.error(f"--step-rows: {args.step_rows!r} is not allowed; give 1 to {1 << 20} rows per region")
+    rb = args.step_row_bytes
+    if not (8 <= rb <= 4096 and rb & (rb - 1) == 0):  # one tl.arange over the row: a power of two
+        ap.error(f"--step-row-bytes: {rb!r} is not allowed; give a power of two from 8 to 4096")
     return args
 
 
@@ -293,12 +334,69 @@ def measure(buf: torch.Tensor, kind: str, args, spans: list, flush, rows_out: li
         record(rows_out, kind, "contiguous", rb, None, nb, nb // rb, ms)
 
 
-def record(rows_out, kind, variant, rb, label, span, n, ms):
+# ---------------------------------------------------------------------------------------------- step-like gathers
+@triton.jit
+def _step_gather(src_ptr, idx_ptr, out_ptr, K, stride_r, stride_p, D: tl.constexpr, BN: tl.constexpr):
+    """out[r, i] = src row idx[r, i] of region r, a bit copy (_gather_rows's FMT 0 load/store without RoPE), launched
+    bh-major: program_id(0) = the region, program_id(1) = the block within it."""
+    r = tl.program_id(0).to(tl.int64)
+    i = tl.program_id(1) * BN + tl.arange(0, BN)
+    mask = i < K
+    idx = tl.load(idx_ptr + r * K + i, mask=mask, other=0)
+    dd = tl.arange(0, D)
+    x = tl.load(src_ptr + r * stride_r + idx[:, None] * stride_p + dd[None, :], mask=mask[:, None], other=0)
+    tl.store(out_ptr + (r * K + i)[:, None] * D + dd[None, :], x, mask=mask[:, None])
+
+
+def step_bh_major(view: torch.Tensor, idx: torch.Tensor, out: torch.Tensor):
+    R, K = idx.shape
+    _step_gather[(R, triton.cdiv(K, GATHER_BLOCK))](host_arg(view), idx, out, K, view.stride(0), view.stride(1),
+                                                     D=view.shape[2], BN=GATHER_BLOCK, num_warps=GATHER_WARPS)
+
+
+def measure_step(buf: torch.Tensor, kind: str, args, flush, rows_out: list, skipped: dict):
+    """The four step-like variants over one buffer (see the module docstring)."""
+    dev, R, K, rb = args.device, args.step_regions, args.step_rows, args.step_row_bytes
+    region_bytes = buf.numel() // R // rb * rb
+    per = region_bytes // rb
+    if per < K:
+        why = (f"{R} regions of the {buf.numel() / 2**20:g} MiB buffer hold {per} rows of {rb} B each, "
+               f"fewer than --step-rows {K}")
+        skipped[f"step-like gathers, {kind}"] = why
+        print(f"skipped: step-like gathers ({kind}): {why}")
+        return
+    view = buf[: R * region_bytes].view(R, per, rb)
+    g = torch.Generator(device=dev).manual_seed(SEED)
+    rand = torch.stack([torch.randperm(per, generator=g, device=dev)[:K] for _ in range(R)])
+    srt = rand.sort(dim=1).values
+    out = torch.empty(R, K, rb, dtype=torch.uint8, device=dev)
+    strides = (view.stride(0), 0, view.stride(1))  # H = 1: region bh starts at bh * stride_b
+    calls = {"step bh-major random": partial(step_bh_major, view, rand, out),
+             "step bh-major sorted": partial(step_bh_major, view, srt, out),
+             "step region-major sorted": partial(gather_rows, view, strides, 1, srt, out),
+             "step region-major random": partial(gather_rows, view, strides, 1, rand, out)}
+    extra = {"regions": R, "region_bytes": region_bytes, "rows_per_region": per, "rows_per_region_gathered": K}
+    for variant, fn in calls.items():
+        ix = srt if "sorted" in variant else rand
+        out.fill_(255)  # a row left unwritten cannot pass: the buffer's int64 counters have zero high bytes
+        fn()
+        want = view[torch.arange(R)[:, None], ix.cpu()]
+        if not torch.equal(out.cpu(), want):
+            bad = int((out.cpu() != want).any(-1).sum())
+            raise AssertionError(f"{kind}, {variant}: {bad} of {R * K} rows differ from view[r, idx]")
+        ms = time_ms(fn, dev, flush)
+        record(rows_out, kind, variant, rb, R * region_bytes / 2**20, R * region_bytes, R * K, ms, **extra)
+
+
+# ---------------------------------------------------------------------------------------------- reporting
+def record(rows_out, kind, variant, rb, label, span, n, ms, **extra):
     row = {"alloc": kind, "variant": variant, "row_bytes": rb, "span_mib": label, "span_bytes": span, "rows": n,
-           "ms": ms, "mrows_per_s": n / ms / 1e3, "gb_per_s": n * rb / ms / 1e6}
+           "ms": ms, "mrows_per_s": n / ms / 1e3, "gb_per_s": n * rb / ms / 1e6, **extra}
     rows_out.append(row)
     where = {None: f"{span / 2**20:g} MiB copied", "all": "whole buffer"}.get(label, f"span {label} MiB")
-    print(f"{kind:<17} {rb:>5} B  {variant:<10} {where:<16} {n:>8} rows  {ms:9.3f} ms  "
+    if "regions" in extra:
+        where = f"{extra['regions']} x {extra['region_bytes'] / 2**20:g} MiB"
+    print(f"{kind:<17} {rb:>5} B  {variant:<24} {where:<16} {n:>8} rows  {ms:9.3f} ms  "
           f"{row['mrows_per_s']:8.2f} M rows/s  {row['gb_per_s']:7.2f} GB/s", flush=True)
 
 
@@ -307,6 +405,7 @@ def markdown(rows: list, spans: list) -> str:
     cols = [s for s, _ in spans] + ["all"]
     head = ["alloc", "row B"] + [f"{c} MiB" if c != "all" else "all" for c in cols] + ["all sorted", "copy GB/s"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    rows = [r for r in rows if "regions" not in r]
     for key in dict.fromkeys((r["alloc"], r["row_bytes"]) for r in rows):
         mine = [r for r in rows if (r["alloc"], r["row_bytes"]) == key]
         cell = {(r["variant"], r["span_mib"]): r for r in mine}
@@ -314,6 +413,20 @@ def markdown(rows: list, spans: list) -> str:
         copy = cell.get(("contiguous", None))
         lines.append("| " + " | ".join([key[0], str(key[1])] + [f"{v['mrows_per_s']:.3g}" if v else "" for v in vals]
                                        + [f"{copy['gb_per_s']:.3g}" if copy else ""]) + " |")
+    return "\n".join(lines)
+
+
+def markdown_step(rows: list) -> str:
+    """M rows/s of the step-like variants, one line per kind."""
+    head = ["alloc", "row B", "regions", "region MiB", "rows/region"] + [v[5:] for v in STEP_VARIANTS]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for kind in dict.fromkeys(r["alloc"] for r in rows if "regions" in r):
+        cell = {r["variant"]: r for r in rows if "regions" in r and r["alloc"] == kind}
+        one = next(iter(cell.values()))
+        lines.append("| " + " | ".join([kind, str(one["row_bytes"]), str(one["regions"]),
+                                        f"{one['region_bytes'] / 2**20:g}", str(one["rows_per_region_gathered"])]
+                                       + [f"{cell[v]['mrows_per_s']:.3g}" if v in cell else "" for v in STEP_VARIANTS])
+                     + " |")
     return "\n".join(lines)
 
 
@@ -339,6 +452,10 @@ def main(argv=None) -> dict:
             print(f"skipped: span {s} MiB, larger than the {nbytes >> 20} MiB buffer")
         else:
             spans.append((s, s << 20))
+    for kind in args.step_allocs:
+        if kind not in args.allocs:
+            skipped[f"step-like gathers, {kind}"] = "not among --allocs"
+            print(f"skipped: step-like gathers ({kind}), not among --allocs")
     rows, allocs = [], {}
     for kind in args.allocs:
         t0 = time.perf_counter()
@@ -355,6 +472,8 @@ def main(argv=None) -> dict:
               f"{allocs[kind]['setup_s']} s")
         try:
             measure(host.t, kind, args, spans, flush, rows)
+            if kind in args.step_allocs:
+                measure_step(host.t, kind, args, flush, rows, skipped)
         finally:
             host.free()
             del host
@@ -362,6 +481,10 @@ def main(argv=None) -> dict:
                 torch.cuda.empty_cache()
     print("\nM rows/s (random distinct rows; 'all sorted': the same rows ascending), contiguous copy in GB/s:\n")
     print(markdown(rows, spans))
+    if any("regions" in r for r in rows):
+        print("\nStep-like gathers, M rows/s (bh-major: _step_gather; region-major: gather_rows as the package launches "
+              "it):\n")
+        print(markdown_step(rows))
     result = {"benchmark": "bench_zero_copy", "tag": args.tag, "device": str(dev),
               "device_name": torch.cuda.get_device_name(dev) if cuda else "cpu",
               "torch": torch.__version__, "triton": triton.__version__, "python": platform.python_version(),
@@ -369,6 +492,9 @@ def main(argv=None) -> dict:
               "thp": thp,
               "config": {"buffer_bytes": nbytes, "rows": args.rows, "row_bytes": args.row_bytes,
                          "lane_bytes": args.lane_bytes, "spans_mib": args.spans_mib, "allocs": args.allocs,
+                         "step_allocs": args.step_allocs, "step_regions": args.step_regions,
+                         "step_rows": args.step_rows, "step_row_bytes": args.step_row_bytes,
+                         "gather_block": GATHER_BLOCK, "gather_warps": GATHER_WARPS,
                          "seed": SEED, "warmup": WARMUP if cuda else 0, "iters": ITERS if cuda else CPU_ITERS,
                          "l2_flush_bytes": FLUSH_BYTES if cuda else 0,
                          "timer": "cuda events" if cuda else "time.perf_counter (Triton interpreter)"},

@@ -153,6 +153,15 @@ def test_gather_rows(fmt, rope, layout):
     assert rel(out[written], ref[written]) < 1e-2
 
 
+def test_gathers_launched_region_major_refuse_more_rows_than_the_grid_holds():
+    # rows (batch x heads) are the grid's second dimension, so that the programs in flight read few rows' regions
+    src = host(torch.zeros(1, 1, 4, 32, dtype=torch.bfloat16))
+    idx = torch.zeros(65536, 1, dtype=torch.long, device=DEV)
+    out = torch.empty(65536, 1, 32, dtype=torch.bfloat16, device=DEV)
+    with pytest.raises(ValueError, match="65536 rows .* at most 65535"):
+        gather_rows(src, (0, 0, 32), 65536, idx, out)
+
+
 def test_resident_set_hits_and_contents():
     gen = torch.Generator().manual_seed(3)
     BH, P, K, D = 4, 300, 50, 32

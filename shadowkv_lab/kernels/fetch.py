@@ -53,6 +53,19 @@ class ResidentSet:
 
 # ---------------------------------------------------------------------------------------------- row gather
 GATHER_BLOCK, GATHER_WARPS = 32, 4  # rows per program, warps per program (benchmarks/bench_decode_step.py sweeps them)
+# The gathers launch region-major: program_id(0) walks one row's (one sequence's, or one head of it) selected positions
+# and program_id(1) the rows, so the programs in flight at once read from a few rows' regions of the store. A zero-copy
+# read needs its host page translated, and the GPU's reach is a few hundred MiB: on an H100, random 128-byte rows came
+# at 361 M rows/s from a 256 MiB span and 34 M rows/s from 8 GiB; 256 rows of 4,096 positions each over 32 MiB regions
+# came at 37 M rows/s launched row-major (program_id(0) = the row) and 313 M rows/s region-major
+# (benchmarks/bench_zero_copy.py). The launch order changes no value: every program writes its own slots.
+MAX_GRID_Y = 65535  # CUDA's limit on the grid's second dimension
+
+
+def _region_major_grid(rows: int, blocks: int, *rest: int) -> tuple:
+    if rows > MAX_GRID_Y:
+        raise ValueError(f"{rows} rows (batch x heads) in one gather: at most {MAX_GRID_Y} (the CUDA grid's y limit)")
+    return (blocks, rows, *rest)
 
 
 @triton.jit
@@ -71,9 +84,10 @@ def _gather_rows(src_ptr, idx_ptr, rpos_ptr, slot_ptr, n_ptr, out_ptr, tab_ptr, 
                  stride_b, stride_h, stride_p, stride_ob, stride_ok,
                  D: tl.constexpr, FMT: tl.constexpr, ROPE: tl.constexpr, USE_N: tl.constexpr, BN: tl.constexpr):
     """out[bh, slot[i]] = rope(dequant(src row idx[bh, i]), rpos[bh, i]) for i < n[bh] (or K).
-    FMT 0: native float rows, 1: fp8 e4m3 bytes. One load per row; RoPE splits it into its two halves."""
-    bh = tl.program_id(0).to(tl.int64)
-    i = tl.program_id(1) * BN + tl.arange(0, BN)
+    FMT 0: native float rows, 1: fp8 e4m3 bytes. One load per row; RoPE splits it into its two halves.
+    Grid (blocks of K, BH): region-major, see _region_major_grid."""
+    bh = tl.program_id(1).to(tl.int64)
+    i = tl.program_id(0) * BN + tl.arange(0, BN)
     lim = tl.load(n_ptr + bh) if USE_N else K
     mask = i < lim
     idx = tl.load(idx_ptr + bh * K + i, mask=mask, other=0)
@@ -113,7 +127,7 @@ def gather_rows(src: torch.Tensor, strides: tuple[int, int, int], H: int, idx: t
     slots, idx = slots.contiguous(), idx.contiguous()
     rpos = (rope_pos if rope_pos is not None else idx).contiguous()
     tab = rope_table if rope_table is not None else out
-    _gather_rows[(BH, triton.cdiv(K, block))](
+    _gather_rows[_region_major_grid(BH, triton.cdiv(K, block))](
         host_arg(src), idx, rpos, slots, n if n is not None else idx, out, tab, K, H, *strides, out.stride(0), out.stride(1),
         D=D, FMT=fmt, ROPE=rope_table is not None, USE_N=n is not None, BN=block, num_warps=num_warps)
 
@@ -184,9 +198,10 @@ def _higgs_rows(codes_ptr, scales_ptr, grid_ptr, pos_ptr, n_ptr, out_ptr, CAP,
     model dtype: fwht(grid[code] * s) / GRP per group, with the reference's butterfly order (a tensor-core product
     sums in another order; where large Hadamard terms cancel, as in the small channels of keys with massive
     channels, that flips the bf16 rounding of up to 14% of the elements, 1 ulp = 2.0 on a massive channel).
-    One program: BN rows x one Hadamard group (program_id 2)."""
-    b = tl.program_id(0).to(tl.int64)
-    u = tl.program_id(1) * BN + tl.arange(0, BN)
+    One program: BN rows x one Hadamard group (program_id 2); grid (blocks of CAP, B, groups): region-major, see
+    _region_major_grid."""
+    b = tl.program_id(1).to(tl.int64)
+    u = tl.program_id(0) * BN + tl.arange(0, BN)
     j = tl.program_id(2)
     mask = u < tl.load(n_ptr + b)
     pos = tl.load(pos_ptr + b * CAP + u, mask=mask, other=0)
@@ -211,7 +226,7 @@ def higgs_rows(codes: torch.Tensor, scales: torch.Tensor, grid: torch.Tensor, gr
     if group & (group - 1) or group < 2:
         raise ValueError(f"Hadamard group {group} must be a power of two")
     # enable_fp_fusion=False: grid * s and the butterfly's sums round exactly as the torch reference (no FMA)
-    _higgs_rows[(B, triton.cdiv(CAP, block), C // group)](
+    _higgs_rows[_region_major_grid(B, triton.cdiv(CAP, block), C // group)](
         host_arg(codes), host_arg(scales), grid, pos, n, out, CAP, codes.stride(0), codes.stride(1), scales.stride(0),
         scales.stride(1), out.stride(0), out.stride(1), GRP=group, P=p, LOG2G=group.bit_length() - 1, BN=block,
         num_warps=8, enable_fp_fusion=False)
