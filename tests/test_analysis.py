@@ -24,6 +24,7 @@ def test_no_interval_below_five_samples():
     assert (m, n) == (2.5, 4) and math.isnan(h)
     assert A.MIN_N_CI == 5 and A.is_smoke([2, 8]) and not A.is_smoke([5, 8])
     assert A.smoke_note([2]).startswith("Smoke test: n = 2 samples") and "clipped" in A.smoke_note([6])
+    assert A.smoke_note([1, 40]).startswith("n = 1 to 40 samples per cell") and "Smoke" not in A.smoke_note([1, 40])
 
 
 def test_summary_clips_interval_to_the_metric_range():

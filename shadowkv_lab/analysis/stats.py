@@ -58,10 +58,14 @@ def is_smoke(n) -> bool:
 def smoke_note(n) -> str:
     """One line that labels a table or a figure: a smoke test below MIN_N_CI samples per cell, else the interval used."""
     n = np.atleast_1d(np.asarray(n, dtype=float))
-    lo = int(np.nanmin(n)) if len(n) and np.isfinite(n).any() else 0
-    if is_smoke(n):
+    finite = len(n) and np.isfinite(n).any()
+    lo, hi = (int(np.nanmin(n)), int(np.nanmax(n))) if finite else (0, 0)
+    if hi < MIN_N_CI:
         return (f"Smoke test: n = {lo} sample{'s' * (lo != 1)} per cell (< {MIN_N_CI}); no confidence intervals, "
                 "per-sample values and win/tie/loss against full attention instead.")
+    if lo < MIN_N_CI:  # a grid that ran in full beside a few partly run cells is not a smoke test
+        return (f"n = {lo} to {hi} samples per cell: 95% Student-t intervals clipped to the metric's range from "
+                f"{MIN_N_CI} samples on; below that, per-sample values and no interval.")
     return f"n >= {lo} samples per cell; 95% Student-t intervals clipped to the metric's range."
 
 

@@ -9,6 +9,8 @@ dimension including scales where a figure needs them ("2.5 b/dim").
 
 from __future__ import annotations
 
+import textwrap
+
 import functools
 
 import hashlib
@@ -273,12 +275,13 @@ def is_main(method: str, config=None) -> bool:
     return base in MAIN_METHODS and set(diff) <= {"sparse_budget"}
 
 
-def task_label(task: str) -> str:
+def task_label(task: str, wrap: int | None = None) -> str:
     """'text2json' -> 'Text2JSON'; a task named with its length ('text2json@16k', analysis.tasks_by_length) ->
-    'Text2JSON 16k'."""
+    'Text2JSON 16k'. wrap: break into lines of at most that many characters (tick labels side by side)."""
     t, _, length = str(task).partition("@")
     name = TASK_LABELS.get(t, t.replace("_", " "))
-    return f"{name} {length}" if length else name
+    text = f"{name} {length}" if length else name
+    return "\n".join(textwrap.wrap(text, wrap)) if wrap else text
 
 
 def task_colors(tasks) -> dict:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import textwrap
 
 import numpy as np
 import pandas as pd
@@ -61,7 +60,7 @@ def accuracy_by_task(df: pd.DataFrame, metric: str = "score", methods=None, task
                     v = pd.to_numeric(d[(d["method"] == m) & (d["task"] == t)][metric], errors="coerce").dropna()
                     ax.scatter(np.full(len(v), xi), v, s=6, color="white", edgecolor="black", lw=0.5, zorder=3)
         # long names wrapped: side by side, "RULER NIAH multi-key" ran into its neighbour's label
-        ax.set_xticks(np.arange(len(ts)), ["\n".join(textwrap.wrap(L.task_label(t), 15)) for t in ts])
+        ax.set_xticks(np.arange(len(ts)), [L.task_label(t, wrap=15) for t in ts])
         ax.set_title(g)
         ax.grid(axis="x", visible=False)
     axes[0][0].set_ylabel(f"{metric} (0-100)\n{interval_note(s['n'])}")
