@@ -193,7 +193,7 @@ def measured_recorded_rate(path: str = ANSWERS) -> dict | None:
 
 def measured_rates(path: str = RATES) -> dict:
     """Prefill and aggregate decode tokens/s of a committed runner benchmark (benchmarks/bench_runner.py JSON), with
-    what it measured: {prefill_tok_s, decode_tok_s, source}."""
+    what it measured: {prefill_tok_s, decode_tok_s, on_device (values kept on the device; None: not recorded), source}."""
     import json
 
     if not os.path.exists(path):
@@ -202,15 +202,17 @@ def measured_rates(path: str = RATES) -> dict:
         d = json.load(f)
     r, a = d["runner"], d["args"]
     return {"prefill_tok_s": r["prefill_tokens"] / r["prefill_s"], "decode_tok_s": r["decode_tok_s"],
+            "on_device": a.get("on_device"),
             "source": f"{os.path.basename(path)}: {d['provenance']['device_name']}, {a['model']}, {a['methods'].count(',') + 1} "
                       f"methods x {a['n']} samples at {int(d['prompt_tokens_mean'])} tokens, {r['cells']} rows per wave"}
 
 
-def _print_gpu_time(plan, rates: dict, recorded: dict | None = None) -> None:
+def _print_gpu_time(plan, rates: dict, recorded: dict | None = None, on_device: bool | None = None) -> None:
     """Estimated GPU time per task and in total: prefill tokens at the measured prefill rate plus the rows' decode
     tokens at the measured aggregate decode rate (recorded rows at `recorded`'s, measured_recorded_rate), each row at
     its task's measured mean answer length (expected; the cap where none is measured) and at its cap (an upper
-    bound: rows that stop early cost less)."""
+    bound: rows that stop early cost less). on_device: where this run keeps values; a grid offloaded where the
+    measured one was not is said to decode slower than estimated."""
     rec = plan["recorded"].astype(bool)
     decode_rate = rec.map({True: (recorded or rates)["decode_tok_s"], False: rates["decode_tok_s"]})
     by = plan.assign(dc=plan["decode_tokens_max"] / decode_rate,
@@ -221,6 +223,9 @@ def _print_gpu_time(plan, rates: dict, recorded: dict | None = None) -> None:
           f"decode {rates['decode_tok_s']:,.1f} tok/s aggregate), the same rates assumed for this model, prompt length "
           f"and wave size; expected: each row at its task's mean answer length in {os.path.relpath(ANSWERS, _ROOT)}; "
           f"at most: every row to its cap:")
+    if on_device is False and rates.get("on_device"):
+        print("  this run offloads values to host memory, the measured grid kept them on the device: an offloaded grid "
+              "decodes slower, so read these times as a lower bound (docs/reproduction.md gives measured part times)")
     if rec.any():
         print(f"  recorded rows decode at {recorded['decode_tok_s']:,.1f} tok/s ({recorded['source']})" if recorded
               else "  recorded rows: no recorded rate measured, counted at the unrecorded rate (an underestimate)")
@@ -230,7 +235,8 @@ def _print_gpu_time(plan, rates: dict, recorded: dict | None = None) -> None:
     print(f"  total: {(pf.sum() + de.sum()) / 60:,.1f} min expected, at most {(pf.sum() + dc.sum()) / 60:,.1f} min")
 
 
-def _print_dry_run(items: list[_Item], cfgs, tokenizer, out, rates: dict | None = None, record: bool = False):
+def _print_dry_run(items: list[_Item], cfgs, tokenizer, out, rates: dict | None = None, record: bool = False,
+                   on_device: bool | None = None):
     """Print the grid per task and the estimated cost; return the plan, one row per sample (record: its cells are
     recorded ones, estimated at the recorded rate)."""
     import pandas as pd
@@ -259,7 +265,7 @@ def _print_dry_run(items: list[_Item], cfgs, tokenizer, out, rates: dict | None 
           f"{int(tot['prefill_tokens']):,} prefill tokens ({int((plan.to_run > 0).sum())} prefills), "
           f"<= {int(tot['decode_tokens_max']):,} decode tokens")
     if len(plan) and rates is not None:
-        _print_gpu_time(plan, rates, measured_recorded_rate() if record else None)
+        _print_gpu_time(plan, rates, measured_recorded_rate() if record else None, on_device)
     return plan
 
 
@@ -695,7 +701,8 @@ def run(model, tokenizer, tasks, methods, out, *, model_name: str, n=None, token
             raise MissingCells(missing, out)
         return _select(load(out), task_samples, cfgs, model_name)
     if dry_run:  # printed once
-        return _print_dry_run(items, cfgs, tokenizer, out, measured_rates(rates), record=record) if rank == 0 else None
+        return (_print_dry_run(items, cfgs, tokenizer, out, measured_rates(rates), record=record, on_device=on_device)
+                if rank == 0 else None)
 
     import torch.distributed as dist
 

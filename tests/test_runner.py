@@ -488,6 +488,11 @@ def test_dry_run_estimates_gpu_time_from_measured_rates(tiny, samples, tmp_path,
     # a task without measured answers counts every row to its cap either way
     assert (plan.decode_tokens_expected == plan.decode_tokens_max).all() and (plan.answer_tokens == plan.cap).all()
     assert measured_rates()["decode_tok_s"] > 0  # the committed measurement loads
+    # the measured grid kept values on the device (runner_h100.json: --on-device); this run offloads them: said so
+    assert measured_rates(str(path))["on_device"] is True and "read these times as a lower bound" in text
+    run(model, tok, [(task, samples[:2])], ["full", "yakv"], tmp_path / "res", model_name="tiny", dry_run=True,
+        rates=str(path), on_device=True)
+    assert "lower bound" not in capsys.readouterr().out
     with pytest.raises(FileNotFoundError, match="no measured rates at .*nope.json"):
         run(model, tok, [(task, samples[:1])], ["full"], tmp_path / "res", model_name="tiny", dry_run=True,
             rates=str(tmp_path / "nope.json"))
