@@ -34,7 +34,6 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from to_rows import decode_step_rows, stamp  # noqa: E402
 from shadowkv_lab.results import write_bench_rows  # noqa: E402
 
-from shadowkv_lab.cache.host_memory import HOST_PAGES as PAGE_KINDS, pinned_empty  # noqa: E402
 from shadowkv_lab.kernels.attention import decode_attention  # noqa: E402
 from shadowkv_lab.kernels.common import rope_table_from_freqs  # noqa: E402
 from shadowkv_lab.kernels.fetch import ResidentSet, gather_rows, higgs_rows, lowrank_rows, union_rows  # noqa: E402
@@ -50,7 +49,6 @@ GEN = 16  # generated tokens already in the buffer
 N_TIME = 15  # timed replays per configuration (--n-time)
 SWEEP_SCORING = False  # --sweep-scoring
 SCORER = "exact"  # --scorer: HIGGS landmarks scored reference-exact (kernels/scoring.py) or by lookup table
-HOST_PAGES = "default"  # --host-pages: the offloaded stores on base pages (cudaHostAlloc) or 2 MiB huge pages
 DEV = torch.device("cuda" if torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET", "0") != "1" else "cpu")
 CUDA = DEV.type == "cuda"  # else: a CPU smoke run under TRITON_INTERPRET=1 (tiny sizes, wall-clock timing)
 
@@ -67,7 +65,7 @@ def llama_table(n):
 
 def fill_pinned(shape, dtype, kind):
     """Pinned host tensor filled chunk by chunk from the GPU (normal values, fp8 bits of normals, or random bytes)."""
-    t = pinned_empty(shape, dtype, HOST_PAGES)
+    t = torch.empty(shape, dtype=dtype, pin_memory=CUDA)
     flat = t.view(-1)
     step = 1 << 28
     for i in range(0, flat.numel(), step):
@@ -417,11 +415,9 @@ def main():
     ap.add_argument("--scorer", choices=["exact", "lut"], default="exact", help="HIGGS landmark scoring in the YAKV "
                     "steps: the reference-exact kernel or the lookup-table kernel")
     ap.add_argument("--scoring-only", action="store_true", help="hit rates and scoring only, no decode steps")
-    ap.add_argument("--host-pages", choices=PAGE_KINDS, default="default",
-                    help="pages of the offloaded stores (shadowkv_lab.cache.host_memory): default or 2 MiB huge pages")
     args = ap.parse_args()
-    global N_TIME, SWEEP_SCORING, SCORER, HOST_PAGES
-    N_TIME, SWEEP_SCORING, SCORER, HOST_PAGES = args.n_time, args.sweep_scoring, args.scorer, args.host_pages
+    global N_TIME, SWEEP_SCORING, SCORER
+    N_TIME, SWEEP_SCORING, SCORER = args.n_time, args.sweep_scoring, args.scorer
     os.makedirs(args.out, exist_ok=True)
     torch.manual_seed(0)
     Lmax, Bmax = max(args.contexts), max(args.batches)

@@ -7,7 +7,6 @@ import dataclasses
 import torch
 
 from .config import NATIVE
-from .host_memory import pinned_empty
 from .key_offset import FLAG, KeyOffset, fit_offset
 
 # None: zero-copy wherever it applies. Tests set True to drive the path on CPU tensors under TRITON_INTERPRET=1, and
@@ -23,11 +22,10 @@ def pinned_host(t: torch.Tensor) -> bool:
 def to_home(x: torch.Tensor, home: torch.device, pin: bool) -> torch.Tensor:
     """A contiguous copy of x at `home`, page-locked when `pin` (host homes only). One copy straight into the
     destination: `x.to("cpu").pin_memory()` would copy a GPU tensor twice, through pageable memory first. Without an
-    accelerator there is nothing to page-lock for, and the copy is plain host memory. The pages (base or 2 MiB) follow
-    SHADOWKV_LAB_HOST_PAGES (cache.host_memory)."""
+    accelerator there is nothing to page-lock for, and the copy is plain host memory."""
     if home.type != "cpu":
         return x.to(home, copy=True, memory_format=torch.contiguous_format)
-    out = pinned_empty(x.shape, x.dtype) if pin else torch.empty(x.shape, dtype=x.dtype, device=home)
+    out = torch.empty(x.shape, dtype=x.dtype, device=home, pin_memory=pin and torch.cuda.is_available())
     return out.copy_(x)
 
 
