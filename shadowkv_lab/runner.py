@@ -152,7 +152,14 @@ def _plan(task_samples, cfgs, done: dict[str, set], model_name: str, max_new_tok
 
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RATES = os.path.join(_ROOT, "benchmarks", "results", "runner_h100.json")
+RATES = os.path.join(_ROOT, "benchmarks", "results", "runner_h100.json")  # the grid with values on the device
+RATES_OFFLOADED = os.path.join(_ROOT, "benchmarks", "results", "runner_h100_offloaded.json")  # values in host memory
+
+
+def rates_for(on_device: bool) -> str:
+    """The committed runner benchmark measured with the run's placement of values; the on-device one when no
+    offloaded grid has been measured (the estimate then says it is a lower bound)."""
+    return RATES if on_device or not os.path.exists(RATES_OFFLOADED) else RATES_OFFLOADED
 ANSWERS = os.path.join(_ROOT, "results", "reproduction", "cells.parquet")  # the reproduction's rows: answer lengths
 
 
@@ -223,9 +230,11 @@ def _print_gpu_time(plan, rates: dict, recorded: dict | None = None, on_device: 
           f"decode {rates['decode_tok_s']:,.1f} tok/s aggregate), the same rates assumed for this model, prompt length "
           f"and wave size; expected: each row at its task's mean answer length in {os.path.relpath(ANSWERS, _ROOT)}; "
           f"at most: every row to its cap:")
-    if on_device is False and rates.get("on_device"):
-        print("  this run offloads values to host memory, the measured grid kept them on the device: an offloaded grid "
-              "decodes slower, so read these times as a lower bound (docs/reproduction.md gives measured part times)")
+    if on_device is not None and rates.get("on_device") is not None and bool(rates["on_device"]) != bool(on_device):
+        where = ("offloads values to host memory, the measured grid kept them on the device: an offloaded grid decodes "
+                 "slower, so read these times as a lower bound" if not on_device else "keeps values on the device, "
+                 "the measured grid offloaded them: read these times as an upper bound")
+        print(f"  this run {where} (docs/reproduction.md gives measured part times)")
     if rec.any():
         print(f"  recorded rows decode at {recorded['decode_tok_s']:,.1f} tok/s ({recorded['source']})" if recorded
               else "  recorded rows: no recorded rate measured, counted at the unrecorded rate (an underestimate)")
@@ -643,7 +652,7 @@ def _summary(df, stats: _Progress, wall: float, world: int) -> None:
 
 def run(model, tokenizer, tasks, methods, out, *, model_name: str, n=None, tokens=None, seed=0, data=None, batch_size=8,
         record=False, max_new_tokens=None, progress=True, dry_run=False, on_device=False, free_memory=None, host_memory=None,
-        rates: str = RATES, over_context: str = "error", context: int | None = None, refill: bool = False,
+        rates: str | None = None, over_context: str = "error", context: int | None = None, refill: bool = False,
         stored_only: bool = False, prefills=None, write_every_s: float | None = WRITE_EVERY_S):
     """Run every pending (task, sample, method) cell; return the grid's rows from the store (a pandas DataFrame).
 
@@ -655,7 +664,7 @@ def run(model, tokenizer, tasks, methods, out, *, model_name: str, n=None, token
     free memory. free_memory: a fixed budget in bytes instead of the measured one (tests). max_new_tokens: override every sample's cap (note: not part of the cell key). record: also
     store attention-level records under out/records/. dry_run: print the grid, what is done, what would run and an
     estimated cost, with the GPU time at the rates measured in `rates` (a benchmarks/bench_runner.py JSON; default:
-    the committed H200 run, measured_rates); return the plan (one row per sample) without running anything. on_device: run every method with
+    the committed run with this run's placement of values, rates_for); return the plan (one row per sample) without running anything. on_device: run every method with
     offload=False (everything on the compute device): placement changes speed and memory, never the numbers, and the
     config column (and hash) records it. over_context: "error" (raise ContextLengthError naming every sample whose
     prompt plus cap exceeds the model's context) or "skip" (leave those cells out and print them); context: the
@@ -701,7 +710,8 @@ def run(model, tokenizer, tasks, methods, out, *, model_name: str, n=None, token
             raise MissingCells(missing, out)
         return _select(load(out), task_samples, cfgs, model_name)
     if dry_run:  # printed once
-        return (_print_dry_run(items, cfgs, tokenizer, out, measured_rates(rates), record=record, on_device=on_device)
+        rates = measured_rates(rates or rates_for(on_device))
+        return (_print_dry_run(items, cfgs, tokenizer, out, rates, record=record, on_device=on_device)
                 if rank == 0 else None)
 
     import torch.distributed as dist

@@ -113,7 +113,8 @@ def register(subparsers) -> None:
                    "cap exceed the model's context: fail naming them (default) or run the rest and list them")
     p.add_argument("--dry-run", action="store_true", help="print the grid, what is done and the cost; run nothing")
     p.add_argument("--rates", default=None, help="with --dry-run: the benchmarks/bench_runner.py JSON whose measured "
-                   "prefill and decode rates give the GPU-time estimate (default: benchmarks/results/runner_h100.json)")
+                   "prefill and decode rates give the GPU-time estimate (default: benchmarks/results/runner_h100.json, or "
+                   "runner_h100_offloaded.json for a grid with values offloaded, once it is measured)")
     p.add_argument("--device", default=None, help="default: cuda:LOCAL_RANK if CUDA is available, else cpu")
     p.add_argument("--dtype", default=None, choices=["bf16", "fp16", "fp32"], help="default: bf16 (tiny models: fp32)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")

@@ -498,6 +498,29 @@ def test_dry_run_estimates_gpu_time_from_measured_rates(tiny, samples, tmp_path,
             rates=str(tmp_path / "nope.json"))
 
 
+def test_dry_run_takes_the_rates_measured_with_its_placement_of_values(tiny, samples, tmp_path, monkeypatch, capsys):
+    import json
+
+    from shadowkv_lab import runner
+
+    model, tok = tiny
+    task = FakeTask()
+    rates = json.load(open(runner.RATES))
+    rates["args"]["on_device"] = False
+    rates["runner"].update(decode_tok_s=7.0)
+    path = tmp_path / "offloaded.json"
+    path.write_text(json.dumps(rates))
+    for have in (False, True):
+        monkeypatch.setattr(runner, "RATES_OFFLOADED", str(path if have else tmp_path / "none.json"))
+        for on_device in (False, True):
+            runner.run(model, tok, [(task, samples[:1])], ["full"], tmp_path / "res", model_name="tiny", dry_run=True,
+                       on_device=on_device)
+            text = capsys.readouterr().out
+            offloaded_rates = have and not on_device
+            assert ("(offloaded.json:" in text) == offloaded_rates and ("decode 7.0 tok/s" in text) == offloaded_rates
+            assert ("lower bound" in text) == (not on_device and not have)  # no offloaded measurement to read
+
+
 def test_prompts_past_the_context_fail_or_are_skipped(tiny, samples, tmp_path, monkeypatch, capsys):
     """A prompt plus cap beyond config.max_position_embeddings is never run: an error names the samples and their
     token counts; over_context="skip" runs the rest and lists the dropped ones; the dry run applies the same rule."""
