@@ -81,12 +81,16 @@ def config_columns(config, n_kv_heads: int, head_dim: int, prompt_len: int, dtyp
 def make_row(*, model: str, task: str, sample_id, config, primary_metric: str, metrics: dict, prediction: str,
              prompt_tokens: int, new_tokens: int, finish_reason: str, n_kv_heads: int, head_dim: int, dtype_bits: int,
              memory: dict, prefill_s: float, decode_s: float, build_s: float = math.nan, batch_rows: int = 1,
-             batch_methods: str | None = None, token_ids=None, fallback: str = "", recorded: bool = False, meta: dict | None = None,
+             batch_methods: str | None = None, decode_share_s: float = math.nan, token_ids=None, fallback: str = "", recorded: bool = False, meta: dict | None = None,
              provenance: dict | None = None) -> dict:
     """One results row: ROW_COLUMNS in order, then metric_<key> (every score key of the task), meta_<key> (scalar
     sample meta) and mem_<key> (every MemoryReport.to_dict() key). `memory` is MemoryReport.to_dict();
     `provenance` the provenance.provenance() columns (missing ones are null). batch_rows, batch_methods: the decode
     call the row ran in (its row count; its distinct method names, sorted, comma-joined; default: this method alone).
+    decode_share_s: the row's share of the wall time of the decode calls it ran in, each call's time split among its
+    rows by the tokens each made there; over a run's rows the shares add up to its decode time, so tokens over shares
+    is the grid's measured decode rate, tails and re-stacks included (decode_s is the row's own time, which counts
+    every second once per row of its batch).
     The decode step is batch-invariant, so these describe the run, never the numbers."""
     unknown = set(provenance or {}) - set(PROVENANCE_COLUMNS)
     if unknown:
@@ -101,7 +105,7 @@ def make_row(*, model: str, task: str, sample_id, config, primary_metric: str, m
         "prefill_s": prefill_s, "build_s": build_s, "decode_s": decode_s,
         # tokens made by decode steps (the first comes from the prefill logits) per second of this row's decode
         "decode_tok_s": (n - 1) / decode_s if n > 1 and decode_s > 0 else math.nan, "batch_rows": int(batch_rows),
-        "batch_methods": config.name if batch_methods is None else batch_methods,
+        "batch_methods": config.name if batch_methods is None else batch_methods, "decode_share_s": decode_share_s,
         **config_columns(config, n_kv_heads, head_dim, prompt_len=int(prompt_tokens), dtype_bits=dtype_bits),
         **{f"mem_{k}": v for k, v in memory.items()},
         "fallback": fallback, "recorded": bool(recorded),

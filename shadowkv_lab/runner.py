@@ -454,7 +454,7 @@ def _next_wave(queue: list, start: int, batch_size: int, free: int | None, fp: _
 
 # ---------------------------------------------------------------------------------------------- the run
 def _row(item: _Item, cfg: OffloadConfig, cache, out, model_name: str, prediction: str, state, build_s: float,
-         decode_s: float, batch_rows: int, batch_methods: str, prov: dict) -> dict:
+         decode_s: float, decode_share_s: float, batch_rows: int, batch_methods: str, prov: dict) -> dict:
     task, s = item.task, item.sample
     H, L, d = state.k_pre[0].shape
     return make_row(
@@ -462,7 +462,7 @@ def _row(item: _Item, cfg: OffloadConfig, cache, out, model_name: str, predictio
         metrics=_score(task, prediction, s.gold), prediction=prediction, prompt_tokens=L, new_tokens=len(out.token_ids),
         finish_reason=out.finish_reason, token_ids=out.token_ids, n_kv_heads=H, head_dim=d,
         dtype_bits=torch.finfo(state.v[0].dtype).bits, memory=cache.memory_report().to_dict(), prefill_s=state.prefill_s,
-        build_s=build_s, decode_s=decode_s, batch_rows=batch_rows, batch_methods=batch_methods, fallback="; ".join(cache.fallback),
+        build_s=build_s, decode_s=decode_s, decode_share_s=decode_share_s, batch_rows=batch_rows, batch_methods=batch_methods, fallback="; ".join(cache.fallback),
         recorded=cache.recorder is not None, meta=s.meta, provenance=prov)
 
 
@@ -512,6 +512,7 @@ class _Live:
     batch_rows: int = 0  # the first decode call it ran in: its rows and methods
     batch_methods: str = ""
     decode_s: float = 0.0
+    decode_share_s: float = 0.0  # its share of its decode calls' wall time (results.make_row)
 
 
 # How often a long decode call stops to store its finished rows: each stop re-stacks the unfinished rows (a second or
@@ -609,9 +610,11 @@ def _run_waves(model, tokenizer, items: list[_Item], out, *, model_name, batch_s
             outs = decode(model, [r.cache for r in part], [r.tokens for r in part], [r.item.cap for r in part],
                           stop_ids, progress=on_step, until_active=until, return_after_s=write_every_s)
             t_end = time.perf_counter()
+            made = sum(len(o.token_ids) - n0 for o, n0 in zip(outs, before))
             for r, o, n0 in zip(part, outs, before):
                 r.tokens = o.token_ids
                 steps = len(o.token_ids) - n0  # steps this row ran in this call
+                r.decode_share_s += (t_end - t0) * steps / made if made else 0.0
                 if o.finish_reason is None:
                     r.decode_s += t_end - t0
                     still.append(r)
@@ -623,8 +626,8 @@ def _run_waves(model, tokenizer, items: list[_Item], out, *, model_name, batch_s
         for r, o in done:
             text = tokenizer.decode(o.token_ids, skip_special_tokens=True) if tokenizer is not None else ""
             it, cfg, cache = r.item, r.cfg, r.cache
-            rows.append(_row(it, cfg, cache, o, model_name, text, r.state, r.build_s, r.decode_s, r.batch_rows,
-                             r.batch_methods, prov))
+            rows.append(_row(it, cfg, cache, o, model_name, text, r.state, r.build_s, r.decode_s, r.decode_share_s,
+                             r.batch_rows, r.batch_methods, prov))
             if cache.recorder is not None:
                 rec = cache.recorder.frame()
                 keys = {"model": model_name, "task": it.task.name, "sample_id": str(it.sample.id), "method": cfg.name,

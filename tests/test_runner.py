@@ -723,3 +723,29 @@ def test_dry_run_of_a_recorded_grid_uses_the_recorded_rate(tiny, samples, tmp_pa
     assert f"recorded rows decode at {rec['decode_tok_s']:,.1f} tok/s" in capsys.readouterr().out
     plan = run(model, tok, [(FakeTask(), samples[:2])], ["shadowkv"], tmp_path / "res", model_name="tiny", dry_run=True)
     assert not plan.recorded.any() and "recorded rows" not in capsys.readouterr().out
+
+
+def test_decode_shares_add_up_to_the_decode_calls_wall_time(tiny, samples, tmp_path, monkeypatch):
+    """Each row carries its share of the wall time of the decode calls it ran in (split by the tokens each row made
+    there), so over a run's rows the shares add up to the time spent decoding: a grid's measured rate."""
+    import time as _time
+
+    import shadowkv_lab.runner as runner
+
+    model, tok = tiny
+    task = FakeTask()
+    spent, real = [], runner.decode
+
+    def timed(*a, **kw):
+        t0 = _time.perf_counter()
+        out = real(*a, **kw)
+        spent.append(_time.perf_counter() - t0)
+        return out
+
+    monkeypatch.setattr(runner, "decode", timed)
+    df = runner.run(model, tok, [(task, samples[:3])], METHODS, tmp_path / "r", model_name="tiny", batch_size=4,
+                    refill=True, progress=False)
+    assert len(spent) > 1 and len(df) == 3 * len(METHODS)
+    assert df["decode_share_s"].sum() == pytest.approx(sum(spent), rel=0.02, abs=0.01)
+    ran = df[df["new_tokens"] > 1]
+    assert (ran["decode_share_s"] > 0).all()
