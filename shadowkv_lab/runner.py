@@ -198,6 +198,30 @@ def measured_recorded_rate(path: str = ANSWERS) -> dict | None:
                                             f"calls, {', '.join(sorted(d['device_name'].unique()))}, {commits})"}
 
 
+def measured_grid_rate(path: str = ANSWERS, on_device: bool = False) -> dict | None:
+    """Aggregate decode tokens/s of a committed results export's unrecorded rows with this placement of values (the
+    configs' `offload`): their decode tokens over their shares of the decode calls' wall time (`decode_share_s`,
+    results.make_row), so tails, re-stacks and graph captures count. {decode_tok_s, source}; None when no such row
+    carries a share (rows written before the column existed carry none)."""
+    import json
+
+    import pandas as pd
+
+    if not os.path.exists(path):
+        return None
+    d = pd.read_parquet(path)
+    if "decode_share_s" not in d:
+        return None
+    d = d[~d["recorded"].fillna(False).astype(bool) & (d["decode_share_s"] > 0) & (d["new_tokens"] > 1)]
+    d = d[[json.loads(c).get("offload", True) != on_device for c in d["config"]]]
+    if d.empty:
+        return None
+    commits = ", ".join(sorted(c[:7] for c in d["git_commit"].dropna().unique()))
+    where, devices = "on the device" if on_device else "offloaded", ", ".join(sorted(d["device_name"].unique()))
+    return {"decode_tok_s": float((d["new_tokens"] - 1).sum() / d["decode_share_s"].sum()),
+            "source": f"{len(d)} rows of {os.path.basename(path)} with values {where} ({devices}, {commits})"}
+
+
 def measured_rates(path: str = RATES) -> dict:
     """Prefill and aggregate decode tokens/s of a committed runner benchmark (benchmarks/bench_runner.py JSON), with
     what it measured: {prefill_tok_s, decode_tok_s, on_device (values kept on the device; None: not recorded), source}."""
@@ -713,7 +737,11 @@ def run(model, tokenizer, tasks, methods, out, *, model_name: str, n=None, token
             raise MissingCells(missing, out)
         return _select(load(out), task_samples, cfgs, model_name)
     if dry_run:  # printed once
+        grid = None if rates else measured_grid_rate(ANSWERS, on_device=on_device)
         rates = measured_rates(rates or rates_for(on_device))
+        if grid is not None:  # the grids themselves, where they were measured with this placement: the decode rate
+            rates = {**rates, "decode_tok_s": grid["decode_tok_s"], "on_device": on_device,
+                     "source": f"decode: {grid['source']}; prefill: {rates['source']}"}
         return (_print_dry_run(items, cfgs, tokenizer, out, rates, record=record, on_device=on_device)
                 if rank == 0 else None)
 

@@ -749,3 +749,28 @@ def test_decode_shares_add_up_to_the_decode_calls_wall_time(tiny, samples, tmp_p
     assert df["decode_share_s"].sum() == pytest.approx(sum(spent), rel=0.02, abs=0.01)
     ran = df[df["new_tokens"] > 1]
     assert (ran["decode_share_s"] > 0).all()
+
+
+def test_dry_run_takes_the_decode_rate_of_stored_grids_with_its_placement(tiny, samples, tmp_path, monkeypatch, capsys):
+    """Rows that carry their share of the decode calls' time give the grid's own decode rate; the dry run prefers it
+    (for the run's placement of values) to the runner benchmark's, whose prefill rate it keeps."""
+    from shadowkv_lab import runner
+
+    model, tok = tiny
+    task = FakeTask()
+    df = runner.run(model, tok, [(task, samples[:2])], ["full", "yakv"], tmp_path / "grid", model_name="tiny",
+                    progress=False)  # configs keep offload=True (the placement is a config field)
+    export = tmp_path / "cells.parquet"
+    df.to_parquet(export)
+    monkeypatch.setattr(runner, "ANSWERS", str(export))
+    got = runner.measured_grid_rate(str(export), on_device=False)
+    ran = df[df.new_tokens > 1]
+    assert got["decode_tok_s"] == pytest.approx((ran.new_tokens - 1).sum() / ran.decode_share_s.sum())
+    assert runner.measured_grid_rate(str(export), on_device=True) is None  # no row ran with values on the device
+    runner.run(model, tok, [(task, samples[2:3])], ["full"], tmp_path / "new", model_name="tiny", dry_run=True)
+    text = capsys.readouterr().out
+    assert f"decode {got['decode_tok_s']:,.1f} tok/s" in text and "decode: 4 rows of cells.parquet" in text
+    assert "lower bound" not in text  # the rate was measured with this placement
+    runner.run(model, tok, [(task, samples[2:3])], ["full"], tmp_path / "new", model_name="tiny", dry_run=True,
+               on_device=True)
+    assert "rows of cells.parquet" not in capsys.readouterr().out
