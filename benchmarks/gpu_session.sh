@@ -11,6 +11,10 @@
 #   run        python -m shadowkv_lab run --model NAME --out $OUT/results ARGS      (a method grid, resumable)
 #   text2json  python benchmarks/gpu_text2json.py --model NAME --out $OUT/results ARGS
 #   decode     python benchmarks/bench_decode_step.py --out $OUT/decode ARGS        (synthetic, no model)
+#   zerocopy   python benchmarks/bench_zero_copy.py --out $OUT/zero_copy.json     (no model: the zero-copy gather's rate
+#              against span, host pages and launch order)
+#   record     python benchmarks/bench_record.py --shape 28,12,2,128 --tokens 16384 --rows 42 --out $OUT/record.json
+#              (no model: random weights of the 1.5B's attention shape; recorded against unrecorded steps)
 #   runner     python benchmarks/bench_runner.py --model NAME --out-json $OUT/runner.json ARGS
 #   kernels    python benchmarks/check_kernels_e2e.py --model NAME ARGS            (JSON into $OUT)
 #   profile    python benchmarks/profile_step.py --model NAME --out $OUT/profile ARGS (stacking, capture, replayed steps,
@@ -32,7 +36,7 @@
 # Example: bash benchmarks/gpu_session.sh --model qwen2.5-coder-1.5b parts prep cudatests run -- --task text2json \
 #              --n 16 --tokens 16384 --methods full,shadowkv_scaled,yakv --on-device --batch-size 64
 set -uo pipefail
-STAGES="parts wheels prep cudatests run text2json decode runner kernels profile grid reproduce pack"
+STAGES="parts wheels prep cudatests run text2json decode zerocopy record runner kernels profile grid reproduce pack"
 usage() { echo "usage: $0 --model NAME STAGE [STAGE...] [-- ARGS...]; stages: $STAGES" >&2; exit 2; }
 
 MODEL="" stages=() args=()
@@ -104,6 +108,9 @@ for stage in "${stages[@]}"; do
     run) step python -m shadowkv_lab run --model "$MODEL" --out "$OUT/results" "${args[@]}" ;;
     text2json) step python benchmarks/gpu_text2json.py --model "$MODEL" --out "$OUT/results" "${args[@]}" ;;
     decode) step python benchmarks/bench_decode_step.py --out "$OUT/decode" "${args[@]}" ;;
+    zerocopy) step python benchmarks/bench_zero_copy.py --out "$OUT/zero_copy.json" ;;
+    record) step python benchmarks/bench_record.py --shape 28,12,2,128 --tokens 16384 --rows 42 --device cuda \
+              --out "$OUT/record.json" ;;
     runner) step python benchmarks/bench_runner.py --model "$MODEL" --out-json "$OUT/runner.json" "${args[@]}" ;;
     kernels) step python benchmarks/check_kernels_e2e.py --model "$MODEL" "${args[@]}" ;;
     profile) step python benchmarks/profile_step.py --model "$MODEL" --out "$OUT/profile" "${args[@]}" ;;

@@ -4,6 +4,7 @@ reproduce and pack stages."""
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import sys
 import tarfile
@@ -61,6 +62,13 @@ def test_gpu_session_grid_and_reproduce_stages(tmp_path):
         "python -m shadowkv_lab.notebook_grid notebooks/02_key_compression.ipynb .stage/params/02_key_compression.yaml --all",
         "python benchmarks/reproduce.py mn30_main --refill",
     ]
+    bench = _session(tmp_path, "--model", "m", "zerocopy", "record", "decode", "--", "--scorer", "lut", DRY="1")
+    lines = [ln.strip() for ln in bench.stdout.splitlines() if not ln.startswith("[gpu_session]")]
+    out = tmp_path / "out"
+    assert [shlex.split(ln) for ln in lines] == [shlex.split(c) for c in (  # printed shell-quoted (printf %q)
+        f"python benchmarks/bench_zero_copy.py --out {out}/zero_copy.json",  # no ARGS: they are decode's
+        f"python benchmarks/bench_record.py --shape 28,12,2,128 --tokens 16384 --rows 42 --device cuda --out {out}/record.json",
+        f"python benchmarks/bench_decode_step.py --out {out}/decode --scorer lut")]
     missing = _session(tmp_path, "--model", "m", "grid", DRY="1")
     assert "grid: set NOTEBOOKS" in missing.stderr
 
