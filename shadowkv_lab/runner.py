@@ -177,25 +177,31 @@ def measured_answer_tokens(path: str = ANSWERS) -> dict[str, float]:
 
 def measured_recorded_rate(path: str = ANSWERS) -> dict | None:
     """Aggregate decode tokens/s of recorded rows, from the recorded rows of a committed results export (default: the
-    reproduction's): per decode call (rows sharing a timestamp), its rows (batch_rows) over the time one step took
-    (the longest row's decode_s over its new tokens); over several calls, sum(rows x steps) / sum(time). Recording
-    runs every step eagerly and compares each row's selection with exact attention, many times slower than an
-    unrecorded step, so the unrecorded rates would underestimate a recorded grid. {decode_tok_s, source}; None
-    without recorded rows."""
+    reproduction's). Rows that carry their share of the decode calls' time (decode_share_s) give it exactly: their
+    decode tokens over their shares. Older rows are estimated per decode call (rows sharing a timestamp): its rows
+    (batch_rows) over the time one step took (the longest row's decode_s over its new tokens); over several calls,
+    sum(rows x steps) / sum(time). Recording runs every step eagerly and compares each row's selection with exact
+    attention, many times slower than an unrecorded step, so the unrecorded rates would underestimate a recorded
+    grid. {decode_tok_s, source}; None without recorded rows."""
     import pandas as pd
 
     if not os.path.exists(path):
         return None
-    cols = ["recorded", "timestamp", "batch_rows", "new_tokens", "decode_s", "git_commit", "device_name"]
-    d = pd.read_parquet(path, columns=cols)
+    d = pd.read_parquet(path)
     d = d[d["recorded"].fillna(False).astype(bool) & (d["new_tokens"] > 0) & (d["decode_s"] > 0)]
     if d.empty:
         return None
-    calls = d.groupby("timestamp").agg(rows=("batch_rows", "max"), steps=("new_tokens", "max"), s=("decode_s", "max"))
-    rate = float((calls["rows"] * calls["steps"]).sum() / calls["s"].sum())
+    shared = d[d["decode_share_s"] > 0] if "decode_share_s" in d else d.iloc[:0]
+    if len(shared):
+        d, how = shared, "their shares of the decode calls' time"
+        rate = float((d["new_tokens"] - 1).sum() / d["decode_share_s"].sum())
+    else:
+        calls = d.groupby("timestamp").agg(rows=("batch_rows", "max"), steps=("new_tokens", "max"), s=("decode_s", "max"))
+        rate = float((calls["rows"] * calls["steps"]).sum() / calls["s"].sum())
+        how = f"{len(calls)} decode calls"
     commits = ", ".join(sorted(c[:7] for c in d["git_commit"].dropna().unique()))
-    return {"decode_tok_s": rate, "source": f"{len(d)} recorded rows of {os.path.basename(path)} ({len(calls)} decode "
-                                            f"calls, {', '.join(sorted(d['device_name'].unique()))}, {commits})"}
+    return {"decode_tok_s": rate, "source": f"{len(d)} recorded rows of {os.path.basename(path)} ({how}, "
+                                            f"{', '.join(sorted(d['device_name'].unique()))}, {commits})"}
 
 
 def measured_grid_rate(path: str = ANSWERS, on_device: bool = False) -> dict | None:

@@ -67,6 +67,12 @@ def test_measured_recorded_rate_is_rows_per_step_time(tmp_path):
     pd.DataFrame({"recorded": [False], "timestamp": ["t"], "batch_rows": [1], "new_tokens": [1], "decode_s": [1.0],
                   "git_commit": ["a"], "device_name": ["x"]}).to_parquet(f)
     assert measured_recorded_rate(str(f)) is None and measured_recorded_rate(str(tmp_path / "none.parquet")) is None
+    # rows that carry their share of the decode calls' time give the rate exactly: decode tokens over shares
+    pd.DataFrame({"recorded": [True, True, False], "timestamp": ["t1", "t2", "t3"], "batch_rows": [50, 50, 9],
+                  "new_tokens": [101, 51, 9], "decode_s": [9.0, 9.0, 9.0], "decode_share_s": [2.0, 3.0, 1.0],
+                  "git_commit": ["b" * 40] * 3, "device_name": ["H100"] * 3}).to_parquet(f)
+    r = measured_recorded_rate(str(f))
+    assert r["decode_tok_s"] == pytest.approx((100 + 50) / (2.0 + 3.0)) and "shares" in r["source"]
 
 
 def test_measured_answer_tokens_per_task(tmp_path):
