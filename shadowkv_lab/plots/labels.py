@@ -121,7 +121,8 @@ def format_label(fmt, bits: float | None = None) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- methods
-def _config(c) -> dict | None:
+def config_dict(c) -> dict | None:
+    """A results row's config (its JSON string, or a dict) as a dict; None when it is neither."""
     if isinstance(c, dict):
         return c
     if isinstance(c, str):
@@ -159,7 +160,7 @@ def nearest_preset(config) -> tuple[str, list[str]]:
     """(preset name, differing fields) of the preset of the same kind with the fewest fields different from
     `config` (a ShadowKV budget variant is ShadowKV's, not full attention's, though each differs in one field); ties
     go to the presets' order, so 'full' / 'shadowkv' / 'yakv' win over ablation presets."""
-    cfg = _config(config) or {}
+    cfg = config_dict(config) or {}
     best = min(_preset_dicts().items(),
                key=lambda kv: (cfg.get("kind") != kv[1].get("kind"), len(_differences(cfg, kv[1]))))
     return best[0], _differences(cfg, best[1])
@@ -196,7 +197,7 @@ def _describe(field: str, value, cfg: dict) -> str:
 def config_label(config, name: str | None = None) -> str:
     """Readable label of one config: a named preset's short label when it is that preset, else its nearest
     preset's label and the fields that differ."""
-    cfg = _config(config)
+    cfg = config_dict(config)
     if cfg is None:
         return PRESET_LABELS.get(name, name or "?")
     base, diff = nearest_preset(cfg)
@@ -246,7 +247,7 @@ def method_color(method: str, config=None) -> str:
     config: a stable hash of its label, so a method has one colour in every figure and notebook."""
     if config is None and method in PRESETS:
         config = PRESETS[method].to_dict()
-    cfg = _config(config)
+    cfg = config_dict(config)
     if cfg is None:
         return METHOD_COLORS.get(method, _hash_color(str(method)))
     base, diff = nearest_preset(cfg)
@@ -268,7 +269,7 @@ def is_main(method: str, config=None) -> bool:
     """True for the study's methods (MAIN_METHODS) and their budget variants; False for ablations and diagnostics."""
     if config is None and method in PRESETS:
         config = PRESETS[method].to_dict()
-    cfg = _config(config)
+    cfg = config_dict(config)
     if cfg is None:
         return method in MAIN_METHODS
     base, diff = nearest_preset(cfg)

@@ -79,7 +79,7 @@ def _one_bar_per_budget_family(df, b, methods: list, names: dict) -> tuple[list,
     bars = bars.reindex(methods).fillna(0.0)
     families: dict[str, list] = {}
     for m in methods:
-        cfg = L._config(cfgs.get(m))
+        cfg = L.config_dict(cfgs.get(m))
         key = m if cfg is None else json.dumps({k: v for k, v in cfg.items() if k not in ("sparse_budget", "name")},
                                                sort_keys=True, default=str)
         families.setdefault(key, []).append(m)
