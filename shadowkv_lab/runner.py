@@ -154,13 +154,13 @@ def _plan(task_samples, cfgs, done: dict[str, set], model_name: str, max_new_tok
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RATES = os.path.join(_ROOT, "benchmarks", "results", "runner_h100.json")  # the grid with values on the device
 RATES_OFFLOADED = os.path.join(_ROOT, "benchmarks", "results", "runner_h100_offloaded.json")  # values in host memory
+ANSWERS = os.path.join(_ROOT, "results", "reproduction", "cells.parquet")  # the reproduction's rows: answer lengths
 
 
 def rates_for(on_device: bool) -> str:
     """The committed runner benchmark measured with the run's placement of values; the on-device one when no
     offloaded grid has been measured (the estimate then says it is a lower bound)."""
     return RATES if on_device or not os.path.exists(RATES_OFFLOADED) else RATES_OFFLOADED
-ANSWERS = os.path.join(_ROOT, "results", "reproduction", "cells.parquet")  # the reproduction's rows: answer lengths
 
 
 def measured_answer_tokens(path: str = ANSWERS) -> dict[str, float]:
@@ -492,8 +492,9 @@ def _row(item: _Item, cfg: OffloadConfig, cache, out, model_name: str, predictio
         metrics=_score(task, prediction, s.gold), prediction=prediction, prompt_tokens=L, new_tokens=len(out.token_ids),
         finish_reason=out.finish_reason, token_ids=out.token_ids, n_kv_heads=H, head_dim=d,
         dtype_bits=torch.finfo(state.v[0].dtype).bits, memory=cache.memory_report().to_dict(), prefill_s=state.prefill_s,
-        build_s=build_s, decode_s=decode_s, decode_share_s=decode_share_s, batch_rows=batch_rows, batch_methods=batch_methods, fallback="; ".join(cache.fallback),
-        recorded=cache.recorder is not None, meta=s.meta, provenance=prov)
+        build_s=build_s, decode_s=decode_s, decode_share_s=decode_share_s, batch_rows=batch_rows,
+        batch_methods=batch_methods, fallback="; ".join(cache.fallback), recorded=cache.recorder is not None, meta=s.meta,
+        provenance=prov)
 
 
 class _Progress:
