@@ -49,6 +49,12 @@ def load_rows(sources: list[str]) -> pd.DataFrame:
     return df.drop_duplicates(["model", "task", "sample_id", "config_hash"])
 
 
+def on_common_samples(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per task, only the samples that every method of the rows ran: the points of one panel compare like for like."""
+    common = rows.groupby(["task", "method"])["sample_id"].agg(set).groupby("task").agg(lambda s: set.intersection(*s))
+    return rows[[sid in common[t] for t, sid in zip(rows["task"], rows["sample_id"])]]
+
+
 def stamp_for(rows: pd.DataFrame) -> plots.Stamp:
     """profile 'reproduction', the model(s), the smallest n of any (task, method) cell drawn, the rows' commits."""
     n = int(rows.groupby(["task", "method"]).size().min())
@@ -88,9 +94,7 @@ def draw(df: pd.DataFrame, out: Path) -> dict[str, str]:
     n = hard.groupby(["task", "method"])["sample_id"].transform("size")
     part = 2 * n < hard.assign(n=n).groupby("task")["n"].transform("max")
     few = sorted(set(hard.loc[part, "method"] + "@" + hard.loc[part, "task"].str.split("@").str[1]))
-    hard = hard[~part]
-    common = hard.groupby(["task", "method"])["sample_id"].agg(set).groupby("task").agg(lambda s: set.intersection(*s))
-    hard = hard[[sid in common[t] for t, sid in zip(hard["task"], hard["sample_id"])]]
+    hard = on_common_samples(hard[~part])
     save(plots.accuracy_vs_memory(hard), "accuracy_vs_memory", hard)
     if few:
         done["accuracy_vs_memory"] = f"saved, without {len(few)} configs run on under half their task's samples: " \
@@ -113,8 +117,7 @@ def draw(df: pd.DataFrame, out: Path) -> dict[str, str]:
             continue
         # every point on the same samples: a part still running leaves some configs with fewer, and a reference
         # config shared with the main grid (yakv_exactkv) has them all
-        per = d.groupby("method")["sample_id"].agg(set)
-        d = d[d["sample_id"].isin(set.intersection(*per))]
+        d = on_common_samples(d)
         # full attention's dashed line, on the sweep's own samples
         full = t2j[(t2j["method"] == "full") & ~t2j["method"].isin(methods) & t2j["sample_id"].isin(d["sample_id"])]
         save(fn(pd.concat([d, full])), name, d)
