@@ -81,8 +81,8 @@ def config_columns(config, n_kv_heads: int, head_dim: int, prompt_len: int, dtyp
 def make_row(*, model: str, task: str, sample_id, config, primary_metric: str, metrics: dict, prediction: str,
              prompt_tokens: int, new_tokens: int, finish_reason: str, n_kv_heads: int, head_dim: int, dtype_bits: int,
              memory: dict, prefill_s: float, decode_s: float, build_s: float = math.nan, batch_rows: int = 1,
-             batch_methods: str | None = None, decode_share_s: float = math.nan, token_ids=None, fallback: str = "", recorded: bool = False, meta: dict | None = None,
-             provenance: dict | None = None) -> dict:
+             batch_methods: str | None = None, decode_share_s: float = math.nan, token_ids=None, fallback: str = "",
+             recorded: bool = False, meta: dict | None = None, provenance: dict | None = None) -> dict:
     """One results row: ROW_COLUMNS in order, then metric_<key> (every score key of the task), meta_<key> (scalar
     sample meta) and mem_<key> (every MemoryReport.to_dict() key). `memory` is MemoryReport.to_dict();
     `provenance` the provenance.provenance() columns (missing ones are null). batch_rows, batch_methods: the decode

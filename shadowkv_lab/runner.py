@@ -175,6 +175,17 @@ def measured_answer_tokens(path: str = ANSWERS) -> dict[str, float]:
     return d.assign(task=d["task"].str.split("@").str[0]).groupby("task")["new_tokens"].mean().to_dict()
 
 
+def _share_rate(d) -> float:
+    """Decode tokens (the first comes from the prefill logits) over the rows' shares of their decode calls' time."""
+    return float((d["new_tokens"] - 1).sum() / d["decode_share_s"].sum())
+
+
+def _made_by(d) -> str:
+    """The devices and commits that produced rows d, for a rate's source line."""
+    commits = ", ".join(sorted(c[:7] for c in d["git_commit"].dropna().unique()))
+    return f"{', '.join(sorted(d['device_name'].unique()))}, {commits}"
+
+
 def measured_recorded_rate(path: str = ANSWERS) -> dict | None:
     """Aggregate decode tokens/s of recorded rows, from the recorded rows of a committed results export (default: the
     reproduction's). Rows that carry their share of the decode calls' time (decode_share_s) give it exactly: their
@@ -194,14 +205,12 @@ def measured_recorded_rate(path: str = ANSWERS) -> dict | None:
     shared = d[d["decode_share_s"] > 0] if "decode_share_s" in d else d.iloc[:0]
     if len(shared):
         d, how = shared, "their shares of the decode calls' time"
-        rate = float((d["new_tokens"] - 1).sum() / d["decode_share_s"].sum())
+        rate = _share_rate(d)
     else:
         calls = d.groupby("timestamp").agg(rows=("batch_rows", "max"), steps=("new_tokens", "max"), s=("decode_s", "max"))
         rate = float((calls["rows"] * calls["steps"]).sum() / calls["s"].sum())
         how = f"{len(calls)} decode calls"
-    commits = ", ".join(sorted(c[:7] for c in d["git_commit"].dropna().unique()))
-    return {"decode_tok_s": rate, "source": f"{len(d)} recorded rows of {os.path.basename(path)} ({how}, "
-                                            f"{', '.join(sorted(d['device_name'].unique()))}, {commits})"}
+    return {"decode_tok_s": rate, "source": f"{len(d)} recorded rows of {os.path.basename(path)} ({how}, {_made_by(d)})"}
 
 
 def measured_grid_rate(path: str = ANSWERS, on_device: bool = False) -> dict | None:
@@ -222,10 +231,9 @@ def measured_grid_rate(path: str = ANSWERS, on_device: bool = False) -> dict | N
     d = d[[json.loads(c).get("offload", True) != on_device for c in d["config"]]]
     if d.empty:
         return None
-    commits = ", ".join(sorted(c[:7] for c in d["git_commit"].dropna().unique()))
-    where, devices = "on the device" if on_device else "offloaded", ", ".join(sorted(d["device_name"].unique()))
-    return {"decode_tok_s": float((d["new_tokens"] - 1).sum() / d["decode_share_s"].sum()),
-            "source": f"{len(d)} rows of {os.path.basename(path)} with values {where} ({devices}, {commits})"}
+    where = "on the device" if on_device else "offloaded"
+    return {"decode_tok_s": _share_rate(d),
+            "source": f"{len(d)} rows of {os.path.basename(path)} with values {where} ({_made_by(d)})"}
 
 
 def measured_rates(path: str = RATES) -> dict:
