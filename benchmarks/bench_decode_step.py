@@ -31,6 +31,7 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from timing import call_ms  # noqa: E402
 from to_rows import decode_step_rows, stamp  # noqa: E402
 from shadowkv_lab.results import write_bench_rows  # noqa: E402
 
@@ -128,17 +129,7 @@ def timed_steps(step, q_static, stream, n_warm=3, n_time=None, graph=True):
     times = []
     for _ in range(n_time):
         q_static.copy_(stream.next())
-        if CUDA:
-            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            a.record()
-            fn()
-            b.record()
-            b.synchronize()
-            times.append(a.elapsed_time(b))
-        else:
-            t0 = time.perf_counter()
-            fn()
-            times.append((time.perf_counter() - t0) * 1e3)
+        times.append(call_ms(fn, CUDA))
     return sorted(times)[len(times) // 2], times
 
 

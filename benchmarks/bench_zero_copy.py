@@ -71,8 +71,10 @@ import torch
 import triton
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import triton.language as tl  # noqa: E402
 from shadowkv_lab.kernels.common import host_arg  # noqa: E402
+from timing import call_ms  # noqa: E402
 from shadowkv_lab.kernels.fetch import GATHER_BLOCK, GATHER_WARPS, copy_rows, gather_rows  # noqa: E402
 
 ALLOCS = ("cudahostalloc", "thp_register", "hugetlb_register")
@@ -282,25 +284,17 @@ class Unavailable(Exception):
 
 # ---------------------------------------------------------------------------------------------- timing
 def time_ms(fn, dev: torch.device, flush: torch.Tensor | None) -> float:
-    if dev.type != "cuda":
-        times = []
-        for _ in range(CPU_ITERS):
-            t0 = time.perf_counter()
+    """Median ms of fn: on CUDA after WARMUP calls, the L2 flushed before each of ITERS timed calls; on cpu CPU_ITERS."""
+    cuda = dev.type == "cuda"
+    if cuda:
+        for _ in range(WARMUP):
             fn()
-            times.append(1e3 * (time.perf_counter() - t0))
-        return statistics.median(times)
-    for _ in range(WARMUP):
-        fn()
-    torch.cuda.synchronize()
+        torch.cuda.synchronize()
     times = []
-    for _ in range(ITERS):
-        flush.zero_()
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        fn()
-        b.record()
-        b.synchronize()
-        times.append(a.elapsed_time(b))
+    for _ in range(ITERS if cuda else CPU_ITERS):
+        if cuda:
+            flush.zero_()
+        times.append(call_ms(fn, cuda))
     return statistics.median(times)
 
 
