@@ -218,8 +218,9 @@ class LongProcHtmlToTsvTask(Task):
             warnings.warn("longproc_html_to_tsv: no path given, loading the tiny bundled fixture (not the benchmark)",
                           stacklevel=2)
             path = FIXTURE
-        # records carry each sample's cap in meta["max_new_tokens"], so split is not needed to read them
-        samples = self.read_records(path, n) if looks_like_records(path) else load_longproc(path, split=split, n=n)
+        if looks_like_records(path):  # each carries its cap in meta["max_new_tokens"] and its length, as written
+            return self.read_records(path, n)
+        samples = load_longproc(path, split=split, n=n)
         if tokenizer is not None:
             annotate_lengths(samples, tokenizer)
         return samples
