@@ -31,7 +31,7 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from timing import call_ms  # noqa: E402
+from timing import PhaseClock, call_ms  # noqa: E402
 from to_rows import decode_step_rows, stamp  # noqa: E402
 from shadowkv_lab.results import write_bench_rows  # noqa: E402
 
@@ -49,6 +49,7 @@ LOC_YAKV, FRAC_YAKV = 64, 0.03125
 GEN = 16  # generated tokens already in the buffer
 N_TIME = 15  # timed replays per configuration (--n-time)
 SWEEP_SCORING = False  # --sweep-scoring
+PHASES_TOO = False  # --phases: also time each offloaded step's phases eagerly
 SCORER = "exact"  # --scorer: HIGGS landmarks scored reference-exact (kernels/scoring.py) or by lookup table
 DEV = torch.device("cuda" if torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET", "0") != "1" else "cpu")
 CUDA = DEV.type == "cuda"  # else: a CPU smoke run under TRITON_INTERPRET=1 (tiny sizes, wall-clock timing)
@@ -184,6 +185,28 @@ def offload_state(method, L, B, bufs):
     return st
 
 
+PHASES = ("score", "select", "hits", "fetch", "attend")  # a step's phases, in order (make_step marks the end of each)
+
+
+def _no_mark(name):
+    pass
+
+
+def phase_ms(step, q, stream, n_time=None) -> dict:
+    """Median device ms of each phase of `step` run eagerly (PhaseClock), and of the whole eager step. The phases add
+    up to the eager step, which is slower than the replayed graph by the launches the graph saves."""
+    clock, per = PhaseClock(CUDA), []
+    for _ in range(n_time or N_TIME):
+        q.copy_(stream.next())
+        sync()
+        clock.start()
+        step(clock.mark)
+        per.append(clock.ms())
+    med = {name: sorted(p[name] for p in per)[len(per) // 2] for name in PHASES}
+    med["eager"] = sorted(sum(p.values()) for p in per)[len(per) // 2]
+    return med
+
+
 def make_step(st, q, table, bufs, cache: bool, rule="softmax_max"):
     BH, K, c = st["BH"], st["K"], st["c"]
     method = st["method"]
@@ -197,19 +220,22 @@ def make_step(st, q, table, bufs, cache: bool, rule="softmax_max"):
     lm = st["lm"]
     use_lut = SCORER == "lut" and lm.fmt == FMT_HIGGS
 
-    def step():
+    def step(mark=_no_mark):
         if use_lut:  # rotate the query once, score the codes through its table (kernels/scoring_lut.py)
             lut = higgs_lut(q, lm.grid, rule, lm.signs)
             score = landmark_scores_lut(lm.data, lm.scales, lut, D ** -0.5, rule, bf16_probs=rule == "softmax_max")
         else:
             score = landmark_scores(lm, q, D ** -0.5, rule, bf16_probs=rule == "softmax_max")
+        mark("score")
         pos = select_topk(score, n_sel, st["cand"], c)
+        mark("select")
         if cache:
             src, slots, n = rs.update(pos)
         else:
             src, slots, n = pos, arange, None
             rs.fetched += pos.numel()
             rs.requested += pos.numel()
+        mark("hits")
         if method == "shadowkv":
             lowrank_rows(st["U"], st["SV"], src, st["k_buf"], table, slots, n)
             vsrc, strides = st["v_src"]
@@ -226,7 +252,10 @@ def make_step(st, q, table, bufs, cache: bool, rule="softmax_max"):
                 ubuf = bufs["ubuf"][: uniq.shape[0], : uniq.shape[1]]
                 higgs_rows(bufs["h4_codes"][which], bufs["h4_scales"][which], bufs["grid2"], H * D, uniq, n_u, ubuf)
                 gather_rows(ubuf, (ubuf.stride(0), D, H * D), H, inv, out, slots, n, 0, tab, src)
-        return decode_attention(q, [(st["res_k"], st["res_v"]), (st["k_buf"], st["v_buf"]), (st["gen_k"], st["gen_v"])], D ** -0.5)
+        mark("fetch")
+        out = decode_attention(q, [(st["res_k"], st["res_v"]), (st["k_buf"], st["v_buf"]), (st["gen_k"], st["gen_v"])], D ** -0.5)
+        mark("attend")
+        return out
 
     return step
 
@@ -278,6 +307,8 @@ def bench_offload(method, L, B, cache, alpha, table, bufs, rule="softmax_max"):
     res = dict(ms=ms, hbm_bytes=hbm, pcie_bytes=pcie, bound_ms=bound, sum_bound_ms=(hbm / HBM + pcie / PCIE) * 1e3,
                hit_rate=rs.hit_rate() if cache else 0.0, rows_fetched=fetched, rows_selected=st["BH"] * st["K"],
                union_tokens=union_n, pcie_gbs=pcie / ms / 1e6)
+    if PHASES_TOO:  # after the counters were read: these eager steps are not counted in the hit rate
+        res["phases"] = phase_ms(step, q, qs)
     del st, step
     return res
 
@@ -405,10 +436,12 @@ def main():
     ap.add_argument("--sweep-scoring", action="store_true", help="also time the scoring kernel's tile sizes, warps and stored logits")
     ap.add_argument("--scorer", choices=["exact", "lut"], default="exact", help="HIGGS landmark scoring in the YAKV "
                     "steps: the reference-exact kernel or the lookup-table kernel")
+    ap.add_argument("--phases", action="store_true", help="also time each offloaded step's phases (score, select, "
+                    "hits, fetch, attend) eagerly, one CUDA event between phases")
     ap.add_argument("--scoring-only", action="store_true", help="hit rates and scoring only, no decode steps")
     args = ap.parse_args()
-    global N_TIME, SWEEP_SCORING, SCORER
-    N_TIME, SWEEP_SCORING, SCORER = args.n_time, args.sweep_scoring, args.scorer
+    global N_TIME, SWEEP_SCORING, SCORER, PHASES_TOO
+    N_TIME, SWEEP_SCORING, SCORER, PHASES_TOO = args.n_time, args.sweep_scoring, args.scorer, args.phases
     os.makedirs(args.out, exist_ok=True)
     torch.manual_seed(0)
     Lmax, Bmax = max(args.contexts), max(args.batches)
@@ -476,6 +509,13 @@ def main():
     for r in results["steps"]:
         print(f"{r['method']:17s} {r['L']:7d} {r['B']:3d} {r['ms']:8.3f} {r['bound_ms']:8.3f} {r['ratio']:5.2f} "
               f"{r.get('hit_rate', 0):5.2f} {r['tokens_per_s_layer']:12.0f}")
+    timed = [r for r in results["steps"] if "phases" in r]
+    if timed:
+        print(f"\nphases, eager (ms): {'method':17s} {'L':>7s} {'B':>3s} " + " ".join(f"{p:>7s}" for p in (*PHASES, "eager"))
+              + f" {'graph':>7s}")
+        for r in timed:
+            print(f"{'':20s}{r['method']:17s} {r['L']:7d} {r['B']:3d} "
+                  + " ".join(f"{r['phases'][p]:7.3f}" for p in (*PHASES, "eager")) + f" {r['ms']:7.3f}")
     print(f"total {time.time() - t0:.0f}s")
 
 

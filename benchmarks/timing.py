@@ -20,3 +20,34 @@ def call_ms(fn, cuda: bool) -> float:
     b.record()
     b.synchronize()
     return a.elapsed_time(b)
+
+
+class PhaseClock:
+    """Times the phases of one eager call: start(), then mark(name) at the end of each phase, then ms() -> {name: ms}.
+    On a GPU each mark records a CUDA event on the current stream, so a phase is the device time between two marks
+    (the host launching ahead is not counted unless the device waits for it); on a CPU, the wall clock."""
+
+    def __init__(self, cuda: bool):
+        self.cuda = cuda
+        self.marks: list = []
+
+    def _now(self):
+        if not self.cuda:
+            return time.perf_counter()
+        e = torch.cuda.Event(enable_timing=True)
+        e.record()
+        return e
+
+    def start(self) -> None:
+        self.marks = [(None, self._now())]
+
+    def mark(self, name: str) -> None:
+        self.marks.append((name, self._now()))
+
+    def ms(self) -> dict:
+        if self.cuda:
+            self.marks[-1][1].synchronize()
+        out = {}
+        for (_, a), (name, b) in zip(self.marks, self.marks[1:]):
+            out[name] = out.get(name, 0.0) + (a.elapsed_time(b) if self.cuda else (b - a) * 1e3)
+        return out

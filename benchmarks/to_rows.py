@@ -95,6 +95,9 @@ def decode_step_rows(results: dict, st: dict, scoring_context: int, scoring_batc
         method, variant = _method_variant(r["method"])
         rows += rows_of(r, STEP_METRICS, table="steps", model=LAYER_MODEL, method=method, variant=variant,
                         context=r["L"], batch=r["B"], **st)
+        for phase, ms in (r.get("phases") or {}).items():
+            rows.append(bench_row(table="step_phases", model=LAYER_MODEL, method=method, variant=f"{variant}/{phase}",
+                                  context=r["L"], batch=r["B"], metric="phase_ms", value=ms, **st))
     for r in results.get("scoring", []):
         method = "topk" if r["landmarks"] == "-" else r["landmarks"]
         rows += rows_of(r, SCORING_METRICS, table="scoring", model=LAYER_MODEL, method=method, variant=r["rule"],

@@ -325,7 +325,7 @@ BENCH_UNITS = {
     "decode_tokens": "count", "cells": "count", "cells_per_s": "1/s", "wall_s_grid_estimate": "s", "speedup": "x",
     "identical_tokens": "bool", "identical_scores": "bool", "prompt_tokens_mean": "tokens", "rows": "count",
     "weight_bytes": "bytes", "device_kv_bytes": "bytes", "op_count": "count", "self_device_us": "us", "self_cpu_us": "us",
-    "setup_ms": "ms", "capture_ms": "ms", "eager_step_ms": "ms", "group_ms": "ms",
+    "setup_ms": "ms", "capture_ms": "ms", "eager_step_ms": "ms", "group_ms": "ms", "phase_ms": "ms",
     # quantizer error
     "bits_per_dim": "bits", "rel_mse_gaussian": "relative", "rel_mse_real": "relative",
     # Triton decode path against the torch reference

@@ -5,11 +5,13 @@ import importlib.util
 import json
 import shutil
 import sys
+import time
 from pathlib import Path
 
 import matplotlib
 import pandas as pd
 import pytest
+import torch
 
 matplotlib.use("Agg")
 
@@ -136,13 +138,36 @@ def test_capacity_script_writes_rows(tmp_path, monkeypatch):
 def test_decode_step_rows_split_nocache_and_scoring(to_rows):
     st = to_rows.stamp("bench_decode_step", "cpu (smoke)", commit="abc")
     res = {"steps": [{"method": "shadowkv_nocache", "L": 1024, "B": 2, "ms": 1.0, "bound_ms": 0.5, "ratio": 2.0,
-                      "tokens_per_s_layer": 2000.0, "hit_rate": 0.0}],
+                      "tokens_per_s_layer": 2000.0, "hit_rate": 0.0, "phases": {"score": 0.4, "attend": 0.6}}],
            "scoring": [{"landmarks": "-", "rule": "topk(3.125%)", "ms": 0.1, "ns_per_landmark": 0.02}], "hits": []}
     rows = pd.DataFrame(to_rows.decode_step_rows(res, st, scoring_context=1024, scoring_batch=2))
     assert rows.run.iloc[0].startswith("bench_decode_step-cpu-smoke-") and set(rows.commit) == {"abc"}
     s = rows[rows.table == "steps"]
     assert set(s.method) == {"shadowkv"} and set(s.variant) == {"nocache"} and len(s) == 5
     assert rows[rows.table == "scoring"][["method", "variant"]].values.tolist() == [["topk", "topk(3.125%)"]] * 2
+    p = rows[rows.table == "step_phases"]
+    assert p[["method", "variant", "metric", "value"]].values.tolist() == [["shadowkv", "nocache/score", "phase_ms", 0.4],
+                                                                        ["shadowkv", "nocache/attend", "phase_ms", 0.6]]
+
+
+def test_step_phases_are_timed_apart_and_add_up_to_the_eager_step():
+    bench = _script("bench_decode_step")
+    waits = dict(score=0.004, select=0.001, hits=0.0, fetch=0.006, attend=0.002)
+
+    def step(mark):
+        for name in bench.PHASES:
+            time.sleep(waits[name])
+            mark(name)
+
+    class Stream:
+        def next(self):
+            return torch.zeros(1)
+
+    ms = bench.phase_ms(step, torch.zeros(1), Stream(), n_time=3)
+    assert list(ms) == [*bench.PHASES, "eager"]
+    for name, w in waits.items():
+        assert w * 1e3 <= ms[name] < w * 1e3 + 5
+    assert ms["eager"] == pytest.approx(sum(ms[n] for n in bench.PHASES), rel=0.2)
 
 
 def test_speed_figures_read_the_committed_rows():
