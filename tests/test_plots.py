@@ -60,6 +60,8 @@ def _figures(df, rec, tmp_path):
         "cpu_decode_speed": plots.cpu_decode_speed(df),
         "landmark_scoring": plots.landmark_scoring(_scoring_bench(tmp_path)),
         "landmark_scoring_absent": plots.landmark_scoring(bench),
+        "step_phases": plots.step_phases(_phases_bench()),
+        "step_phases_absent": plots.step_phases(bench),
     }
 
 
@@ -72,6 +74,30 @@ def _capacity_bench():
     rows += [bench_row(**st, method=m, variant=v, batch=b, metric="tok_s", value=t)
              for m, v, b, t in (("full", "", 3, 180.0), ("yakv_fp8", "cache", 29, 70.0), ("yakv_fp8", "nocache", 29, 75.0))]
     return pd.DataFrame(rows)
+
+
+def _phases_bench():
+    """One run's step rows and eager phases at two settings (bench_decode_step.py --phases)."""
+    rows = []
+    for c, b in ((65536, 8), (131072, 32)):
+        for m, v in (("yakv_fp8", "cache"), ("yakv_fp8", "nocache")):
+            st = dict(**STAMP, method=m, context=c, batch=b)
+            rows += [bench_row(**st, table="steps", variant=v, metric=k, value=x) for k, x in (("step_ms", 20.0), ("bound_ms", 2.0))]
+            rows += [bench_row(**st, table="step_phases", variant=f"{v}/{ph}", metric="phase_ms", value=i + 1.0)
+                     for i, ph in enumerate(plots.speed.STEP_PHASES)]
+    return pd.DataFrame(rows)
+
+
+def test_step_phases_draws_the_largest_setting_and_refuses_an_unmeasured_one():
+    fig = plots.step_phases(_phases_bench())
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["yakv_fp8", "yakv_fp8, no row reuse"]
+    assert "131,072 tokens, batch 32" in fig._suptitle.get_text()
+    widths = [p.get_width() for p in ax.patches[:5]]
+    assert widths == [1.0, 2.0, 3.0, 4.0, 5.0]  # score .. attend, stacked in order
+    with pytest.raises(ValueError, match="context=4096, batch=1: run r has no phase rows there"):
+        plots.step_phases(_phases_bench(), context=4096, batch=1)
+    matplotlib.pyplot.close(fig)
 
 
 def _scoring_bench(tmp_path):

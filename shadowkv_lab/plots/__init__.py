@@ -21,7 +21,7 @@ from .labels import (CATEGORY_COLORS, MAIN_METHODS, METHOD_COLORS, config_label,
 from .keys import key_offsets
 from .memory import accuracy_vs_memory, memory_breakdown
 from .scores import accuracy_by_task, depth_profile
-from .speed import capacity, cpu_decode_speed, decode_speed, landmark_scoring
+from .speed import capacity, cpu_decode_speed, decode_speed, landmark_scoring, step_phases
 from .style import COLUMN, PAGE, RC, FigureSaver, Stamp, make_stamp, save
 from .sweeps import budget_sweep, chunk_size, key_compression, landmark_precision, residual_landmarks, residual_saving
 from .text2json import errors_by_position, text2json_errors
@@ -31,6 +31,6 @@ __all__ = [
     "accuracy_vs_memory", "attention_profile", "budget_sweep", "capacity", "chunk_size", "config_label", "cpu_decode_speed",
     "decode_speed", "depth_profile", "error_attribution", "errors_by_position", "factorial_cells", "format_label",
     "format_name", "is_main", "key_compression", "key_offsets", "landmark_precision", "landmark_scoring", "make_stamp", "memory_breakdown",
-    "method_color", "method_colors", "method_label", "method_labels", "residual_landmarks", "residual_saving", "save",
+    "method_color", "method_colors", "method_label", "method_labels", "residual_landmarks", "residual_saving", "save", "step_phases",
     "task_label", "text2json_errors",
 ]

@@ -101,6 +101,56 @@ def capacity(bench: pd.DataFrame, title: str | None = None, run: str | None = No
 
 
 
+STEP_PHASES = ("score", "select", "hits", "fetch", "attend")  # bench_decode_step.py's phases of a step, in order
+PHASE_COLORS = dict(zip(STEP_PHASES, ("#4C72B0", "#DD8452", "#8172B3", "#55A868", "#C44E52")))
+
+
+def step_phases(bench: pd.DataFrame, context: int | None = None, batch: int | None = None, title: str | None = None,
+                run: str | None = None):
+    """Where an offloaded decode step's time goes, one bar per method (and 'no row reuse' variant): its phases timed
+    eagerly (bench_decode_step.py --phases: score the landmarks, select the top-k, update the resident rows, fetch the
+    selected rows, attend), stacked; a black tick marks the step replayed from its CUDA graph and a grey one the
+    step's bytes bound. At one context and batch (default: the largest measured) of one run (the newest with phase
+    rows unless `run` names one). Without phase rows, a figure that says so."""
+    p = bench[(bench["benchmark"] == "bench_decode_step") & (bench["table"] == "step_phases")] if len(bench) else bench
+    if run is None and len(p):
+        run = p.loc[pd.to_datetime(p["timestamp"], utc=True, format="ISO8601").sort_values(kind="stable").index[-1], "run"]
+    p = p[p["run"] == run] if len(p) else p
+    if p.empty:
+        return empty("No decode-step phase rows (bench_decode_step.py --phases writes them) found.")
+    context = int(p["context"].max()) if context is None else context
+    batch = int(p[p["context"] == context]["batch"].max()) if batch is None else batch
+    p = p[(p["context"] == context) & (p["batch"] == batch)]
+    if p.empty:
+        raise ValueError(f"context={context}, batch={batch}: run {run} has no phase rows there")
+    p = p.assign(cache=p["variant"].str.split("/").str[0], phase=p["variant"].str.split("/").str[1])
+    steps = A.newest_run(bench, "bench_decode_step", "steps", run)
+    steps = steps[(steps["context"] == context) & (steps["batch"] == batch)]
+    bars = list(dict.fromkeys(zip(p["method"], p["cache"])))
+    fig, ax = figure("page", 0.3 * len(bars) + 1.0)
+    for i, (meth, cache) in enumerate(bars):
+        g = p[(p["method"] == meth) & (p["cache"] == cache)].set_index("phase")["value"]
+        left = 0.0
+        for ph in STEP_PHASES:
+            w = float(g.get(ph, 0.0))
+            ax.barh(i, w, left=left, color=PHASE_COLORS[ph], edgecolor="white", linewidth=0.4,
+                    label=ph if i == 0 else None)
+            left += w
+        s = steps[(steps["method"] == meth) & (steps["variant"] == cache)].set_index("metric")["value"]
+        for metric, color, name in (("step_ms", "black", "replayed step (CUDA graph)"), ("bound_ms", "0.55", "bytes bound")):
+            if metric in s:
+                ax.plot([s[metric]] * 2, [i - 0.42, i + 0.42], color=color, lw=1.6, label=name if i == 0 else None)
+    ax.set_yticks(range(len(bars)), [m + (", no row reuse" if c == "nocache" else "") for m, c in bars])
+    ax.invert_yaxis()
+    ax.set_xlabel("ms per decode step, one layer (phases timed eagerly)")
+    ax.set_xlim(0, None)
+    legend(ax)
+    dev = p["device_name"].iloc[0]
+    fig.suptitle(title or f"Where an offloaded decode step goes: {context:,} tokens, batch {batch}\n"
+                          f"{dev} ({_run_label(run, 'bench_decode_step')})")
+    return fig
+
+
 def landmark_scoring(bench: pd.DataFrame, title: str | None = None, run: str | None = None):
     """Cost per landmark of the fused scoring kernel by landmark format and selection rule, from the newest
     bench_decode_step.py run with scoring rows (analysis.scoring_rows; the newest unless `run` names one), and, when
