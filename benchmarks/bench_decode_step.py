@@ -227,7 +227,7 @@ def make_step(st, q, table, bufs, cache: bool, rule="softmax_max"):
         else:
             score = landmark_scores(lm, q, D ** -0.5, rule, bf16_probs=rule == "softmax_max")
         mark("score")
-        pos = select_topk(score, n_sel, st["cand"], c)
+        pos = select_topk(score, n_sel, st["cand"], c, bf16_scores=rule == "softmax_max")
         mark("select")
         if cache:
             src, slots, n = rs.update(pos)

@@ -157,6 +157,8 @@ def test_ragged_rows_bit_identical_to_alone(rule):
             lut = torch.cat([luts[r] for r in order])
             got = landmark_scores_lut(codes, scales, lut, D ** -0.5, lengths=lengths, **kw)
             assert not torch.isnan(got).any()
+            if rule == "softmax_max":  # bf16 probabilities: every score a bf16 value (topk_indices(bf16_scores=True))
+                assert torch.equal(got, got.to(torch.bfloat16).float())
             for i, r in enumerate(order):
                 g, n = got[i * H:(i + 1) * H], lens[r]
                 assert torch.equal(g[:, :n], alone[r]), (r, int((g[:, :n] != alone[r]).sum()))

@@ -148,6 +148,8 @@ def test_ragged_matches_reference(fmt, rule):
         assert not torch.isnan(got).any()
         err = float((got[valid] - ref[valid]).norm() / ref[valid].norm())
         assert err < 2e-2, err
+        if bf16:  # every score a bf16 value, padding included: topk_indices(bf16_scores=True) relies on it
+            assert torch.equal(got, got.to(torch.bfloat16).float())
         if rule == "softmax_max":
             assert float(got[valid].max()) <= 1.0 + 1e-4
             assert torch.equal(got[lengths == 1][:, 0], torch.ones(H, device=DEV))  # one landmark: probability 1

@@ -615,7 +615,7 @@ class SparseGroup:
         if self.k_sel == 0:
             return self.cand[:, :, :0]
         score = self.scores(qg).view(B, H, -1)
-        top = topk_indices(score, self.k_sel // self.unit)
+        top = topk_indices(score, self.k_sel // self.unit, bf16_scores=self.bf16)
         pos = chunk_positions(torch.gather(self.cand, 2, top), self.unit)
         return pos if self.backend == "triton" else _pad_end(pos, 2, round_up(self.k_sel))
 

@@ -313,10 +313,11 @@ def landmark_scores_ref(lm: Landmarks, q: torch.Tensor, scaling: float, rule: st
     return score if valid is None else score.masked_fill(~valid, float("-inf"))
 
 
-def select_topk(score: torch.Tensor, n_sel: int, cand_ids: torch.Tensor | None, chunk: int) -> torch.Tensor:
+def select_topk(score: torch.Tensor, n_sel: int, cand_ids: torch.Tensor | None, chunk: int,
+                bf16_scores: bool = False) -> torch.Tensor:
     """Top n_sel chunks per row -> token positions (BH, n_sel * chunk) int64. cand_ids None: candidate i is chunk i.
     Padded scores (-inf) sort after every valid one; ties go to the lowest index (a stable sort, topk_indices), so a
-    row's first min(n_sel, length) picks are those of the row alone."""
-    top = topk_indices(score, n_sel)
+    row's first min(n_sel, length) picks are those of the row alone. bf16_scores: as topk_indices."""
+    top = topk_indices(score, n_sel, bf16_scores)
     ids = top if cand_ids is None else torch.gather(cand_ids, 1, top).long()
     return ids if chunk == 1 else chunk_positions(ids, chunk)
