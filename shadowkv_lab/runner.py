@@ -213,11 +213,14 @@ def measured_recorded_rate(path: str = ANSWERS) -> dict | None:
     return {"decode_tok_s": rate, "source": f"{len(d)} recorded rows of {os.path.basename(path)} ({how}, {_made_by(d)})"}
 
 
+GRID_RATE_MIN_ROWS = 64  # fewer rows are a spot check or the last wave's tail, not a grid's rate
+
+
 def measured_grid_rate(path: str = ANSWERS, on_device: bool = False) -> dict | None:
     """Aggregate decode tokens/s of a committed results export's unrecorded rows with this placement of values (the
     configs' `offload`): their decode tokens over their shares of the decode calls' wall time (`decode_share_s`,
-    results.make_row), so tails, re-stacks and graph captures count. {decode_tok_s, source}; None when no such row
-    carries a share (rows written before the column existed carry none)."""
+    results.make_row), so tails, re-stacks and graph captures count. {decode_tok_s, source}; None when fewer than
+    GRID_RATE_MIN_ROWS such rows carry a share (rows written before the column existed carry none)."""
     import json
 
     import pandas as pd
@@ -229,7 +232,7 @@ def measured_grid_rate(path: str = ANSWERS, on_device: bool = False) -> dict | N
         return None
     d = d[~d["recorded"].fillna(False).astype(bool) & (d["decode_share_s"] > 0) & (d["new_tokens"] > 1)]
     d = d[[json.loads(c).get("offload", True) != on_device for c in d["config"]]]
-    if d.empty:
+    if len(d) < GRID_RATE_MIN_ROWS:
         return None
     where = "on the device" if on_device else "offloaded"
     return {"decode_tok_s": _share_rate(d),
@@ -249,7 +252,8 @@ def measured_rates(path: str = RATES) -> dict:
     return {"prefill_tok_s": r["prefill_tokens"] / r["prefill_s"], "decode_tok_s": r["decode_tok_s"],
             "on_device": a.get("on_device"),
             "source": f"{os.path.basename(path)}: {d['provenance']['device_name']}, {a['model']}, {a['methods'].count(',') + 1} "
-                      f"methods x {a['n']} samples at {int(d['prompt_tokens_mean'])} tokens, {r['cells']} rows per wave"}
+                      f"methods x {a['n']} samples at {int(d['prompt_tokens_mean'])} tokens, {r['cells']} cells in waves "
+                      f"of at most {a['batch_size']} rows"}
 
 
 def _print_gpu_time(plan, rates: dict, recorded: dict | None = None, on_device: bool | None = None) -> None:

@@ -763,6 +763,8 @@ def test_dry_run_takes_the_decode_rate_of_stored_grids_with_its_placement(tiny, 
     export = tmp_path / "cells.parquet"
     df.to_parquet(export)
     monkeypatch.setattr(runner, "ANSWERS", str(export))
+    assert runner.measured_grid_rate(str(export), on_device=False) is None  # 4 rows: a spot check, not a grid
+    monkeypatch.setattr(runner, "GRID_RATE_MIN_ROWS", 4)
     got = runner.measured_grid_rate(str(export), on_device=False)
     ran = df[df.new_tokens > 1]
     assert got["decode_tok_s"] == pytest.approx((ran.new_tokens - 1).sum() / ran.decode_share_s.sum())
