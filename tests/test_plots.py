@@ -177,6 +177,13 @@ def test_empty_inputs_give_a_message_figure_not_an_error(tmp_path):
     assert fig.axes[0].texts
 
 
+def test_a_field_described_preset_names_a_changed_chunk_once():
+    from shadowkv_lab.cache.presets import chunk_size_ablation, landmark_precision
+
+    assert plots.config_label(chunk_size_ablation(16).to_dict()) == "landmarks bf16 16-bit, chunk 16, exact K/V"
+    assert plots.config_label(landmark_precision("fp8").to_dict()) == "landmarks FP8 8-bit, chunk 1, exact K/V"
+
+
 def test_method_labels_and_colours_come_from_configs_not_names():
     from shadowkv_lab.cache.presets import PRESETS, with_budget
 

@@ -201,7 +201,11 @@ def config_label(config, name: str | None = None) -> str:
     if cfg is None:
         return PRESET_LABELS.get(name, name or "?")
     base, diff = nearest_preset(cfg)
-    label = PRESET_LABELS.get(base, _preset_label(base))
+    if base in PRESET_LABELS:
+        label = PRESET_LABELS[base]
+    else:  # a preset described by its fields: describe this config's own, so a changed chunk is not named twice
+        label = _fields_label(cfg)
+        diff = [f for f in diff if f not in _FIELDS_LABELLED]
     if not diff:
         return label
     if "key_format" in diff and label.endswith(", exact keys"):  # 'ShadowKV, keys HIGGS 4-bit', not '..., exact keys, keys ...'
@@ -209,9 +213,11 @@ def config_label(config, name: str | None = None) -> str:
     return label + ", " + ", ".join(dict.fromkeys(_describe(f, cfg.get(f), cfg) for f in diff))
 
 
-def _preset_label(name: str) -> str:
-    """A named preset without a short label: described from its fields against full attention's neighbours."""
-    cfg = _preset_dicts()[name]
+_FIELDS_LABELLED = ("landmark_format", "chunk_size", "rank")  # what _fields_label names
+
+
+def _fields_label(cfg: dict) -> str:
+    """A config described from its landmark format, chunk size, rank and whether keys and values are exact."""
     parts = [f"landmarks {format_name(cfg['landmark_format'])}", f"chunk {cfg['chunk_size']}"]
     if cfg.get("rank", -1) > 0:
         parts.append(_describe("rank", cfg["rank"], cfg))

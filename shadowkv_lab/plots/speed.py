@@ -191,16 +191,21 @@ def landmark_scoring(bench: pd.DataFrame, title: str | None = None, run: str | N
 
 
 def cpu_decode_speed(df: pd.DataFrame, title: str | None = None):
-    """Decode tokens/s per method measured by the runner (the machine the results were made on; on CPU this
-    is the simulation's speed, not a serving number)."""
+    """Per-row decode tokens/s by method as the runner stored it (decode_tok_s: a row's tokens over the time of the
+    decode calls it ran in; the rows of a batch share each step, so the rate says as much about the batch as about the
+    method), mean and 95% CI over rows, one horizontal bar per method so that long config names stay readable. The
+    machine the results were made on decides the numbers: on a CPU they are the simulation's speed, not a serving
+    number; a grid's aggregate rate is in the runner benchmark (benchmarks/README.md)."""
     if "decode_tok_s" not in df or df["decode_tok_s"].dropna().empty:
         return empty("no decode_tok_s in these results")
     s = A.summary(df, "decode_tok_s", by=("method",))
     label, color = L.styler(df)
-    fig, ax = figure("page" if len(s) > 5 else "column", 2.6)
-    ax.bar(range(len(s)), s["mean"], yerr=s["ci95"].fillna(0), color=[color(m) for m in s["method"]], capsize=2)
-    ax.set_xticks(range(len(s)), [label(m) for m in s["method"]], rotation=30, ha="right", fontsize=6)
-    ax.set_ylabel("decode tokens/s (runner)")
-    ax.set_title(title or "Measured decode speed of the results")
+    fig, ax = figure("page" if len(s) > 5 else "column", 0.9 + 0.16 * len(s))
+    y = np.arange(len(s))
+    ax.barh(y, s["mean"], xerr=s["ci95"].fillna(0), color=[color(m) for m in s["method"]], capsize=2)
+    ax.set_yticks(y, [label(m) for m in s["method"]], fontsize=6)
+    ax.invert_yaxis()
+    ax.set_xlim(0, None)
+    ax.set_xlabel("decode tokens/s per row (mean, 95% CI; batched rows share a step)")
+    ax.set_title(title or "Decode speed of the stored rows, by method")
     return fig
-
