@@ -33,7 +33,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from timing import PhaseClock, call_ms  # noqa: E402
 from to_rows import decode_step_rows, stamp  # noqa: E402
-from shadowkv_lab.results import write_bench_rows  # noqa: E402
+from shadowkv_lab.results import STEP_PHASES as PHASES, write_bench_rows  # noqa: E402
 
 from shadowkv_lab.kernels.attention import decode_attention  # noqa: E402
 from shadowkv_lab.kernels.common import rope_table_from_freqs  # noqa: E402
@@ -183,9 +183,6 @@ def offload_state(method, L, B, bufs):
     st["v_buf"] = torch.empty(BH, K, D, device=DEV, dtype=torch.bfloat16)
     st["n_res"] = n_res + GEN
     return st
-
-
-PHASES = ("score", "select", "hits", "fetch", "attend")  # a step's phases, in order (make_step marks the end of each)
 
 
 def _no_mark(name):

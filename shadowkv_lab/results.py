@@ -332,6 +332,9 @@ BENCH_UNITS = {
     "identical": "bool", "first_divergence": "token", "n_tokens": "count", "reference_margin": "logit",
     "max_logit_diff": "logit", "median_logit_diff": "logit", "kernels_s": "s", "reference_s": "s",
 }
+# The phases of an offloaded decode step that bench_decode_step.py --phases times (table step_phases, metric phase_ms,
+# variant 'cache/<phase>' or 'nocache/<phase>'), in the step's order.
+STEP_PHASES = ("score", "select", "hits", "fetch", "attend")
 _BENCH_INT = ("context", "batch")
 _BENCH_TEXT = tuple(c for c in BENCH_COLUMNS if c not in (*_BENCH_INT, "value"))
 _BENCH_REQUIRED = ("benchmark", "run", "table", "device_name", "metric", "unit", "timestamp")

@@ -174,10 +174,13 @@ def test_speed_figures_read_the_committed_rows():
     bench = A.load_benchmarks(RESULTS)
     assert set(bench.source) >= {"bench.rows.csv"}
     fig = plots.decode_speed(bench)  # the newest full sweep (every context and batch): the H100 run of LUT scoring
-    assert fig._suptitle.get_text() == "Decode speed, NVIDIA H100 80GB HBM3 (20261206T080144)"
+    assert fig._suptitle.get_text() == "Decode speed, NVIDIA H100 80GB HBM3 (20261207T140152)"
     assert len(fig.axes) >= 3 and len(fig.axes[0].lines) == 7
-    spot = A.newest_run(bench, "bench_decode_step", "steps")  # newer, but one setting only: not the one drawn
-    assert set(zip(spot.context, spot.batch)) == {(131072, 32)}
+    spot = A.newest_run(bench, "bench_decode_step", "steps", "bench_decode_step-nvidia-h100-80gb-hbm3-20261206T080237")
+    assert set(zip(spot.context, spot.batch)) == {(131072, 32)}  # one setting only: a newer one would not be drawn
+    assert plots.speed._widest_run(bench, "bench_decode_step", "steps", "tok_s_layer").endswith("20261207T140152")
+    fig = plots.step_phases(bench)  # the phases of the newest run, at 128k and B = 32
+    assert "131,072 tokens, batch 32" in fig._suptitle.get_text() and len(fig.axes[0].get_yticklabels()) == 6
     fig = plots.decode_speed(bench, run="decode_step")
     assert "(decode_step)" in fig._suptitle.get_text()
     with pytest.raises(ValueError, match="run='nope': no such run of bench_decode_step \\(steps\\)"):
@@ -187,7 +190,7 @@ def test_speed_figures_read_the_committed_rows():
     fig = plots.capacity(bench)
     assert [p.get_height() for p in fig.axes[0].patches] == [3, 21, 29]
     s = A.scoring_rows(bench)
-    assert set(s.run) == {"bench_decode_step-nvidia-h100-80gb-hbm3-20261206T080237"} and len(s) == 8  # the newest
+    assert set(s.run) == {"bench_decode_step-nvidia-h100-80gb-hbm3-20261207T140152"} and len(s) == 8  # the newest
     assert s.loc[(s.landmarks == "higgs2_lut") & (s.rule == "softmax_max"), "ns_per_landmark"].iloc[0] < \
         s.loc[(s.landmarks == "bf16") & (s.rule == "softmax_max"), "ns_per_landmark"].iloc[0]  # LUT beats bf16
     assert len(A.scoring_rows(bench, run="scoring_sweep_h200")) == 22

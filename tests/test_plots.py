@@ -11,7 +11,7 @@ matplotlib.use("Agg")
 
 from shadowkv_lab import analysis as A  # noqa: E402
 from shadowkv_lab import plots  # noqa: E402
-from shadowkv_lab.results import bench_row, write_bench_rows  # noqa: E402
+from shadowkv_lab.results import STEP_PHASES, bench_row, write_bench_rows  # noqa: E402
 from shadowkv_lab.workbook import demo_results  # noqa: E402
 
 
@@ -84,7 +84,7 @@ def _phases_bench():
             st = dict(**STAMP, method=m, context=c, batch=b)
             rows += [bench_row(**st, table="steps", variant=v, metric=k, value=x) for k, x in (("step_ms", 20.0), ("bound_ms", 2.0))]
             rows += [bench_row(**st, table="step_phases", variant=f"{v}/{ph}", metric="phase_ms", value=i + 1.0)
-                     for i, ph in enumerate(plots.speed.STEP_PHASES)]
+                     for i, ph in enumerate(STEP_PHASES)]
     return pd.DataFrame(rows)
 
 

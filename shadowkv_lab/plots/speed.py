@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 
 from .. import analysis as A
+from ..results import STEP_PHASES
 from . import labels as L
 from .style import empty, figure, legend, panels, plain_log_ticks
 
@@ -101,7 +102,6 @@ def capacity(bench: pd.DataFrame, title: str | None = None, run: str | None = No
 
 
 
-STEP_PHASES = ("score", "select", "hits", "fetch", "attend")  # bench_decode_step.py's phases of a step, in order
 PHASE_COLORS = dict(zip(STEP_PHASES, ("#4C72B0", "#DD8452", "#8172B3", "#55A868", "#C44E52")))
 
 
@@ -112,12 +112,10 @@ def step_phases(bench: pd.DataFrame, context: int | None = None, batch: int | No
     selected rows, attend), stacked; a black tick marks the step replayed from its CUDA graph and a grey one the
     step's bytes bound. At one context and batch (default: the largest measured) of one run (the newest with phase
     rows unless `run` names one). Without phase rows, a figure that says so."""
-    p = bench[(bench["benchmark"] == "bench_decode_step") & (bench["table"] == "step_phases")] if len(bench) else bench
-    if run is None and len(p):
-        run = p.loc[pd.to_datetime(p["timestamp"], utc=True, format="ISO8601").sort_values(kind="stable").index[-1], "run"]
-    p = p[p["run"] == run] if len(p) else p
+    p = A.newest_run(bench, "bench_decode_step", "step_phases", run)
     if p.empty:
         return empty("No decode-step phase rows (bench_decode_step.py --phases writes them) found.")
+    run = p["run"].iloc[0]
     context = int(p["context"].max()) if context is None else context
     batch = int(p[p["context"] == context]["batch"].max()) if batch is None else batch
     p = p[(p["context"] == context) & (p["batch"] == batch)]
