@@ -7,7 +7,7 @@
 #              (size, sha and file name come from shadowkv_lab.models.OFFLINE_MODELS)
 #   wheels     install carried wheels (.whl/*.whl) into .pylib, without network or dependencies
 #   prep       python -m shadowkv_lab model prepare NAME (dequantize once into the cache)
-#   cudatests  the CUDA tests: zero-copy stores, cache allocations, Triton kernels and the decode step's Triton backend
+#   cudatests  the CUDA tests: zero-copy stores, cache allocations, Triton kernels, the decode step's Triton backend and top-k keys
 #   run        python -m shadowkv_lab run --model NAME --out $OUT/results ARGS      (a method grid, resumable)
 #   text2json  python benchmarks/gpu_text2json.py --model NAME --out $OUT/results ARGS
 #   decode     python benchmarks/bench_decode_step.py --out $OUT/decode ARGS        (synthetic, no model)
@@ -104,7 +104,7 @@ for stage in "${stages[@]}"; do
     wheels) [ -d .pylib ] || step pip install -q --no-deps --target .pylib .whl/*.whl ;;
     prep) step python -m shadowkv_lab model prepare "$MODEL" ;;
     cudatests) TRITON_INTERPRET=0 step python -m pytest -q -p no:cacheprovider -x tests/test_zero_copy.py \
-                 tests/test_cache_gpu.py tests/test_kernels.py tests/test_step_triton.py ;;
+                 tests/test_cache_gpu.py tests/test_kernels.py tests/test_step_triton.py tests/test_selection.py ;;
     run) step python -m shadowkv_lab run --model "$MODEL" --out "$OUT/results" "${args[@]}" ;;
     text2json) step python benchmarks/gpu_text2json.py --model "$MODEL" --out "$OUT/results" "${args[@]}" ;;
     decode) step python benchmarks/bench_decode_step.py --out "$OUT/decode" "${args[@]}" ;;

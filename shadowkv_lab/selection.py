@@ -10,27 +10,31 @@ def chunk_positions(chunk_ids: torch.Tensor, c: int) -> torch.Tensor:
     return (chunk_ids.unsqueeze(-1) * c + torch.arange(c, device=chunk_ids.device)).flatten(-2)
 
 
-def topk_indices(score: torch.Tensor, k: int, bf16_scores: bool = False) -> torch.Tensor:
-    """Indices of the k largest scores along the last dim, largest first; ties go to the lowest index. The
-    reference's bf16 chunk probabilities tie often, and torch.topk breaks ties differently across devices and
-    shapes; ranking on a key that holds the tie-break makes the per-row, stacked and kernel paths pick the same
-    chunks whenever their scores agree.
-
-    The key is one integer per score: the float's bits mapped to an order-preserving integer above the reversed
-    index. Every key is distinct, so torch.topk's partial selection returns exactly the first k of a stable
-    descending sort, without sorting the whole row (the cost of a full sort of 16k-chunk rows was a quarter of a
-    decode step). bf16_scores: the caller guarantees every score is a bf16 value (bf16-rounded probabilities, -inf
-    padding), so 16 bits hold its order; with at most 2**16 scores a row the key then fits int32, whose radix
-    selection takes half the passes of int64's (the selection was a third of a stacked decode step on an H100).
-    The indices are the same either way."""
+def rank_keys(score: torch.Tensor, bf16_scores: bool = False) -> torch.Tensor:
+    """One distinct integer per score along the last dim, ordered as (score, -index): the float's bits mapped to an
+    order-preserving integer above the reversed index. bf16_scores: the caller guarantees every score is a bf16 value
+    (bf16-rounded probabilities, -inf padding), so 16 bits hold its order; with at most 2**16 scores a row the key then
+    fits int32, else int64."""
     n = score.shape[-1]
     bits = (score.float() + 0.0).view(torch.int32)  # + 0.0: -0.0 becomes +0.0, equal as in a sort
     if bf16_scores and n <= 1 << 16:
         bits = bits >> 16  # the bf16 pattern, sign-extended
         bits = torch.where(bits < 0, bits ^ 0x7FFF, bits)  # negative floats: larger magnitude, smaller key
-        rev = (n - 1 - torch.arange(n, device=score.device, dtype=torch.int32))
-        return torch.topk(bits * (1 << 16) + rev, k, dim=-1).indices
+        return bits * (1 << 16) + (n - 1 - torch.arange(n, device=score.device, dtype=torch.int32))
     bits = bits.to(torch.int64)
     bits = torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits)
-    key = bits * (1 << 32) + (n - 1 - torch.arange(n, device=score.device))
-    return torch.topk(key, k, dim=-1).indices
+    return bits * (1 << 32) + (n - 1 - torch.arange(n, device=score.device))
+
+
+def topk_indices(score: torch.Tensor, k: int, bf16_scores: bool = False, keys=rank_keys) -> torch.Tensor:
+    """Indices of the k largest scores along the last dim, largest first; ties go to the lowest index. The
+    reference's bf16 chunk probabilities tie often, and torch.topk breaks ties differently across devices and
+    shapes; ranking on a key that holds the tie-break makes the per-row, stacked and kernel paths pick the same
+    chunks whenever their scores agree.
+
+    Every key (rank_keys) is distinct, so torch.topk's partial selection returns exactly the first k of a stable
+    descending sort, without sorting the whole row (the cost of a full sort of 16k-chunk rows was a quarter of a
+    decode step). bf16_scores: as rank_keys; the 32-bit key's radix selection takes half the passes of the 64-bit
+    one (the selection was a third of a stacked decode step on an H100), and the indices are the same. keys: the
+    function that builds the keys (kernels.scoring.rank_keys_fused: the same keys in one kernel)."""
+    return torch.topk(keys(score, bf16_scores), k, dim=-1).indices

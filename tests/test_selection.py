@@ -1,9 +1,16 @@
-"""selection.topk_indices: the first k of a stable descending sort (ties to the lowest index), without the sort."""
+"""selection.topk_indices: the first k of a stable descending sort (ties to the lowest index), without the sort; its
+keys built by one Triton kernel (under the CPU interpreter unless TRITON_INTERPRET=0 on a CUDA machine)."""
 
-import pytest
-import torch
+import os
 
-from shadowkv_lab.selection import topk_indices
+os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from shadowkv_lab.selection import topk_indices  # noqa: E402
+
+DEV = torch.device("cuda" if os.environ["TRITON_INTERPRET"] == "0" and torch.cuda.is_available() else "cpu")
 
 
 def _stable(score, k):
@@ -43,3 +50,27 @@ def test_bf16_scores_take_the_int32_key_and_pick_the_same(n):
         got = topk_indices(score, k, bf16_scores=True)
         assert torch.equal(got, topk_indices(score, k)), (n, k)
         assert torch.equal(got, _stable(score, k)), (n, k)
+
+
+@pytest.mark.parametrize("bf16", [True, False])
+@pytest.mark.parametrize("n", [1, 1000, 2500, (1 << 16) + 5])
+def test_the_fused_keys_are_rank_keys_bit_for_bit(bf16, n):
+    """kernels.scoring.rank_keys_fused (one Triton kernel; the interpreter on a CPU) writes selection.rank_keys's keys:
+    int32 for bf16 scores up to 2**16 a row, int64 past it or for fp32 scores; ±0, negatives, -inf and ties included."""
+    from shadowkv_lab.kernels.scoring import rank_keys_fused
+    from shadowkv_lab.selection import rank_keys
+
+    g = torch.Generator().manual_seed(n)
+    score = torch.randn(3, 2, n, generator=g) * torch.tensor([1.0, 1e-30, 1e4]).view(3, 1, 1)
+    if bf16:
+        score = score.to(torch.bfloat16).float()
+    score = score.to(DEV)
+    score[0, 0, ::4] = -float("inf")
+    score[0, 1, ::5] = -0.0
+    score[1, 0, ::3] = 0.0
+    score[2, 1, : n // 2] = score[2, 1, 0]  # ties
+    want = rank_keys(score, bf16)
+    got = rank_keys_fused(score, bf16)
+    assert got.dtype == want.dtype == (torch.int32 if bf16 and n <= 1 << 16 else torch.int64)
+    assert torch.equal(got, want)
+    assert torch.equal(topk_indices(score, min(n, 40), bf16, keys=rank_keys_fused), _stable(score, min(n, 40)))

@@ -37,7 +37,7 @@ import warnings
 
 import torch
 
-from ..selection import chunk_positions, topk_indices
+from ..selection import chunk_positions, rank_keys, topk_indices
 from .layer import ExactLayer, SparseLayer
 from .key_offset import FLAG
 from .record import record_rows
@@ -615,7 +615,11 @@ class SparseGroup:
         if self.k_sel == 0:
             return self.cand[:, :, :0]
         score = self.scores(qg).view(B, H, -1)
-        top = topk_indices(score, self.k_sel // self.unit, bf16_scores=self.bf16)
+        if self.backend == "triton":
+            from shadowkv_lab.kernels.scoring import rank_keys_fused as keys
+        else:
+            keys = rank_keys
+        top = topk_indices(score, self.k_sel // self.unit, bf16_scores=self.bf16, keys=keys)
         pos = chunk_positions(torch.gather(self.cand, 2, top), self.unit)
         return pos if self.backend == "triton" else _pad_end(pos, 2, round_up(self.k_sel))
 

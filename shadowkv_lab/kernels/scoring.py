@@ -313,11 +313,45 @@ def landmark_scores_ref(lm: Landmarks, q: torch.Tensor, scaling: float, rule: st
     return score if valid is None else score.masked_fill(~valid, float("-inf"))
 
 
+@triton.jit
+def _rank_keys(s_ptr, out_ptr, n, SHORT: tl.constexpr, BLOCK: tl.constexpr):
+    """selection.rank_keys for one block of one row: SHORT, the int32 key of bf16 scores; else the int64 key."""
+    row = tl.program_id(0).to(tl.int64)
+    i = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+    m = i < n
+    x = tl.load(s_ptr + row * n + i, mask=m, other=0.0).to(tl.float32)
+    x = tl.where(x == 0.0, 0.0, x)  # -0.0 becomes +0.0, equal as in a sort
+    bits = x.to(tl.int32, bitcast=True)
+    rev = n - 1 - i
+    if SHORT:
+        bits = bits >> 16  # arithmetic: the bf16 pattern, sign-extended
+        key = tl.where(bits < 0, bits ^ 0x7FFF, bits) * 65536 + rev
+    else:
+        b = bits.to(tl.int64)
+        key = tl.where(b < 0, b ^ 0x7FFFFFFF, b) * 4294967296 + rev.to(tl.int64)
+    tl.store(out_ptr + row * n + i, key, mask=m)
+
+
+RANK_BLOCK = 1024
+
+
+def rank_keys_fused(score: torch.Tensor, bf16_scores: bool = False) -> torch.Tensor:
+    """selection.rank_keys in one kernel (the torch version is about ten elementwise kernels; a stacked step runs it
+    for every layer and method group): the same keys, bit for bit."""
+    n = score.shape[-1]
+    short = bf16_scores and n <= 1 << 16
+    s = score.contiguous().view(-1, n)
+    out = torch.empty(s.shape, dtype=torch.int32 if short else torch.int64, device=score.device)
+    if s.numel():
+        _rank_keys[(s.shape[0], triton.cdiv(n, RANK_BLOCK))](s, out, n, SHORT=short, BLOCK=RANK_BLOCK)
+    return out.view(score.shape)
+
+
 def select_topk(score: torch.Tensor, n_sel: int, cand_ids: torch.Tensor | None, chunk: int,
                 bf16_scores: bool = False) -> torch.Tensor:
     """Top n_sel chunks per row -> token positions (BH, n_sel * chunk) int64. cand_ids None: candidate i is chunk i.
     Padded scores (-inf) sort after every valid one; ties go to the lowest index (a stable sort, topk_indices), so a
     row's first min(n_sel, length) picks are those of the row alone. bf16_scores: as topk_indices."""
-    top = topk_indices(score, n_sel, bf16_scores)
+    top = topk_indices(score, n_sel, bf16_scores, keys=rank_keys_fused)
     ids = top if cand_ids is None else torch.gather(cand_ids, 1, top).long()
     return ids if chunk == 1 else chunk_positions(ids, chunk)
