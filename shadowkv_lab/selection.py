@@ -10,6 +10,11 @@ def chunk_positions(chunk_ids: torch.Tensor, c: int) -> torch.Tensor:
     return (chunk_ids.unsqueeze(-1) * c + torch.arange(c, device=chunk_ids.device)).flatten(-2)
 
 
+def int32_keys(n: int, bf16_scores: bool) -> bool:
+    """Whether rank_keys of n scores a row fit int32: bf16 values (16 bits of order) and at most 2**16 indices."""
+    return bf16_scores and n <= 1 << 16
+
+
 def rank_keys(score: torch.Tensor, bf16_scores: bool = False) -> torch.Tensor:
     """One distinct integer per score along the last dim, ordered as (score, -index): the float's bits mapped to an
     order-preserving integer above the reversed index. bf16_scores: the caller guarantees every score is a bf16 value
@@ -17,7 +22,7 @@ def rank_keys(score: torch.Tensor, bf16_scores: bool = False) -> torch.Tensor:
     fits int32, else int64."""
     n = score.shape[-1]
     bits = (score.float() + 0.0).view(torch.int32)  # + 0.0: -0.0 becomes +0.0, equal as in a sort
-    if bf16_scores and n <= 1 << 16:
+    if int32_keys(n, bf16_scores):
         bits = bits >> 16  # the bf16 pattern, sign-extended
         bits = torch.where(bits < 0, bits ^ 0x7FFF, bits)  # negative floats: larger magnitude, smaller key
         return bits * (1 << 16) + (n - 1 - torch.arange(n, device=score.device, dtype=torch.int32))

@@ -499,6 +499,11 @@ class SparseGroup:
         l0 = layers[0]
         self.layers, self.cfg, self.ctx, self.state = layers, l0.cfg, l0.ctx, state
         self.backend = _resolve_backend(layers, backend)
+        if self.backend == "triton":  # the top-k keys in one kernel (the same keys as rank_keys)
+            from shadowkv_lab.kernels.scoring import rank_keys_fused as keys
+        else:
+            keys = rank_keys
+        self.rank_keys = keys
         self.H, self.G, self.d, self.c = l0.H, l0.G, l0.d, l0.c
         dev = self.ctx.compute_device
         B, H = len(layers), self.H
@@ -615,11 +620,7 @@ class SparseGroup:
         if self.k_sel == 0:
             return self.cand[:, :, :0]
         score = self.scores(qg).view(B, H, -1)
-        if self.backend == "triton":
-            from shadowkv_lab.kernels.scoring import rank_keys_fused as keys
-        else:
-            keys = rank_keys
-        top = topk_indices(score, self.k_sel // self.unit, bf16_scores=self.bf16, keys=keys)
+        top = topk_indices(score, self.k_sel // self.unit, bf16_scores=self.bf16, keys=self.rank_keys)
         pos = chunk_positions(torch.gather(self.cand, 2, top), self.unit)
         return pos if self.backend == "triton" else _pad_end(pos, 2, round_up(self.k_sel))
 

@@ -29,7 +29,7 @@ import torch
 import triton
 import triton.language as tl
 
-from shadowkv_lab.selection import chunk_positions, topk_indices
+from shadowkv_lab.selection import chunk_positions, int32_keys, topk_indices
 
 from .common import e4m3_to_f32, fwht_butterfly, hadamard, interpreting, mma, next_pow2, round_bf16
 
@@ -339,7 +339,7 @@ def rank_keys_fused(score: torch.Tensor, bf16_scores: bool = False) -> torch.Ten
     """selection.rank_keys in one kernel (the torch version is about ten elementwise kernels; a stacked step runs it
     for every layer and method group): the same keys, bit for bit."""
     n = score.shape[-1]
-    short = bf16_scores and n <= 1 << 16
+    short = int32_keys(n, bf16_scores)
     s = score.contiguous().view(-1, n)
     out = torch.empty(s.shape, dtype=torch.int32 if short else torch.int64, device=score.device)
     if s.numel():
