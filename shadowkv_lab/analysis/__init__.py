@@ -10,6 +10,7 @@ One results row = one model x task x sample x method (see shadowkv_lab.results).
 - attention: recall / attention mass / output errors by layer, prompt position and generated step;
 - memory: bytes per token per layer, by category, against accuracy, and the closed form beside the measurement;
 - text2json: which JSON entity / field a Text2JSON prediction got wrong;
+- invariance: whether two runs of the same cells agree token for token;
 - benchmarks: the GPU benchmarks' JSON rows;
 - paper: the paper's reported numbers, to set beside ours;
 - report: the summary table run_all.sh writes, several stores read as one.
@@ -20,6 +21,7 @@ One results row = one model x task x sample x method (see shadowkv_lab.results).
 from __future__ import annotations
 
 from .attention import ATTN_METRICS, _bucket, attention_by, attention_summary, attention_vs_score
+from .invariance import AGREEMENT_COLUMNS, agreement_summary, cell_agreement
 from .attribution import ATTRIBUTION_CELLS, ATTRIBUTION_PARTS, factorial_attribution
 from .benchmarks import bench_table, kernel_agreement, load_benchmarks, newest_run, scoring_rows
 from .memory import accuracy_vs_memory, closed_form_vs_measured, landmark_bytes, memory_breakdown, memory_table, pareto_front
@@ -32,6 +34,7 @@ from .sweeps import depth_scores, sweep
 from .text2json import ENTITY_STATUSES, entity_errors, error_counts, text2json_field_errors
 
 __all__ = [
+    "AGREEMENT_COLUMNS", "agreement_summary", "cell_agreement",
     "ATTN_METRICS", "ATTRIBUTION_CELLS", "ATTRIBUTION_PARTS", "EASY_TASK_PREFIXES", "ENTITY_STATUSES", "KEYS", "METRIC_RANGE",
     "MIN_N_CI", "PAPER", "accuracy_vs_memory", "attention_by", "attention_summary", "attention_vs_score", "bench_table", "closed_form_vs_measured",
     "config_field", "depth_scores", "entity_errors", "error_counts", "factorial_attribution", "fmt_ci", "is_smoke",
