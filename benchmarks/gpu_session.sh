@@ -73,8 +73,10 @@ print(cache_dir() / s.sha256[:16] / s.gguf_name, s.sha256)" "$MODEL") || return 
   if [ -n "${DRY:-}" ]; then echo "cat .stage/m.* > $path; sha256 $sha"; return 0; fi
   if [ -f "$path" ]; then echo "parts: $path already assembled"; return 0; fi
   ls .stage/m.* >/dev/null 2>&1 || { echo "parts: no .stage/m.* parts to assemble" >&2; return 3; }
-  mkdir -p "$(dirname "$path")" && cat .stage/m.* > "$path.partial" && mv "$path.partial" "$path" && rm -f .stage/m.*
-  echo "$sha  $path" | sha256sum -c - || { rm -f "$path"; return 3; }
+  # the parts stay until the checksum passes: a missing or damaged part is re-sent alone, not all of them
+  mkdir -p "$(dirname "$path")" && cat .stage/m.* > "$path.partial" || return 3
+  echo "$sha  $path.partial" | sha256sum -c - || { rm -f "$path.partial"; ls -l .stage/m.* >&2; return 3; }
+  mv "$path.partial" "$path" && rm -f .stage/m.*
 }
 
 [ -n "${DRY:-}" ] || mkdir -p "$OUT"
