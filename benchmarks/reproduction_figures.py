@@ -3,7 +3,7 @@
     python benchmarks/reproduction_figures.py results/reproduction/cells.parquet --out results/reproduction/figures
 
 Each figure is a function of the rows (shadowkv_lab.plots), saved as PDF + PNG and stamped with the profile
-("reproduction"), the model, the smallest number of samples in any drawn cell and the commit(s) the rows were
+("reproduction"), the model, the fewest and most samples of any drawn cell and the commit(s) the rows were
 produced with. A figure whose cells are not in the rows yet (an ablation part not run) is skipped and named; the
 accuracy-vs-memory figure compares each task's configs on the samples they all ran, leaving out (and naming) the
 configs run on fewer than half of the task's samples (a partly run sweep).
@@ -56,10 +56,12 @@ def on_common_samples(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def stamp_for(rows: pd.DataFrame) -> plots.Stamp:
-    """profile 'reproduction', the model(s), the smallest n of any (task, method) cell drawn, the rows' commits."""
-    n = int(rows.groupby(["task", "method"]).size().min())
+    """profile 'reproduction', the model(s), the smallest and largest n of any (task, method) cell drawn, the rows'
+    commits."""
+    sizes = rows.groupby(["task", "method"]).size()
     commits = sorted({str(c)[:7] for c in rows["git_commit"].dropna()}) if "git_commit" in rows else []
-    return plots.Stamp(profile="reproduction", model=", ".join(sorted(rows["model"].unique())), n=n,
+    return plots.Stamp(profile="reproduction", model=", ".join(sorted(rows["model"].unique())),
+                       n=int(sizes.min()), n_max=int(sizes.max()),
                        commit="+".join(commits) or None)
 
 
@@ -84,7 +86,9 @@ def draw(df: pd.DataFrame, out: Path) -> dict[str, str]:
     except ValueError as e:
         done["error_attribution"] = f"skipped: {e}"
     else:
-        cells = df[df["method"].isin(A.ATTRIBUTION_CELLS.values())]
+        # the stamp's n: the samples each drawn task has all five cells for (a task without the 2x2 is not drawn)
+        cells = df[df["method"].isin(A.ATTRIBUTION_CELLS.values())
+                   & df.set_index(["task", "sample_id"]).index.isin(per.set_index(["task", "sample_id"]).index)]
         save(plots.error_attribution(means, per=per, title="ShadowKV's loss, 2x2 attribution"),
              "error_attribution", cells)
     hard = df[df["task"].map(A.task_group) == "context-intensive"]  # every method scores ~100 on the NIAH tasks

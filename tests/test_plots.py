@@ -223,6 +223,10 @@ def test_figures_are_paper_sized_and_stamped(demo, tmp_path):
     df, _ = demo
     stamp = plots.Stamp(profile="quick", model="demo-model", n=2, commit="0123456789abcdef")
     assert stamp.smoke and "smoke test" in stamp.footer() and "commit 0123456789" in stamp.footer()
+    # cells of different sizes: the footer gives the range, not only the fewest (a reader would take it for all)
+    ranged = plots.Stamp(profile="reproduction", model="m", n=24, n_max=48)
+    assert "n = 24 to 48 per cell" in ranged.footer() and "n=24-48" in ranged.keywords()
+    assert "n = 24 ·" in plots.Stamp(profile="r", model="m", n=24, n_max=24, commit="abc").footer()
     col = plots.accuracy_vs_memory(df[df.task == "text2json"])
     page = plots.accuracy_by_task(df)
     for fig, width in ((col, plots.COLUMN), (page, plots.PAGE)):

@@ -121,12 +121,14 @@ def model_title(df) -> str:
 # ---------------------------------------------------------------------------------------------- stamping
 @dataclasses.dataclass(frozen=True)
 class Stamp:
-    """What made a figure: the run_all profile, the model, samples per cell and the commit."""
+    """What made a figure: the run_all profile, the model, samples per cell (n: the fewest; n_max: the most, when
+    the figure's cells differ) and the commit."""
 
     profile: str = "custom"
     model: str = ""
     n: int | None = None
     commit: str | None = None
+    n_max: int | None = None
 
     @property
     def smoke(self) -> bool:
@@ -135,14 +137,16 @@ class Stamp:
     def footer(self) -> str:
         parts = [f"{self.profile} profile" + (" · smoke test" if self.smoke else "")]
         parts += [self.model] if self.model else []
-        parts += [f"n = {self.n}"] if self.n is not None else []
+        if self.n is not None:
+            parts += [f"n = {self.n} to {self.n_max} per cell" if self.n_max and self.n_max > self.n else f"n = {self.n}"]
         if self.commit:  # rows of several commits: each named short enough for a column-wide footer
             commits = self.commit.split("+")
             parts += [f"commit {'+'.join(c[:10 if len(commits) == 1 else 7] for c in commits)}"]
         return " · ".join(parts)
 
     def keywords(self) -> str:
-        return f"profile={self.profile}; model={self.model}; n={self.n}; commit={self.commit}; smoke_test={self.smoke}"
+        n = f"{self.n}-{self.n_max}" if self.n_max and self.n_max > (self.n or 0) else f"{self.n}"
+        return f"profile={self.profile}; model={self.model}; n={n}; commit={self.commit}; smoke_test={self.smoke}"
 
 
 def make_stamp(profile: str = "custom", model: str = "", n: int | None = None, commit: str | None = None) -> Stamp:
