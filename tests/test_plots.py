@@ -281,6 +281,23 @@ def test_accuracy_vs_memory_names_main_methods_and_greys_ablations(demo, tmp_pat
     matplotlib.pyplot.close(fig)
 
 
+def test_long_stamp_wraps_inside_a_column_figure_and_clear_of_its_legend(demo, tmp_path):
+    """A column-wide figure stamped with several commits: the footer breaks into lines inside the figure's width,
+    and the legend below the axes stays clear of it."""
+    df, _ = demo
+    fig = plots.accuracy_vs_memory(df[df.task == "text2json"])
+    (leg,) = fig.legends
+    commits = "+".join(f"{i:07x}" for i in range(6))
+    plots.save(fig, "long", tmp_path, plots.Stamp(profile="reproduction", model="qwen2.5-coder-1.5b", n=24,
+                                                  n_max=48, commit=commits))
+    footer = next(t for t in fig.texts if "reproduction profile" in t.get_text())
+    assert "\n" in footer.get_text() and commits[:7] in footer.get_text()
+    r = fig.canvas.get_renderer()
+    box = footer.get_window_extent(r)
+    assert box.x1 <= fig.bbox.x1 and not box.overlaps(leg.get_window_extent(r))
+    matplotlib.pyplot.close(fig)
+
+
 def test_rcparams_embed_type42_at_paper_text_size():
     assert matplotlib.rcParams["pdf.fonttype"] == 42 and matplotlib.rcParams["ps.fonttype"] == 42
     assert 8 <= matplotlib.rcParams["font.size"] <= 9 and 8 <= matplotlib.rcParams["axes.labelsize"] <= 9

@@ -158,17 +158,41 @@ def make_stamp(profile: str = "custom", model: str = "", n: int | None = None, c
     return Stamp(profile=str(profile), model=str(model), n=None if n is None else int(n), commit=commit)
 
 
-def _reserve_footer_strip(fig) -> None:
-    """The constrained layout keeps the bottom FOOTER_STRIP_PT of the figure free for the stamp's line."""
-    strip = FOOTER_STRIP_PT / 72 / fig.get_figheight()
+def _reserve_footer_strip(fig, lines: int = 1) -> None:
+    """The constrained layout keeps the bottom `lines` x FOOTER_STRIP_PT of the figure free for the stamp."""
+    strip = lines * FOOTER_STRIP_PT / 72 / fig.get_figheight()
     engine = fig.get_layout_engine()
     if hasattr(engine, "set"):
         engine.set(rect=(0, strip, 1, 1 - strip))
 
 
+FOOTER_CHAR_EM = 0.6  # a generous mean glyph width of the sans-serif footer font, in ems
+
+
+def _footer_lines(text: str, width_in: float) -> str:
+    """The footer broken at its " · " separators into lines that fit `width_in` inches (a column-wide figure
+    stamped with several commits does not fit one line, and a cut stamp names no commit)."""
+    fits = int(width_in * 72 / (FOOTER_CHAR_EM * FOOTER_PT))
+    lines = [""]
+    for part in text.split(" · "):
+        joined = f"{lines[-1]} · {part}" if lines[-1] else part
+        if len(joined) <= fits or not lines[-1]:
+            lines[-1] = joined
+        else:
+            lines.append(part)
+    return "\n".join(lines)
+
+
 def _add_footer(fig, text: str):
-    """The stamp as a small line under everything (the constrained layout leaves room for it)."""
-    _reserve_footer_strip(fig)
+    """The stamp as small lines under everything (the constrained layout leaves room for them)."""
+    text = _footer_lines(text, fig.get_figwidth())
+    lines = text.count("\n") + 1
+    if lines > 1:  # the figure grows by the extra lines, and a legend below the axes rises onto its reserved box
+        extra = (lines - 1) * FOOTER_STRIP_PT
+        fig.set_figheight(fig.get_figheight() + extra / 72)
+        for leg in fig.legends:
+            leg.borderaxespad += extra / leg.prop.get_size_in_points()
+    _reserve_footer_strip(fig, lines)
     return fig.text(0.005, 0.003, text, fontsize=FOOTER_PT, color="#555555", ha="left", va="bottom")
 
 
