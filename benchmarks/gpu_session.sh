@@ -25,10 +25,12 @@
 #              SHADOWKV_LAB_BATCH=64 SHADOWKV_LAB_REFILL=1 set the waves, as for the notebooks)
 #   reproduce  python benchmarks/reproduce.py ARGS (parts of the reproduction grid, e.g. mn30_main --data-dir
 #              .stage/data --out .stage/store --refill)
+#   compare    run ARGS into a fresh store ($OUT/fresh), then python benchmarks/compare_stores.py STORE $OUT/fresh:
+#              the same cells, rerun (another commit, batch or path), must have identical tokens to the stored ones
 #   pack       the shards that STORE (default .stage/store) gained during this call, and .stage/figures, into
 #              $OUT/new.tgz: bring them back and unpack them into the store (tar xzf new.tgz -C STORE_PARENT)
 #
-# ARGS (everything after --) go unchanged to each stage that runs a Python entry point with arguments (run, text2json,
+# ARGS (everything after --) go unchanged to each stage that runs a Python entry point with arguments (run, compare, text2json,
 # decode, runner, kernels, profile, reproduce). Environment: OUT (default /tmp/out; stderr in $OUT/log.txt), LIMIT (seconds per stage,
 # default 560), DRY=1 (print each stage's command, run nothing), SHADOWKV_LAB_COMMIT (the commit stamped on every
 # result, `git rev-parse HEAD` where the tree was sent from: a host that receives a copy of the working tree may hold
@@ -36,7 +38,7 @@
 # Example: bash benchmarks/gpu_session.sh --model qwen2.5-coder-1.5b parts prep cudatests run -- --task text2json \
 #              --n 16 --tokens 16384 --methods full,shadowkv_scaled,yakv --on-device --batch-size 64
 set -uo pipefail
-STAGES="parts wheels prep cudatests run text2json decode zerocopy record runner kernels profile grid reproduce pack"
+STAGES="parts wheels prep cudatests run compare text2json decode zerocopy record runner kernels profile grid reproduce pack"
 usage() { echo "usage: $0 --model NAME STAGE [STAGE...] [-- ARGS...]; stages: $STAGES" >&2; exit 2; }
 
 MODEL="" stages=() args=()
@@ -108,6 +110,8 @@ for stage in "${stages[@]}"; do
     cudatests) TRITON_INTERPRET=0 step python -m pytest -q -p no:cacheprovider -x tests/test_zero_copy.py \
                  tests/test_cache_gpu.py tests/test_kernels.py tests/test_step_triton.py tests/test_selection.py ;;
     run) step python -m shadowkv_lab run --model "$MODEL" --out "$OUT/results" "${args[@]}" ;;
+    compare) step python -m shadowkv_lab run --model "$MODEL" --out "$OUT/fresh" "${args[@]}" &&
+             step python benchmarks/compare_stores.py "$STORE" "$OUT/fresh" --out "$OUT/agreement.csv" ;;
     text2json) step python benchmarks/gpu_text2json.py --model "$MODEL" --out "$OUT/results" "${args[@]}" ;;
     decode) step python benchmarks/bench_decode_step.py --out "$OUT/decode" "${args[@]}" ;;
     zerocopy) step python benchmarks/bench_zero_copy.py --out "$OUT/zero_copy.json" ;;

@@ -69,6 +69,11 @@ def test_gpu_session_grid_and_reproduce_stages(tmp_path):
         f"python benchmarks/bench_zero_copy.py --out {out}/zero_copy.json",  # no ARGS: they are decode's
         f"python benchmarks/bench_record.py --shape 28,12,2,128 --tokens 16384 --rows 42 --device cuda --out {out}/record.json",
         f"python benchmarks/bench_decode_step.py --out {out}/decode --scorer lut")]
+    cmp = _session(tmp_path, "--model", "m", "compare", "--", "--task", "text2json", "--n", "2", DRY="1")
+    lines = [shlex.split(ln) for ln in cmp.stdout.splitlines() if not ln.startswith("[gpu_session]")]
+    assert lines == [shlex.split(c) for c in (  # the rerun into a fresh store, then the comparison with the stored rows
+        f"python -m shadowkv_lab run --model m --out {out}/fresh --task text2json --n 2",
+        f"python benchmarks/compare_stores.py .stage/store {out}/fresh --out {out}/agreement.csv")]
     missing = _session(tmp_path, "--model", "m", "grid", DRY="1")
     assert "grid: set NOTEBOOKS" in missing.stderr
 
