@@ -131,6 +131,11 @@ class Stamp:
     n_max: int | None = None
 
     @property
+    def ranged(self) -> bool:
+        """The figure's cells hold different numbers of samples (n to n_max)."""
+        return self.n is not None and self.n_max is not None and self.n_max > self.n
+
+    @property
     def smoke(self) -> bool:
         return self.n is not None and self.n < MIN_N_CI
 
@@ -138,14 +143,14 @@ class Stamp:
         parts = [f"{self.profile} profile" + (" · smoke test" if self.smoke else "")]
         parts += [self.model] if self.model else []
         if self.n is not None:
-            parts += [f"n = {self.n} to {self.n_max} per cell" if self.n_max and self.n_max > self.n else f"n = {self.n}"]
+            parts += [f"n = {self.n} to {self.n_max} per cell" if self.ranged else f"n = {self.n}"]
         if self.commit:  # rows of several commits: each named short enough for a column-wide footer
             commits = self.commit.split("+")
             parts += [f"commit {'+'.join(c[:10 if len(commits) == 1 else 7] for c in commits)}"]
         return " · ".join(parts)
 
     def keywords(self) -> str:
-        n = f"{self.n}-{self.n_max}" if self.n_max and self.n_max > (self.n or 0) else f"{self.n}"
+        n = f"{self.n}-{self.n_max}" if self.ranged else f"{self.n}"
         return f"profile={self.profile}; model={self.model}; n={n}; commit={self.commit}; smoke_test={self.smoke}"
 
 
