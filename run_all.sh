@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Run every workbook notebook with papermill, write figures (PDF + PNG) and a summary table.
 #
-#   ./run_all.sh                       # quick profile: 0.5B model on CPU, 2k-token prompts, 2 samples (about 13 min on 2 cores)
+#   ./run_all.sh                       # quick profile: 0.5B model on CPU, 2k-token prompts, 2 samples (13 to 17 min on 2 cores)
 #   ./run_all.sh --profile full        # GPU scale: 1.5B model, 16k-token prompts, 24 samples, full sweeps, task caps
 #   ./run_all.sh --only 02             # one notebook (number, full name or part of it; comma-separated list allowed)
 #   ./run_all.sh --out DIR             # everything (executed notebooks, results store, figures, summary) under DIR
