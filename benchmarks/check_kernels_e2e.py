@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from shadowkv_lab import get_preset, load_model
+from shadowkv_lab.analysis.invariance import first_divergence
 from shadowkv_lab.generation import build_cache, decode, encode_prompt, prefill, stop_token_ids
 from shadowkv_lab.results import write_bench_rows
 from shadowkv_lab.tasks import get_task
@@ -76,7 +77,8 @@ def compare(model, state, stops, args, seed) -> list[dict]:
             sync()
             out[path] = (res.token_ids, time.perf_counter() - t0, logits)
         a, b = out["kernels"][0], out["reference"][0]
-        first = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), None if len(a) == len(b) else min(len(a), len(b)))
+        first = first_divergence(a, b)
+        first = None if first < 0 else first
         ka, ra = out["kernels"][2], out["reference"][2]
         upto = len(ra) if first is None else min(first, len(ra), len(ka))  # logits[i] chose token i+1
         diffs = [float((x - y).abs().max()) for x, y in zip(ka[:upto], ra[:upto])]

@@ -21,7 +21,7 @@ One results row = one model x task x sample x method (see shadowkv_lab.results).
 from __future__ import annotations
 
 from .attention import ATTN_METRICS, _bucket, attention_by, attention_summary, attention_vs_score
-from .invariance import AGREEMENT_COLUMNS, agreement_summary, cell_agreement
+from .invariance import AGREEMENT_COLUMNS, agreement_summary, cell_agreement, first_divergence
 from .attribution import ATTRIBUTION_CELLS, ATTRIBUTION_PARTS, factorial_attribution
 from .benchmarks import bench_table, kernel_agreement, load_benchmarks, newest_run, scoring_rows
 from .memory import accuracy_vs_memory, closed_form_vs_measured, landmark_bytes, memory_breakdown, memory_table, pareto_front
@@ -34,7 +34,7 @@ from .sweeps import depth_scores, sweep
 from .text2json import ENTITY_STATUSES, entity_errors, error_counts, text2json_field_errors
 
 __all__ = [
-    "AGREEMENT_COLUMNS", "agreement_summary", "cell_agreement",
+    "AGREEMENT_COLUMNS", "agreement_summary", "cell_agreement", "first_divergence",
     "ATTN_METRICS", "ATTRIBUTION_CELLS", "ATTRIBUTION_PARTS", "EASY_TASK_PREFIXES", "ENTITY_STATUSES", "KEYS", "METRIC_RANGE",
     "MIN_N_CI", "PAPER", "accuracy_vs_memory", "attention_by", "attention_summary", "attention_vs_score", "bench_table", "closed_form_vs_measured",
     "config_field", "depth_scores", "entity_errors", "error_counts", "factorial_attribution", "fmt_ci", "is_smoke",

@@ -17,7 +17,7 @@ AGREEMENT_COLUMNS = (*KEY, "method", "identical", "first_divergence", "new_token
                      "score_b", "commit_a", "commit_b")
 
 
-def _first_divergence(a: list[int], b: list[int]) -> int:
+def first_divergence(a: list[int], b: list[int]) -> int:
     """Index of the first differing token; the shorter length when one is a prefix of the other; -1 when equal."""
     if a == b:
         return -1
@@ -39,7 +39,7 @@ def cell_agreement(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
     out = []
     for r in both.itertuples(index=False):
         ta, tb = json.loads(r.token_ids_a), json.loads(r.token_ids_b)
-        d = _first_divergence(ta, tb)
+        d = first_divergence(ta, tb)
         out.append({**{k: getattr(r, k) for k in KEY}, "method": r.method, "identical": d < 0, "first_divergence": d,
                     "new_tokens_a": len(ta), "new_tokens_b": len(tb), "score_a": r.score_a, "score_b": r.score_b,
                     "commit_a": r.git_commit_a, "commit_b": r.git_commit_b})
