@@ -224,6 +224,8 @@ def test_tasks_by_length_names_the_prompt_length_once():
     assert df["task"].iloc[0] == "text2json"  # the input is not modified
     assert A.tasks_by_length(df.drop(columns="meta_target_tokens")).equals(df.drop(columns="meta_target_tokens"))
     assert task_label("text2json@16k") == "Text2JSON 16k" and task_label("text2json") == "Text2JSON"
+    assert task_label("multineedle@16k", wrap=15) == "MultiNeedle\n16k"  # the length on its own line
+    assert task_label("ruler_niah_multikey@16k", wrap=15) == "RULER NIAH\nmulti-key\n16k"
     with pytest.raises(ValueError, match="meta_target_tokens.*positive.*-5"):
         A.tasks_by_length(pd.DataFrame({"task": ["t"], "meta_target_tokens": [-5]}))
 

@@ -27,6 +27,8 @@ def error_attribution(means: pd.DataFrame, title: str | None = None, per: pd.Dat
     `per`, the per-sample table, each sample's total loss as a dot when there are fewer)."""
     if means is None or means.empty:
         return empty("no complete 2x2 attribution cells (needs full, shadowkv, shadowkv_fullkeys, shadowkv_oracle, oracle)")
+    # context-intensive tasks left, easy ones right, as in accuracy_by_task
+    means = means.iloc[np.argsort([A.task_group(t) != "context-intensive" for t in means["task"]], kind="stable")]
     labels = [f"{L.task_label(r.task, wrap=15)}" + (f"\n{r.model}" if means["model"].nunique() > 1 else "") + f"\n(n={r.n})" for r in means.itertuples()]
     x = np.arange(len(means))
     fig, ax = figure("page" if len(means) > 2 else "column", 2.6)

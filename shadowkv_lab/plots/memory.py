@@ -57,9 +57,11 @@ def accuracy_vs_memory(df: pd.DataFrame, metric: str = "score", per_task: bool =
         ax.step(fx, [*f["mean"], *f["mean"].iloc[-1:]], where="post",
                 color="black", lw=0.7, alpha=0.6, zorder=2, label=FRONTIER_LABEL)
         ax.set_xlim(right=right)
-        ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(base=10, subs=(1, 2, 5)))
+        # 1-2-5 ticks ran together ("5001000") in a panel a fifth of a page wide
+        ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(base=10, subs=(1, 3) if len(tasks) > 3 else (1, 2, 5)))
         plain_log_ticks(ax.xaxis)
-        ax.set_xlabel(MEM_LABEL + " (log)")
+        # on one line the label is wider than a panel of a row of four or more, and ran into its neighbours'
+        ax.set_xlabel(MEM_LABEL.replace(" / layer", "\n/ layer") + " (log)" if len(tasks) > 3 else MEM_LABEL + " (log)")
         ax.set_title(L.task_label(t))
         ax.set_ylim(-2, 105)
     axes[0].set_ylabel(f"{metric} (0-100)\n{interval_note(s['n'])}")

@@ -25,6 +25,11 @@ def _hatches(methods, colors) -> dict:
     return out
 
 
+def _n_range(n: pd.Series) -> str:
+    lo, hi = int(n.min()), int(n.max())
+    return f"n={lo}" if lo == hi else f"n={lo}-{hi}"
+
+
 def accuracy_by_task(df: pd.DataFrame, metric: str = "score", methods=None, tasks=None, title: str | None = None,
                      show_samples: bool | None = None):
     """Grouped bars: mean score per task and method (95% CI from 5 samples on, clipped to 0-100), context-intensive
@@ -59,8 +64,9 @@ def accuracy_by_task(df: pd.DataFrame, metric: str = "score", methods=None, task
                 for xi, t in zip(x, ts):
                     v = pd.to_numeric(d[(d["method"] == m) & (d["task"] == t)][metric], errors="coerce").dropna()
                     ax.scatter(np.full(len(v), xi), v, s=6, color="white", edgecolor="black", lw=0.5, zorder=3)
-        # long names wrapped: side by side, "RULER NIAH multi-key" ran into its neighbour's label
-        ax.set_xticks(np.arange(len(ts)), [L.task_label(t, wrap=15) for t in ts])
+        # long names wrapped: side by side, "RULER NIAH multi-key" ran into its neighbour's label; each task's n,
+        # since tasks of one figure can have run on very different numbers of samples
+        ax.set_xticks(np.arange(len(ts)), [f"{L.task_label(t, wrap=15)}\n({_n_range(s[s['task'] == t]['n'])})" for t in ts])
         ax.set_title(g)
         ax.grid(axis="x", visible=False)
     axes[0][0].set_ylabel(f"{metric} (0-100)\n{interval_note(s['n'])}")
