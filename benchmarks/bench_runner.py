@@ -162,8 +162,8 @@ def main(argv=None) -> int:
                    "real architecture where its weights are not available; scores are meaningless, rows run to their caps")
     p.add_argument("--skip-naive", action="store_true", help="time the runner only")
     p.add_argument("--on-device", action="store_true", help="both loops keep caches on the compute device (offload=False)")
-    p.add_argument("--refill", action="store_true", help="the runner refills a decode call with queued rows once half "
-                   "of its rows have stopped (runner.run refill)")
+    p.add_argument("--refill", action=argparse.BooleanOptionalAction, default=True, help="the runner refills a decode "
+                   "call with queued rows once half of its rows have stopped (runner.run refill; --no-refill: waves)")
     p.add_argument("--per-row", action="store_true", help="the runner decodes with the per-row reference step "
                    "(generation.decode(batched=False)) instead of the stacked one")
     p.add_argument("--naive-cells", type=int, default=0, help="run the naive loop on the first K cells only and scale its "

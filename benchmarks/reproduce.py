@@ -29,8 +29,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="outputs/results/reproduction", help="the results store (resumable)")
     ap.add_argument("--model", default=MODEL)
     ap.add_argument("--batch-size", type=int, default=None, help="rows per wave (upper bound); default: the part's")
-    ap.add_argument("--refill", action="store_true", help="queued rows replace finished ones once half of a call's "
-                    "rows have stopped (runner.run refill)")
+    ap.add_argument("--refill", action=argparse.BooleanOptionalAction, default=True, help="queued rows replace "
+                    "finished ones once half of a call's rows have stopped (runner.run refill; the default)")
     ap.add_argument("--dry-run", action="store_true")
     a = ap.parse_args(argv)
     if a.list or not a.parts:

@@ -148,7 +148,8 @@ def runner_rows(result: dict, st: dict) -> list[dict]:
     a = result["args"]
     common = dict(model=str(a["model"]), context=a["tokens"], batch=a["batch_size"], **st,
                   detail=(f"task={a['task']} n={a['n']} max_new_tokens={a['max_new_tokens']} per_row={a['per_row']} "
-                          f"on_device={a['on_device']} methods={a['methods']}")[:300])
+                          f"on_device={a['on_device']} {'refill=%s ' % a['refill'] if 'refill' in a else ''}"
+                          f"methods={a['methods']}")[:300])
     rows = rows_of(result, {"prompt_tokens_mean": "prompt_tokens_mean"}, table="runner", **common)
     for loop in ("runner", "naive"):
         if result.get(loop):

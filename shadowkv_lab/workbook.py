@@ -234,8 +234,8 @@ def run(model, tokenizer, tasks, methods, results_dir, *, model_name: str, n: in
 
     tasks: names, Task objects or (Task, samples) pairs. batch_size: (sample, method) rows decoded together
     (default 16, SHADOWKV_LAB_BATCH overrides): a wave lasts as long as its longest answer, so few big waves
-    beat many small ones, unless SHADOWKV_LAB_REFILL=1 lets queued rows take finished rows' places (runner.run
-    refill; the tokens are the same). SHADOWKV_LAB_PREFILLS=DIR shares exact prefills between notebooks
+    beat many small ones, but by default queued rows take finished rows' places (runner.run refill; the tokens are
+    the same; SHADOWKV_LAB_REFILL=0 turns it off). SHADOWKV_LAB_PREFILLS=DIR shares exact prefills between notebooks
     (prefill_store; run_all.sh sets it for the CPU's quick profile).
     """
     from .runner import run as _run
@@ -243,7 +243,7 @@ def run(model, tokenizer, tasks, methods, results_dir, *, model_name: str, n: in
     cfgs = as_configs(methods)
     if batch_size is None:
         batch_size = int(os.environ.get("SHADOWKV_LAB_BATCH", 0)) or 16
-    refill = os.environ.get("SHADOWKV_LAB_REFILL", "0")
+    refill = os.environ.get("SHADOWKV_LAB_REFILL", "1")
     if refill not in ("0", "1"):
         raise ValueError(f"SHADOWKV_LAB_REFILL={refill!r}: allowed 0, 1")
     kw.setdefault("refill", refill == "1")

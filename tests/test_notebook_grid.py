@@ -52,6 +52,18 @@ def test_profile_total_counts_recorded_cells_apart_at_their_rate(tmp_path):
     assert notebook_grid.profile_total([tmp_path / "plan.csv"], rates, {"decode_tok_s": 2.0})["recorded_cells"] == 1
 
 
+def test_profile_total_takes_the_refilled_rate_unless_refill_is_off(tmp_path, monkeypatch, capsys):
+    pd.DataFrame({"task": ["t"], "sample_id": ["s0"], "prompt_tokens": [100], "cap": [10], "pending": ["h1"]}).to_csv(
+        tmp_path / "plan.csv", index=False)
+    for env, source in ((None, "runner_h100_refill.json:"), ("1", "runner_h100_refill.json:"), ("0", "runner_h100.json:")):
+        if env is None:
+            monkeypatch.delenv("SHADOWKV_LAB_REFILL", raising=False)
+        else:
+            monkeypatch.setenv("SHADOWKV_LAB_REFILL", env)
+        assert notebook_grid.main(["--total", str(tmp_path / "plan.csv")]) == 0
+        assert f"at {source}" in capsys.readouterr().out
+
+
 def test_measured_recorded_rate_is_rows_per_step_time(tmp_path):
     """Per decode call (a timestamp): its rows over the time one step took (longest decode_s / most new tokens),
     weighted by the calls' time; unrecorded rows and files without recorded rows give nothing."""

@@ -267,6 +267,17 @@ def test_cli_dry_run_tiny(tmp_path, capsys):
     assert not (tmp_path / "res").exists()
 
 
+def test_cli_refills_by_default(tmp_path, monkeypatch):
+    import shadowkv_lab.runner as runner
+    from shadowkv_lab.cli import main
+
+    seen = []
+    monkeypatch.setattr(runner, "run", lambda *a, **k: seen.append(k["refill"]))
+    args = ["run", "--model", "tiny-qwen2", "--task", "text2json", "--n", "1", "--methods", "full", "--out", str(tmp_path)]
+    assert main(args) == 0 and main([*args, "--no-refill"]) == 0 and main([*args, "--refill"]) == 0
+    assert seen == [True, False, True]
+
+
 def test_bench_runner_smoke(tmp_path, capsys):
     """benchmarks/bench_runner.py at tiny size on CPU: runs both paths and finds identical results."""
     import importlib.util
@@ -510,6 +521,8 @@ def test_dry_run_takes_the_rates_measured_with_its_placement_of_values(tiny, sam
     rates["runner"].update(decode_tok_s=7.0)
     path = tmp_path / "offloaded.json"
     path.write_text(json.dumps(rates))
+    # no reproduction rows: their own measured rate (measured_grid_rate) would replace the benchmark's
+    monkeypatch.setattr(runner, "ANSWERS", str(tmp_path / "none.parquet"))
     for have in (False, True):
         monkeypatch.setattr(runner, "RATES_OFFLOADED", str(path if have else tmp_path / "none.json"))
         for on_device in (False, True):
@@ -519,6 +532,29 @@ def test_dry_run_takes_the_rates_measured_with_its_placement_of_values(tiny, sam
             offloaded_rates = have and not on_device
             assert ("(offloaded.json:" in text) == offloaded_rates and ("decode 7.0 tok/s" in text) == offloaded_rates
             assert ("lower bound" in text) == (not on_device and not have)  # no offloaded measurement to read
+
+
+def test_dry_run_with_refill_on_the_device_takes_the_refilled_measurement(tiny, samples, tmp_path, monkeypatch, capsys):
+    import json
+
+    from shadowkv_lab import runner
+
+    model, tok = tiny
+    rates = json.load(open(runner.RATES_REFILL))
+    assert rates["args"]["refill"] is True and rates["args"]["on_device"] is True  # the committed file is what it says
+    rates["runner"].update(decode_tok_s=9.0)
+    path = tmp_path / "refilled.json"
+    path.write_text(json.dumps(rates))
+    monkeypatch.setattr(runner, "RATES_REFILL", str(path))
+    monkeypatch.setattr(runner, "ANSWERS", str(tmp_path / "none.parquet"))  # no measured grid rows either
+    for on_device in (False, True):
+        for refill in (False, True):
+            runner.run(model, tok, [(FakeTask(), samples[:1])], ["full"], tmp_path / "res", model_name="tiny",
+                       dry_run=True, on_device=on_device, refill=refill)
+            text = capsys.readouterr().out
+            used = on_device and refill  # offloaded grids have their own measurement, refilled or not
+            assert ("(refilled.json:" in text) == used and ("decode 9.0 tok/s" in text) == used
+            assert ("rows, refilled:" in text) == used
 
 
 def test_prompts_past_the_context_fail_or_are_skipped(tiny, samples, tmp_path, monkeypatch, capsys):
@@ -576,7 +612,8 @@ def test_refill_puts_queued_rows_beside_unfinished_ones_with_the_same_tokens(tin
     model, tok = tiny
     task = FakeTask()
     three = samples[:3]  # caps 6, 5, 6: in a call of samples 0 and 1, sample 1's rows stop first
-    whole = runner.run(model, tok, [(task, three)], METHODS, tmp_path / "a", model_name="tiny", batch_size=8, progress=False)
+    whole = runner.run(model, tok, [(task, three)], METHODS, tmp_path / "a", model_name="tiny", batch_size=8, progress=False,
+                       refill=False)
     prefills = _count_prefills(monkeypatch)
     calls = _spy_decode(monkeypatch, lambda caches, first, kw: (_resumed(first), len(first), kw["until_active"]))
     refilled = runner.run(model, tok, [(task, three)], METHODS, tmp_path / "b", model_name="tiny", batch_size=8,
@@ -605,10 +642,10 @@ def test_long_decode_calls_store_finished_rows_as_they_go_with_the_same_tokens(t
     task = FakeTask()
     three = samples[:3]
     whole = runner.run(model, tok, [(task, three)], METHODS, tmp_path / "a", model_name="tiny", batch_size=8,
-                       progress=False, write_every_s=None)
+                       progress=False, write_every_s=None, refill=False)
     calls = _spy_decode(monkeypatch, lambda caches, first, kw: (_resumed(first), len(first), kw["return_after_s"]))
     often = runner.run(model, tok, [(task, three)], METHODS, tmp_path / "b", model_name="tiny", batch_size=8,
-                       progress=False, write_every_s=1e-9)
+                       progress=False, write_every_s=1e-9, refill=False)
     assert len(shards(tmp_path / "b")) > len(shards(tmp_path / "a"))
     assert all(after == 1e-9 for _, _, after in calls)
     assert any(resumed for resumed, _, _ in calls), calls  # a call returned early and its unfinished rows went on

@@ -114,14 +114,21 @@ def test_workbook_stored_mode(tiny, tmp_path, monkeypatch):
 
 
 def test_workbook_refill_from_the_environment(tiny, tmp_path, monkeypatch):
-    """SHADOWKV_LAB_REFILL=1 refills waves in every notebook's grid (same tokens as without); other values fail."""
+    """Every notebook's grid refills waves unless SHADOWKV_LAB_REFILL=0 (same tokens either way); other values fail."""
+    from shadowkv_lab import runner
+
     model, tok = tiny
     task = get_task("ruler_niah_single")
     samples = task.load(None, n=2, tokens=600, seed=5, tokenizer=tok)
     kw = dict(model_name="tiny", n=2, tokens=600, max_new_tokens=4, batch_size=2)
+    seen = []
+    real = runner.run
+    monkeypatch.setattr(runner, "run", lambda *a, **k: seen.append(k["refill"]) or real(*a, **k))
+    monkeypatch.setenv("SHADOWKV_LAB_REFILL", "0")
     plain = workbook.run(model, tok, [(task, samples)], ["full", "yakv"], tmp_path / "a", **kw)
-    monkeypatch.setenv("SHADOWKV_LAB_REFILL", "1")
+    monkeypatch.delenv("SHADOWKV_LAB_REFILL")
     refilled = workbook.run(model, tok, [(task, samples)], ["full", "yakv"], tmp_path / "b", **kw)
+    assert seen == [False, True]
     key = ["sample_id", "config_hash"]
     assert plain.sort_values(key).prediction.tolist() == refilled.sort_values(key).prediction.tolist()
     monkeypatch.setenv("SHADOWKV_LAB_REFILL", "yes")
