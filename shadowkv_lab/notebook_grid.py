@@ -109,10 +109,11 @@ def main(argv=None) -> int:
     ap.add_argument("--stored-only", action="store_true", help="with --all: run no grid cell, draw from stored ones")
     a = ap.parse_args(argv)
     if a.total:
+        from . import workbook
         from .runner import measured_rates, measured_recorded_rate, rates_for
 
         # the notebooks' grids refill unless told not to (workbook.run): estimate them at the refilled rate
-        refill = os.environ.get("SHADOWKV_LAB_REFILL", "1") != "0"
+        refill = workbook.refill_from_env()
         rates, recorded = measured_rates(rates_for(on_device=True, refill=refill)), measured_recorded_rate()
         t = profile_total(a.total, rates, recorded)
         rec = (f"; its {t['recorded_cells']:,} recorded cells at {recorded['decode_tok_s']:,.1f} tok/s "

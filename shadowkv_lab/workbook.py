@@ -228,6 +228,14 @@ def gold_and_prompts(task_samples) -> tuple[dict, dict]:
 
 
 # --------------------------------------------------------------------------------------------- run
+def refill_from_env() -> bool:
+    """SHADOWKV_LAB_REFILL: 1 (the default) or 0, whether the notebooks' grids refill their waves (runner.run)."""
+    refill = os.environ.get("SHADOWKV_LAB_REFILL", "1")
+    if refill not in ("0", "1"):
+        raise ValueError(f"SHADOWKV_LAB_REFILL={refill!r}: allowed 0, 1")
+    return refill == "1"
+
+
 def run(model, tokenizer, tasks, methods, results_dir, *, model_name: str, n: int, tokens: int, seed: int = 0,
         max_new_tokens: int | None = None, record: bool = False, batch_size: int | None = None, **kw) -> pd.DataFrame:
     """shadowkv_lab.run over the shared results store, rows renamed to this call's method names.
@@ -243,10 +251,7 @@ def run(model, tokenizer, tasks, methods, results_dir, *, model_name: str, n: in
     cfgs = as_configs(methods)
     if batch_size is None:
         batch_size = int(os.environ.get("SHADOWKV_LAB_BATCH", 0)) or 16
-    refill = os.environ.get("SHADOWKV_LAB_REFILL", "1")
-    if refill not in ("0", "1"):
-        raise ValueError(f"SHADOWKV_LAB_REFILL={refill!r}: allowed 0, 1")
-    kw.setdefault("refill", refill == "1")
+    kw.setdefault("refill", refill_from_env())
     kw.setdefault("prefills", PrefillStore.from_env())
     mode = _grid_mode()
     t0 = time.perf_counter()

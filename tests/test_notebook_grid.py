@@ -62,6 +62,9 @@ def test_profile_total_takes_the_refilled_rate_unless_refill_is_off(tmp_path, mo
             monkeypatch.setenv("SHADOWKV_LAB_REFILL", env)
         assert notebook_grid.main(["--total", str(tmp_path / "plan.csv")]) == 0
         assert f"at {source}" in capsys.readouterr().out
+    monkeypatch.setenv("SHADOWKV_LAB_REFILL", "no")
+    with pytest.raises(ValueError, match="SHADOWKV_LAB_REFILL='no': allowed 0, 1"):
+        notebook_grid.main(["--total", str(tmp_path / "plan.csv")])
 
 
 def test_measured_recorded_rate_is_rows_per_step_time(tmp_path):
