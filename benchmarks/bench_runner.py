@@ -37,7 +37,7 @@ class Meter:
     """Wraps prefill/decode to count prefills and decode-step tokens and time them (both paths use the same functions)."""
 
     def __init__(self):
-        self.prefills = self.prefill_tokens = self.decode_tokens = 0
+        self.prefills = self.prefill_tokens = self.decode_tokens = self.decode_steps = self.decode_calls = 0
         self.prefill_s = self.decode_s = 0.0
 
     def prefill(self, real):
@@ -51,6 +51,15 @@ class Meter:
 
     def decode(self, real):
         def f(model, caches, firsts, caps, stop_ids, **kw):
+            inner = kw.get("progress")
+
+            def step(n_active):  # one call per decode step (generation.decode's progress)
+                self.decode_steps += 1
+                if inner is not None:
+                    inner(n_active)
+
+            kw["progress"] = step
+            self.decode_calls += 1
             t0 = time.perf_counter()
             outs = real(model, caches, firsts, caps, stop_ids, **kw)
             self.decode_s += time.perf_counter() - t0
@@ -64,6 +73,11 @@ class Meter:
         return {"wall_s": wall, "cells": cells, "prefills": self.prefills, "prefill_tokens": self.prefill_tokens,
                 "prefill_s": self.prefill_s, "decode_tokens": self.decode_tokens, "decode_s": self.decode_s,
                 "decode_tok_s": self.decode_tokens / self.decode_s if self.decode_s else float("nan"),
+                # what sets the rate: steps, how many rows each one advanced, and what a step cost (the decode calls'
+                # time over their steps, so stacking and graph captures are in it)
+                "decode_steps": self.decode_steps, "decode_calls": self.decode_calls,
+                "live_rows_mean": self.decode_tokens / self.decode_steps if self.decode_steps else float("nan"),
+                "step_ms": 1e3 * self.decode_s / self.decode_steps if self.decode_steps else float("nan"),
                 "cells_per_s": cells / wall if wall else float("nan")}
 
 
@@ -212,10 +226,12 @@ def main(argv=None) -> int:
     rows = [("runner", res_runner)] + ([("naive", res_naive)] if res_naive else [])
     print(f"\n{args.model} on {prov['device_name']} ({prov['dtype']}): {len(samples)} {task.name} samples x {len(methods)} methods, "
           f"~{result['prompt_tokens_mean']:.0f} prompt tokens, <= {args.max_new_tokens or 'task cap'} new tokens, batch {args.batch_size}")
-    print(f"{'mode':<8}{'wall s':>10}{'prefills':>10}{'prefill s':>11}{'dec tokens':>12}{'decode s':>10}{'dec tok/s':>11}{'cells/s':>9}")
+    print(f"{'mode':<8}{'wall s':>10}{'prefills':>10}{'prefill s':>11}{'dec tokens':>12}{'decode s':>10}{'dec tok/s':>11}"
+          f"{'cells/s':>9}{'steps':>8}{'rows/step':>10}{'ms/step':>9}")
     for name, r in rows:
         print(f"{name:<8}{r['wall_s']:>10.2f}{r['prefills']:>10}{r['prefill_s']:>11.2f}{r['decode_tokens']:>12}"
-              f"{r['decode_s']:>10.2f}{r['decode_tok_s']:>11.1f}{r['cells_per_s']:>9.3f}")
+              f"{r['decode_s']:>10.2f}{r['decode_tok_s']:>11.1f}{r['cells_per_s']:>9.3f}{r['decode_steps']:>8}"
+              f"{r['live_rows_mean']:>10.1f}{r['step_ms']:>9.1f}")
     if res_naive:
         same_tok = [k for k in cells_naive if cells_runner.get(k, (None,))[0] == cells_naive[k][0]]
         same_score = [k for k in cells_naive if k in cells_runner and cells_runner[k][1] == cells_naive[k][1]]

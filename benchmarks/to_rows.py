@@ -40,7 +40,9 @@ CACHE_STEP_METRICS = {"ms_per_step": "step_ms", "tokens_per_s": "tok_s", "ratio_
                       "offloaded_B_per_token_layer": "offloaded_bytes_per_token_layer"}
 RUNNER_METRICS = {"wall_s": "wall_s", "cells": "cells", "prefills": "prefills", "prefill_tokens": "prefill_tokens",
                   "prefill_s": "prefill_s", "decode_tokens": "decode_tokens", "decode_s": "decode_s", "decode_tok_s": "tok_s",
-                  "cells_per_s": "cells_per_s", "wall_s_grid_estimate": "wall_s_grid_estimate"}
+                  "cells_per_s": "cells_per_s", "wall_s_grid_estimate": "wall_s_grid_estimate",
+                  "decode_steps": "decode_steps", "decode_calls": "decode_calls", "live_rows_mean": "live_rows_mean",
+                  "step_ms": "step_ms"}
 PROFILE_METRICS = {"step_ms": "step_ms", "tok_s": "tok_s", "bound_ms": "bound_ms", "rows": "rows",
                    "weight_bytes": "weight_bytes", "device_kv_bytes": "device_kv_bytes", "setup_ms": "setup_ms",
                    "capture_ms": "capture_ms", "eager_step_ms": "eager_step_ms"}

@@ -324,6 +324,7 @@ BENCH_UNITS = {
     "wall_s": "s", "prefill_s": "s", "decode_s": "s", "prefills": "count", "prefill_tokens": "count",
     "decode_tokens": "count", "cells": "count", "cells_per_s": "1/s", "wall_s_grid_estimate": "s", "speedup": "x",
     "identical_tokens": "bool", "identical_scores": "bool", "prompt_tokens_mean": "tokens", "rows": "count",
+    "decode_steps": "count", "decode_calls": "count", "live_rows_mean": "rows",
     "weight_bytes": "bytes", "device_kv_bytes": "bytes", "op_count": "count", "self_device_us": "us", "self_cpu_us": "us",
     "setup_ms": "ms", "capture_ms": "ms", "eager_step_ms": "ms", "group_ms": "ms", "phase_ms": "ms",
     # quantizer error

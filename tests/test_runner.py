@@ -294,12 +294,17 @@ def test_bench_runner_smoke(tmp_path, capsys):
     res = json.loads(out.read_text())
     assert rc == 0 and res["identical_tokens"] and res["identical_scores"]
     assert res["runner"]["prefills"] == 2 and res["naive"]["prefills"] == 4 and res["runner"]["cells"] == 4
+    r = res["runner"]  # what sets the rate: steps, rows a step, time a step
+    assert 0 < r["decode_calls"] <= r["decode_steps"] and r["live_rows_mean"] == r["decode_tokens"] / r["decode_steps"]
+    assert 1 <= r["live_rows_mean"] <= 4 and r["step_ms"] == pytest.approx(1e3 * r["decode_s"] / r["decode_steps"])
+    assert res["naive"]["live_rows_mean"] == 1.0  # one row at a time
     assert "speedup" in capsys.readouterr().out
     from shadowkv_lab.results import read_bench_rows
 
     rows = read_bench_rows(tmp_path / "bench.rows.csv")  # the same numbers as benchmark rows
     got = rows.set_index(["table", "metric"])["value"]
     assert got["runner", "prefills"] == 2 and got["naive", "prefills"] == 4 and got["comparison", "identical_scores"] == 1.0
+    assert got["runner", "decode_steps"] == r["decode_steps"] and got["runner", "live_rows_mean"] == r["live_rows_mean"]
     assert set(rows["benchmark"]) == {"bench_runner"} and rows["run"].nunique() == 1 and (rows["context"] == 600).all()
 
 
