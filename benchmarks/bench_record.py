@@ -5,14 +5,16 @@
     python benchmarks/bench_record.py --shape 28,12,2,128 --tokens 16384 --rows 42 --device cuda   # random weights
 
 Rows are one method (default shadowkv_fullkeys, the attribution grid's exact-key cell) on `--prompts` random prompts
-of about `--tokens` tokens, repeated to `--rows`. Each variant decodes `--steps` tokens (EOS ignored) after one
-warm-up call; prints ms per step for both and the recorder's share, and writes JSON to --out (default
-benchmarks/results/record_<device>.json).
+of about `--tokens` tokens, repeated to `--rows`. Each variant decodes `--steps` tokens (EOS ignored) after two
+short calls that count the aten operations a step dispatches (and warm up); prints ms and operations per step for
+both and the recorder's share, and writes JSON to --out (default benchmarks/results/record_<device>.json). Eager
+operations are what bounds a GPU step whose tensors are small: each launches at least one kernel, some microseconds.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import platform
@@ -21,12 +23,25 @@ import time
 from pathlib import Path
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from shadowkv_lab.cache.presets import resolve
 from shadowkv_lab.generation import _sync, build_cache, decode, prefill
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from to_rows import stamp  # noqa: E402
+
+
+class OpCount(TorchDispatchMode):
+    """Counts the aten operations dispatched inside it."""
+
+    def __init__(self):
+        super().__init__()
+        self.n = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.n += 1
+        return func(*args, **(kwargs or {}))
 
 
 def main(argv=None):
@@ -74,28 +89,38 @@ def main(argv=None):
     g = torch.Generator().manual_seed(8)
     states = [prefill(model, torch.randint(3, min(vocab, 384) if a.model is None else vocab, (a.tokens + 20 * i,),
                                            generator=g).to(device)) for i in range(a.prompts)]
-    ms = {}
+    ms, ops = {}, {}
+
+    def run(record: bool, steps: int, count: bool = False) -> tuple[float, int]:
+        """One decode call of `steps` tokens after the first: (seconds, aten operations dispatched if count)."""
+        caches = [build_cache(model, states[i % a.prompts], cfg, record=record) for i in range(a.rows)]
+        firsts = [int(states[i % a.prompts].first_logits.argmax()) for i in range(a.rows)]
+        counter = OpCount() if count else contextlib.nullcontext()
+        _sync(device)
+        t = time.perf_counter()
+        with counter:
+            decode(model, caches, firsts, steps + 1, stop_ids=set())
+        _sync(device)
+        return time.perf_counter() - t, counter.n if count else 0
+
     with torch.inference_mode():
         for record in (False, True):
-            for warm in (True, False):
-                caches = [build_cache(model, states[i % a.prompts], cfg, record=record) for i in range(a.rows)]
-                firsts = [int(states[i % a.prompts].first_logits.argmax()) for i in range(a.rows)]
-                steps = 2 if warm else a.steps
-                _sync(device)
-                t = time.perf_counter()
-                decode(model, caches, firsts, steps + 1, stop_ids=set())
-                _sync(device)
-                if not warm:
-                    ms["recorded" if record else "unrecorded"] = (time.perf_counter() - t) / steps * 1000
-                del caches
+            name = "recorded" if record else "unrecorded"
+            # Operations a step: the difference of two counted calls (they warm up too). Run eagerly, each is at
+            # least one kernel launch on a GPU, the bound of a step whose tensors are small.
+            ops[name] = (run(record, 4, count=True)[1] - run(record, 2, count=True)[1]) / 2
+            ms[name] = run(record, a.steps)[0] / a.steps * 1000
     ms["recorder"] = ms["recorded"] - ms["unrecorded"]
+    ops["recorder"] = ops["recorded"] - ops["unrecorded"]
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
     res = {"model": model_name, "method": cfg.name, "rows": a.rows, "tokens": a.tokens, "steps": a.steps,
            "device": str(device), "device_name": device_name, "threads": a.threads, "ms_per_step": ms,
+           "ops_per_step": ops,
            **stamp("bench_record", device_name)}
     print(f"{model_name}, {a.rows} rows of {cfg.name} at ~{a.tokens} tokens on {res['device_name']}: "
           f"{ms['unrecorded']:.1f} ms a step unrecorded, {ms['recorded']:.1f} recorded "
-          f"(the recorder {ms['recorder']:.1f} ms, {ms['recorder'] / a.rows:.2f} ms a row)")
+          f"(the recorder {ms['recorder']:.1f} ms, {ms['recorder'] / a.rows:.2f} ms a row); operations a step: "
+          f"{ops['unrecorded']:.0f} unrecorded, {ops['recorded']:.0f} recorded (the recorder {ops['recorder']:.0f})")
     out = Path(a.out or Path(__file__).resolve().parent / "results" / f"record_{device.type}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=1) + "\n")

@@ -126,6 +126,38 @@ def test_recorded_rows_run_the_stacked_step():
             assert (a[col] - b[col]).abs().max() < 1e-4, col
 
 
+@pytest.mark.parametrize("cfg", [METHODS[1], next(m for m in METHODS if m.selection == "oracle")],
+                         ids=["landmarks", "oracle"])
+@torch.inference_mode()
+def test_a_wholly_recorded_group_records_from_its_stack_as_rows_finish(cfg):
+    """Rows all recorded stack their exact prompt K/V once per group (SparseGroup.exact) and record from that stack:
+    as rows finish at ragged caps (the recorded rows become a non-contiguous subset, then the group re-stacks),
+    every row's statistics match the per-row reference and its tokens are unchanged."""
+    model, _ = tiny_model("llama", seed=6)
+    g = torch.Generator().manual_seed(9)
+    states = [prefill(model, torch.randint(3, 384, (n,), generator=g)) for n in (260, 301, 233, 280)]
+    caps = [2, 8, 5, 6]  # row 0 first: rows 1-3 record as a subset of the stack; then the group re-stacks
+
+    def run(batched):
+        caches = [build_cache(model, st, cfg, record=True) for st in states]
+        firsts = [int(st.first_logits.argmax()) for st in states]
+        outs = decode(model, caches, firsts, caps, stop_ids=set(), batched=batched)
+        return [o.token_ids for o in outs], [c.recorder.frame() for c in caches]
+
+    caches = [build_cache(model, st, cfg, record=True) for st in states]
+    plan = BatchPlan(caches)
+    plan.set_active([0, 1, 2, 3])
+    assert len(plan.groups) == 1 and all(layer.exact is not None for layer in plan.groups[0].layers)
+    plan.close()
+    (ref_tokens, ref_frames), (tokens, frames) = run(False), run(True)
+    assert tokens == ref_tokens
+    for a, b, cap in zip(ref_frames, frames, caps):
+        assert len(a) == len(b) == (cap - 1) * model.config.num_hidden_layers * model.config.num_key_value_heads
+        assert (a[["step", "layer", "head", "budget"]].values == b[["step", "layer", "head", "budget"]].values).all()
+        for col in ("recall", "mass", "err_selection", "err_approx", "mean_selected_position"):
+            assert (a[col] - b[col]).abs().max() < 1e-4, col
+
+
 @torch.inference_mode()
 def test_recorder_flushes_give_the_same_frame(monkeypatch):
     """The recorder keeps its statistics on the device and copies them to the host in batches: flushing after every

@@ -40,7 +40,7 @@ import torch
 from ..selection import chunk_positions, rank_keys, topk_indices
 from .layer import ExactLayer, SparseLayer
 from .key_offset import FLAG
-from .record import record_rows
+from .record import RowsLayout, record_rows, rows_layout
 from .stores import RowStore, pinned_host, take_qrows, take_rows, zero_copy
 
 NEG_INF = float("-inf")
@@ -545,6 +545,12 @@ class SparseGroup:
             self.keys = _StackedRows([lay.keys for lay in layers])
         self.values = _StackedRows([lay.values for lay in layers])
         self.gen = _GenStack([lay.gen for lay in layers], state, capacity)
+        # Rows built for recording hold their exact prompt K/V: one stack each (the rows keep views, nothing doubles),
+        # so a recorded step reads them in one copy instead of padding every row's again (record.rows_layout).
+        self.exact = None
+        if all(lay.exact_k is not None and lay.exact_v is not None for lay in layers):
+            self.exact = (_adopt(layers, "exact_k")[0], _adopt(layers, "exact_v")[0])
+        self._layout: tuple[tuple, RowsLayout] | None = None
         self.b_idx = torch.arange(B, device=dev).view(-1, 1, 1)
         self.last_pos = torch.zeros(B, H, round_up(self.k_sel), dtype=torch.long, device=dev)
         if self.backend == "triton":
@@ -682,8 +688,19 @@ class SparseGroup:
             idx = torch.tensor(slots, device=qg.device)
             record_rows([rec for _, rec in record], [self.layers[b] for b in slots], qg[idx], pos[idx],
                         [self.sel_len[b] for b in slots], out[idx], self.gen.k[idx], self.gen.v[idx],
-                        [self.state.lens[b] + 1 for b in slots])
+                        [self.state.lens[b] + 1 for b in slots], self._record_layout(slots, idx))
         return out.view(B, -1, d)
+
+    def _record_layout(self, slots: list[int], idx: torch.Tensor) -> RowsLayout | None:
+        """The recorded rows' step-invariant inputs, built once per set of recorded rows (it shrinks as rows finish);
+        None (record_rows pads them itself) where the group holds no stack of exact K/V."""
+        if self.exact is None:
+            return None
+        key = tuple(slots)
+        if self._layout is None or self._layout[0] != key:
+            rows = None if key == tuple(range(len(slots))) else idx
+            self._layout = (key, rows_layout([self.layers[b] for b in slots], self.exact, rows))
+        return self._layout[1]
 
     def retire(self, slots: torch.Tensor) -> None:
         """Rows `slots` have finished: no landmark is scored, no row fetched and no resident entry attended for them
