@@ -59,7 +59,8 @@ PARTS = {
     "t2j8_main": Part("text2json", "t2j_8k.jsonl", 48, tuple(MAIN), 320, 8192),
     "mn30_main": Part("multineedle", "mn_30k.jsonl", 40, tuple(MAIN), 160, 30000),
     # 192 rows, not 512: a row must finish inside one 10-minute call (a cut call loses the rows still decoding), and
-    # at 192 rows a 2,048-token row decodes in about 400 s; fewer rows decode more slowly in all (docs/reproduction.md).
+    # in a full wave of 192 a 2,048-token answer takes about 460 s; fewer rows decode more slowly in all
+    # (benchmarks/wave_model.py, docs/reproduction.md).
     "longproc_main": Part("longproc_html_to_tsv", "longproc_2k.jsonl", None, tuple(MAIN), 192, None),
 }
 
