@@ -110,11 +110,12 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     if a.total:
         from . import workbook
-        from .runner import measured_rates, measured_recorded_rate, rates_for
+        from .runner import dry_run_rates, measured_recorded_rate
 
-        # the notebooks' grids refill unless told not to (workbook.run): estimate them at the refilled rate
-        refill = workbook.refill_from_env()
-        rates, recorded = measured_rates(rates_for(on_device=True, refill=refill)), measured_recorded_rate()
+        # The notebooks' grids run as each notebook's own dry run plans them (workbook.run): values where the configs
+        # keep them (offloaded to host memory on a GPU), refilled unless told not to.
+        rates = dry_run_rates(on_device=False, refill=workbook.refill_from_env())
+        recorded = measured_recorded_rate()
         t = profile_total(a.total, rates, recorded)
         rec = (f"; its {t['recorded_cells']:,} recorded cells at {recorded['decode_tok_s']:,.1f} tok/s "
                f"({recorded['source']})" if recorded and t["recorded_cells"] else "")

@@ -244,6 +244,18 @@ def measured_grid_rate(path: str = ANSWERS, on_device: bool = False) -> dict | N
             "source": f"{len(d)} rows of {os.path.basename(path)} with values {where} ({_made_by(d)})"}
 
 
+def dry_run_rates(on_device: bool, refill: bool) -> dict:
+    """The rates a dry run estimates a grid with (measured_rates' keys): prefill from the committed runner benchmark
+    with this placement of values (rates_for); decode from the reproduction's own grids where enough of their rows
+    with this placement carry their decode share (measured_grid_rate), else from that benchmark."""
+    grid = measured_grid_rate(ANSWERS, on_device=on_device)
+    rates = measured_rates(rates_for(on_device, refill))
+    if grid is None:
+        return rates
+    return {**rates, "decode_tok_s": grid["decode_tok_s"], "on_device": on_device,
+            "source": f"decode: {grid['source']}; prefill: {rates['source']}"}
+
+
 def measured_rates(path: str = RATES) -> dict:
     """Prefill and aggregate decode tokens/s of a committed runner benchmark (benchmarks/bench_runner.py JSON), with
     what it measured: {prefill_tok_s, decode_tok_s, on_device (values kept on the device; None: not recorded), source}."""
@@ -761,11 +773,7 @@ def run(model, tokenizer, tasks, methods, out, *, model_name: str, n=None, token
             raise MissingCells(missing, out)
         return _select(load(out), task_samples, cfgs, model_name)
     if dry_run:  # printed once
-        grid = None if rates else measured_grid_rate(ANSWERS, on_device=on_device)
-        rates = measured_rates(rates or rates_for(on_device, refill))
-        if grid is not None:  # the grids themselves, where they were measured with this placement: the decode rate
-            rates = {**rates, "decode_tok_s": grid["decode_tok_s"], "on_device": on_device,
-                     "source": f"decode: {grid['source']}; prefill: {rates['source']}"}
+        rates = measured_rates(rates) if rates else dry_run_rates(on_device, refill)
         return (_print_dry_run(items, cfgs, tokenizer, out, rates, record=record, on_device=on_device)
                 if rank == 0 else None)
 

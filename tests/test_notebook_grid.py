@@ -52,19 +52,35 @@ def test_profile_total_counts_recorded_cells_apart_at_their_rate(tmp_path):
     assert notebook_grid.profile_total([tmp_path / "plan.csv"], rates, {"decode_tok_s": 2.0})["recorded_cells"] == 1
 
 
-def test_profile_total_takes_the_refilled_rate_unless_refill_is_off(tmp_path, monkeypatch, capsys):
+def test_profile_total_estimates_the_notebooks_as_they_run_offloaded(tmp_path, monkeypatch, capsys):
+    """The notebooks' grids keep values where their configs do (offloaded on a GPU): the total takes the rates of
+    offloaded grids, the reproduction's own rows where enough carry their decode share, else the offloaded runner
+    benchmark, whether or not refill is on; a bad SHADOWKV_LAB_REFILL is named."""
+    from shadowkv_lab import runner
+
+    plan = tmp_path / "plan.csv"
     pd.DataFrame({"task": ["t"], "sample_id": ["s0"], "prompt_tokens": [100], "cap": [10], "pending": ["h1"]}).to_csv(
-        tmp_path / "plan.csv", index=False)
-    for env, source in ((None, "runner_h100_refill.json:"), ("1", "runner_h100_refill.json:"), ("0", "runner_h100.json:")):
+        plan, index=False)
+    monkeypatch.setattr(runner, "ANSWERS", str(tmp_path / "none.parquet"))  # no measured grid rows
+    for env in (None, "1", "0"):
         if env is None:
             monkeypatch.delenv("SHADOWKV_LAB_REFILL", raising=False)
         else:
             monkeypatch.setenv("SHADOWKV_LAB_REFILL", env)
-        assert notebook_grid.main(["--total", str(tmp_path / "plan.csv")]) == 0
-        assert f"at {source}" in capsys.readouterr().out
+        assert notebook_grid.main(["--total", str(plan)]) == 0
+        assert "at runner_h100_offloaded.json:" in capsys.readouterr().out
+    rows = pd.DataFrame({"config": ['{"offload": true}'] * 3 + ['{"offload": false}'], "recorded": [False] * 4,
+                         "new_tokens": [11, 21, 31, 41], "decode_share_s": [1.0, 1.0, 1.0, 1.0],
+                         "device_name": ["gpu"] * 4, "git_commit": ["abcdef0"] * 4})
+    rows.to_parquet(tmp_path / "cells.parquet")
+    monkeypatch.setattr(runner, "ANSWERS", str(tmp_path / "cells.parquet"))
+    monkeypatch.setattr(runner, "GRID_RATE_MIN_ROWS", 3)
+    assert notebook_grid.main(["--total", str(plan)]) == 0
+    out = capsys.readouterr().out
+    assert "decode 20 tok/s" in out and "decode: 3 rows of cells.parquet with values offloaded" in out
     monkeypatch.setenv("SHADOWKV_LAB_REFILL", "no")
     with pytest.raises(ValueError, match="SHADOWKV_LAB_REFILL='no': allowed 0, 1"):
-        notebook_grid.main(["--total", str(tmp_path / "plan.csv")])
+        notebook_grid.main(["--total", str(plan)])
 
 
 def test_measured_recorded_rate_is_rows_per_step_time(tmp_path):
