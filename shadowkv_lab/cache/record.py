@@ -71,6 +71,7 @@ class AttentionRecorder:
         self._flush()
         return pd.DataFrame(self.rows)
 
+
 @dataclass
 class RowsLayout:
     """What record_rows needs of R rows that stays the same from step to step, padded once per set of recorded rows
@@ -135,8 +136,8 @@ def record_rows(recorders: list[AttentionRecorder], layers: list[SparseLayer], q
     gen_k, gen_v: (R, H, >= max gen_lens, d), row r's generated tokens (new one included) in its first gen_lens[r].
     layout: rows_layout(layers), built once by a caller that records the same rows step after step (default: built
     here). Rows differ in prompt, window and selection lengths, so every token axis is padded and masked (RowsLayout).
-    Padding indices point at the spare column, which no row attends and whose probability is zero. The per-step
-    work does not grow with R in operations, only in bytes; each row's statistics are the same as computed alone
+    Padding indices point at the spare column, which no row attends and whose probability is zero. Given a layout,
+    a step's operations do not grow with R, only its bytes; each row's statistics are the same as computed alone
     (tested)."""
     layout = layout or rows_layout(layers)
     R, H, G, d = qg.shape
