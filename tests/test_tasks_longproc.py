@@ -28,7 +28,8 @@ def test_fixture_loads_in_published_layout():
     assert "Only include posts published in 2021." in s[1].prompt  # {filtering_instruction}
     assert first.gold.startswith("name\tcountry\theight\n")
     assert first.meta["task_id"] == "W900_0.5k_1" and first.meta["max_new_tokens"] == 1024
-    assert first.meta["prompt_template"].endswith("prompts.yaml")
+    # file names, not the machine's paths: rows are committed and must not name where the data lay
+    assert first.meta["prompt_template"] == "prompts.yaml" and first.meta["source"] == "html_to_tsv_0.5k.json"
 
 
 def test_split_selection_and_caps():

@@ -109,6 +109,7 @@ def test_haystack_from_text_and_jsonl(tmp_path):
     (tmp_path / "hay.txt").write_text(text)
     s = get_task("multineedle").load(tmp_path / "hay.txt", n=1, tokens=4096)[0]
     assert "Alpha beta gamma." in s.prompt and s.meta["haystack_repeated"]  # short file: repeated
+    assert s.meta["source"] == "hay.txt"  # the file's name, not the machine's path
     essays = [{"title": f"t{i}", "text": f"Essay {i} begins here. It has words in it. It ends here."} for i in range(300)]
     (tmp_path / "essays.jsonl").write_text("".join(json.dumps(e) + "\n" for e in essays))
     s1 = get_task("multineedle").load(tmp_path / "essays.jsonl", n=2, tokens=4096, seed=0)

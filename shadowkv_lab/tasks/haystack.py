@@ -88,9 +88,10 @@ def noise_units() -> Iterator[str]:
 
 
 def resolve_haystack(source, rng: random.Random, topic: str | None = None) -> tuple[Iterator[str] | list[str], bool, str]:
-    """(units, finite, description) for source = "noise" | "filler"/None | a file path."""
+    """(units, finite, description) for source = "noise" | "filler"/None | a file path (described by its file name:
+    rows must not carry the machine's paths)."""
     if source is None or source == "filler":
         return generated_units(rng, topic), False, "generated"
     if source == "noise":
         return noise_units(), False, "noise"
-    return file_units(read_documents(source), rng), True, str(source)
+    return file_units(read_documents(source), rng), True, Path(source).name

@@ -128,7 +128,7 @@ def _read_prompt(folder: Path) -> tuple[str, str]:
                 data = yaml.safe_load(fh)
             if not isinstance(data, dict) or not isinstance(data.get("USER_PROMPT"), str):
                 raise ValueError(f"{f}: expected a mapping with a USER_PROMPT string")
-            return data["USER_PROMPT"], str(f)
+            return data["USER_PROMPT"], f.name  # the file name: rows must not carry the machine's paths
     return DEFAULT_USER_PROMPT, "builtin"
 
 
@@ -199,7 +199,7 @@ def load_longproc(path, *, split: str = "8k", n: int | None = None) -> list[Samp
         if n is not None and len(out) >= n:
             break
         html = _resolve_html(d["html_path"], folder).read_text(encoding="utf-8")
-        out.append(_row_to_sample(d, template, html, str(split_file), prompt_source))
+        out.append(_row_to_sample(d, template, html, split_file.name, prompt_source))
     return out
 
 
