@@ -81,10 +81,10 @@ class RowsLayout:
     exact_k, exact_v: (B, H, >= Pm, d) exact prompt keys/values, the R rows' own or a group's stack holding them;
     rows: None when the R rows are exact_k's first R, in order, else their indices into it (device long, (R,));
     local_k, local_v: (R, H, Lm, d); out_ids, cand_ids: (R, H, n) token indices of the outliers and of every
-    candidate token, each with its mask out_valid, cand_valid (R, H, n) of the entries that exist."""
+    candidate token, each with its mask out_valid, cand_valid (R, 1, n) of the entries that exist (the heads share
+    their counts)."""
 
     prefix: list[int]
-    Pm: int
     local_lens: list[int]
     exact_k: torch.Tensor
     exact_v: torch.Tensor
@@ -98,6 +98,10 @@ class RowsLayout:
     cand_lens: list[int]
     lengths: list[int]  # each row's prompt length L
 
+    @property
+    def Pm(self) -> int:
+        return max(self.prefix)
+
 
 def rows_layout(layers: list[SparseLayer], stack: tuple[torch.Tensor, torch.Tensor] | None = None,
                 rows: torch.Tensor | None = None) -> RowsLayout:
@@ -110,9 +114,9 @@ def rows_layout(layers: list[SparseLayer], stack: tuple[torch.Tensor, torch.Tens
         raise RuntimeError("recording needs the exact prompt keys/values: build the cache with record=True")
     dev = layers[0].local_k.device
 
-    def padded_ids(parts):  # [(H, n_r)] -> (R, H, max n_r) indices and the mask of real entries
+    def padded_ids(parts):  # [(H, n_r)] -> (R, H, max n_r) indices and the (R, 1, max n_r) mask of real entries
         ids, lens = _stack(parts, 1)
-        return ids, _lengths_mask(lens, ids.shape[2], dev)[:, None, :].expand(ids.shape).contiguous()
+        return ids, _lengths_mask(lens, ids.shape[2], dev)[:, None, :]
 
     if stack is None:
         stack, rows = (_stack([lay.exact_k for lay in layers], 1)[0], _stack([lay.exact_v for lay in layers], 1)[0]), None
@@ -120,7 +124,7 @@ def rows_layout(layers: list[SparseLayer], stack: tuple[torch.Tensor, torch.Tens
     cands = [lay._chunk_positions(lay.cand_ids) for lay in layers]
     cand_ids, cand_valid = padded_ids(cands)
     P = [lay.prefix for lay in layers]
-    return RowsLayout(prefix=P, Pm=max(P), local_lens=[lay.local_k.shape[1] for lay in layers], exact_k=stack[0],
+    return RowsLayout(prefix=P, local_lens=[lay.local_k.shape[1] for lay in layers], exact_k=stack[0],
                       exact_v=stack[1], rows=rows, local_k=_stack([lay.local_k for lay in layers], 1)[0],
                       local_v=_stack([lay.local_v for lay in layers], 1)[0], out_ids=out_ids, out_valid=out_valid,
                       cand_ids=cand_ids, cand_valid=cand_valid, cand_lens=[c.shape[1] for c in cands],
