@@ -5,9 +5,13 @@ from __future__ import annotations
 import torch
 
 
-def chunk_positions(chunk_ids: torch.Tensor, c: int) -> torch.Tensor:
-    """(..., n) chunk ids -> (..., n*c) token positions of those chunks, chunk by chunk."""
-    return (chunk_ids.unsqueeze(-1) * c + torch.arange(c, device=chunk_ids.device)).flatten(-2)
+def chunk_positions(chunk_ids: torch.Tensor, c: int, offsets: torch.Tensor | None = None) -> torch.Tensor:
+    """(..., n) chunk ids -> (..., n*c) token positions of those chunks, chunk by chunk (chunk_ids itself when c is 1).
+    offsets: arange(c) on chunk_ids' device, kept by a caller that runs every step (one kernel, not three)."""
+    if c == 1:
+        return chunk_ids
+    offsets = torch.arange(c, device=chunk_ids.device) if offsets is None else offsets
+    return torch.add(offsets, chunk_ids.unsqueeze(-1), alpha=c).flatten(-2)
 
 
 def int32_keys(n: int, bf16_scores: bool) -> bool:

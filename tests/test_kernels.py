@@ -75,6 +75,27 @@ def test_landmark_scores(fmt, rule, G, D):
     assert overlap > 0.85
 
 
+@pytest.mark.parametrize("fmt", ["native", "higgs2"])
+def test_a_bf16_query_is_read_unpadded_with_the_padded_querys_scores(fmt):
+    """A bf16 query goes to the kernel as it is (rows past G masked); any other dtype is padded into a bf16 buffer
+    first. The same values must score the same, bit for bit, for G below and at the 16-row tile."""
+    gen = torch.Generator().manual_seed(11)
+    for G in (6, 16):
+        BH, M, D = 4, 200, 64
+        q = (torch.randn(BH, G, D, generator=gen) * 2).to(DEV, torch.bfloat16)
+        x = torch.randn(BH, M, D, generator=gen)
+        if fmt == "native":
+            lm = Landmarks(FMT_NATIVE, x.to(DEV, torch.bfloat16))
+        else:
+            codes = torch.randint(0, 256, (BH, M, D // 2), generator=gen, dtype=torch.uint8).to(DEV)
+            signs = (torch.randint(0, 2, (D,), generator=gen) * 2 - 1).float().to(DEV)
+            lm = Landmarks(FMT_HIGGS, codes, torch.rand(BH, M, generator=gen).to(DEV) * 20, rand_grid(256, 2, gen), 2, signs)
+        for bf16_probs in (False, True):
+            direct = landmark_scores(lm, q, D ** -0.5, "softmax_max", bf16_probs)
+            padded = landmark_scores(lm, q.float(), D ** -0.5, "softmax_max", bf16_probs)
+            assert torch.equal(direct, padded), (G, bf16_probs)
+
+
 def test_landmark_scores_bf16_probs_and_chunks():
     gen = torch.Generator().manual_seed(1)
     BH, G, M, D, c = 2, 4, 200, 64, 8
@@ -151,6 +172,12 @@ def test_gather_rows(fmt, rope, layout):
     written = ~torch.isnan(ref)
     assert torch.equal(written, ~torch.isnan(out))  # exactly the first n rows, at their slots
     assert rel(out[written], ref[written]) < 1e-2
+    # without slots, row i goes to slot i: the kernel computes it (nothing materialised), the same bits as slots arange
+    plain = torch.full_like(out, float("nan"))
+    given = torch.full_like(out, float("nan"))
+    gather_rows(src, strides, H, idx, plain, None, n, fmt, tab)
+    gather_rows(src, strides, H, idx, given, torch.arange(K, device=DEV).expand(B * H, K), n, fmt, tab)
+    assert torch.equal(plain.isnan(), given.isnan()) and torch.equal(plain.nan_to_num(), given.nan_to_num())
 
 
 def test_gathers_launched_region_major_refuse_more_rows_than_the_grid_holds():
@@ -246,6 +273,11 @@ def test_lowrank_rows():
     out = torch.empty(B * H, K, D, dtype=torch.bfloat16, device=DEV)
     lowrank_rows(U, SV, pos, out, tab)
     assert rel(out, lowrank_rows_ref(U, SV, pos, tab)) < 1e-2
+    # explicit slots (a permutation) put the same rows elsewhere; slots arange(K) is the default, bit for bit
+    perm = torch.stack([torch.randperm(K, generator=gen) for _ in range(B * H)]).to(DEV)
+    moved = torch.empty_like(out)
+    lowrank_rows(U, SV, pos, moved, tab, slots=perm)
+    assert torch.equal(moved.gather(1, perm.unsqueeze(-1).expand(-1, -1, D)), out)
 
 
 def test_torch_rope_matches_hf_style():

@@ -412,10 +412,17 @@ class _StackedRows:
         qr = take_qrows(self.data, flat, self.dev)
         return self.store0.restore(self.quantizer.dequantize(qr).view(B, H, K, self.d), qr, self.mu)
 
-    def fetch(self, pos: torch.Tensor, out: torch.Tensor, table: torch.Tensor | None, n: torch.Tensor) -> None:
+    @property
+    def token_rows(self) -> bool:
+        """The kernel gather dequantizes whole HIGGS token rows, once per distinct selected token (union_rows)."""
+        return self.kind not in ("native", "PlainQuantizer", "FP8Quantizer")
+
+    def fetch(self, pos: torch.Tensor, out: torch.Tensor, table: torch.Tensor | None, n: torch.Tensor,
+              union: tuple | None = None) -> None:
         """Kernel gather: out (B*H, K, d) = rows at pos (B*H, K) (prompt positions), dequantized, post-RoPE when
         `table` is given; only each row's first n[bh] (B*H,) positions. Pinned host rows are read zero-copy; nothing
-        synchronises the host."""
+        synchronises the host. union: union_rows(pos, n, H) when the caller has it (keys and values of one step
+        select the same tokens)."""
         from shadowkv_lab.kernels.fetch import gather_rows, higgs_rows, union_rows
 
         H, d = self.H, self.d
@@ -433,7 +440,7 @@ class _StackedRows:
         # HIGGS token rows: dequantize each distinct selected token of a row once, then hand each head its slice
         from shadowkv_lab.quant import load_grid
 
-        uniq, n_u, inv = union_rows(pos, n, H)  # (B, H*K), (B,), (B*H, K)
+        uniq, n_u, inv = union if union is not None else union_rows(pos, n, H)  # (B, H*K), (B,), (B*H, K)
         uniq = uniq + self.offs_dev.unsqueeze(1)
         C = H * d
         buf = torch.empty(self.B, uniq.shape[1], C, dtype=out.dtype, device=out.device)
@@ -529,6 +536,7 @@ class SparseGroup:
             self.sel_len = [min(lay.budget // self.c, lay.M) * self.c for lay in layers]
             self.rule = self.cfg.scoring
             self.bf16 = self.cfg.scoring == "softmax_max" and self.cfg.score_precision == "bf16"
+        self.unit_offsets = torch.arange(self.unit, device=dev)
         self.lm_valid = _lengths_mask(Ms, self.cand.shape[2], dev)  # (B, Mpad)
         self.k_sel = max(self.sel_len)
         self.sel_valid = _lengths_mask(self.sel_len, round_up(self.k_sel), dev)
@@ -627,7 +635,7 @@ class SparseGroup:
             return self.cand[:, :, :0]
         score = self.scores(qg).view(B, H, -1)
         top = topk_indices(score, self.k_sel // self.unit, bf16_scores=self.bf16, keys=self.rank_keys)
-        pos = chunk_positions(torch.gather(self.cand, 2, top), self.unit)
+        pos = chunk_positions(torch.gather(self.cand, 2, top), self.unit, self.unit_offsets)
         return pos if self.backend == "triton" else _pad_end(pos, 2, round_up(self.k_sel))
 
     def fetch(self, pos: torch.Tensor):
@@ -640,11 +648,16 @@ class SparseGroup:
 
             pos_bh = pos.reshape(B * H, K)
             n = self.sel_bh  # a row's own selection (padding past it and retired rows: nothing is read)
+            union = None
             if self.rank > 0:
                 lowrank_rows(self.U, self.SV_bh, pos_bh, self.k_buf, self.table, n=n)
             else:
-                self.keys.fetch(pos_bh, self.k_buf, self.table, n)
-            self.values.fetch(pos_bh, self.v_buf, None, n)
+                if self.keys.token_rows and self.values.token_rows:  # the same tokens: their union once, not twice
+                    from shadowkv_lab.kernels.fetch import union_rows
+
+                    union = union_rows(pos_bh, n, H)
+                self.keys.fetch(pos_bh, self.k_buf, self.table, n, union)
+            self.values.fetch(pos_bh, self.v_buf, None, n, union)
             return self.k_buf, self.v_buf
         if self.rank > 0:
             k_pre_sel = torch.matmul(self.U[self.b_idx, pos], self.SV)  # (B, H, K, r) @ (B, H, r, d)
@@ -681,7 +694,8 @@ class SparseGroup:
             sel_k = sel_v = self.res_k[:, :, :0]
         else:
             sel_k, sel_v = self.fetch(pos)
-            self.last_pos[:, :, :K] = torch.where(self.state.active[:, None, None], pos, self.last_pos[:, :, :K])
+            last = self.last_pos[:, :, :K]
+            torch.where(self.state.active[:, None, None], pos, last, out=last)  # in place: one kernel
         out = self.attend(qg, sel_k, sel_v)
         if record:  # every recorded row of the group in one batched computation (a loop over rows cost ~40 ops each)
             slots = [b for b, _ in record]

@@ -82,8 +82,10 @@ def _rope_halves(x1, x2, c, s, DT: tl.constexpr):
 @triton.jit
 def _gather_rows(src_ptr, idx_ptr, rpos_ptr, slot_ptr, n_ptr, out_ptr, tab_ptr, K, H,
                  stride_b, stride_h, stride_p, stride_ob, stride_ok,
-                 D: tl.constexpr, FMT: tl.constexpr, ROPE: tl.constexpr, USE_N: tl.constexpr, BN: tl.constexpr):
-    """out[bh, slot[i]] = rope(dequant(src row idx[bh, i]), rpos[bh, i]) for i < n[bh] (or K).
+                 D: tl.constexpr, FMT: tl.constexpr, ROPE: tl.constexpr, USE_N: tl.constexpr, SLOTS: tl.constexpr,
+                 BN: tl.constexpr):
+    """out[bh, slot[i]] = rope(dequant(src row idx[bh, i]), rpos[bh, i]) for i < n[bh] (or K); slot[i] = i
+    without SLOTS.
     FMT 0: native float rows, 1: fp8 e4m3 bytes. One load per row; RoPE splits it into its two halves.
     Grid (blocks of K, BH): region-major, see _region_major_grid."""
     bh = tl.program_id(1).to(tl.int64)
@@ -91,7 +93,7 @@ def _gather_rows(src_ptr, idx_ptr, rpos_ptr, slot_ptr, n_ptr, out_ptr, tab_ptr, 
     lim = tl.load(n_ptr + bh) if USE_N else K
     mask = i < lim
     idx = tl.load(idx_ptr + bh * K + i, mask=mask, other=0)
-    slot = tl.load(slot_ptr + bh * K + i, mask=mask, other=0)
+    slot = tl.load(slot_ptr + bh * K + i, mask=mask, other=0) if SLOTS else i
     dd = tl.arange(0, D)
     # one load per whole row: zero-copy PCIe reads are limited by the number of requests, not their size
     src = src_ptr + (bh // H) * stride_b + (bh % H) * stride_h + idx[:, None] * stride_p + dd[None, :]
@@ -123,13 +125,15 @@ def gather_rows(src: torch.Tensor, strides: tuple[int, int, int], H: int, idx: t
     BH, K = idx.shape
     D = out.shape[-1]
     block, num_warps = block or GATHER_BLOCK, num_warps or GATHER_WARPS
-    slots = slots if slots is not None else torch.arange(K, device=idx.device).expand(BH, K)
-    slots, idx = slots.contiguous(), idx.contiguous()
+    idx = idx.contiguous()
     rpos = (rope_pos if rope_pos is not None else idx).contiguous()
     tab = rope_table if rope_table is not None else out
+    # Without slots, slot i is i, computed in the kernel: materialising arange(K) for every call cost two kernel
+    # launches per layer and method group.
     _gather_rows[_region_major_grid(BH, triton.cdiv(K, block))](
-        host_arg(src), idx, rpos, slots, n if n is not None else idx, out, tab, K, H, *strides, out.stride(0), out.stride(1),
-        D=D, FMT=fmt, ROPE=rope_table is not None, USE_N=n is not None, BN=block, num_warps=num_warps)
+        host_arg(src), idx, rpos, slots.contiguous() if slots is not None else idx, n if n is not None else idx, out,
+        tab, K, H, *strides, out.stride(0), out.stride(1), D=D, FMT=fmt, ROPE=rope_table is not None,
+        USE_N=n is not None, SLOTS=slots is not None, BN=block, num_warps=num_warps)
 
 
 def gather_rows_ref(src, strides, H, idx, out, slots=None, n=None, fmt=0, rope_table=None, rope_pos=None):
@@ -270,14 +274,16 @@ def union_rows(pos: torch.Tensor, n: torch.Tensor | None, H: int):
 @triton.jit
 def _lowrank_rows(u_ptr, sv_ptr, pos_ptr, slot_ptr, n_ptr, out_ptr, tab_ptr, K, H, R,
                   stride_ub, stride_up, stride_ur, stride_ob, stride_ok,
-                  D: tl.constexpr, USE_N: tl.constexpr, BN: tl.constexpr, BR: tl.constexpr, F32_DOT: tl.constexpr):
-    """out[bh, slot[i]] = rope(U[b, pos] @ SV[b, h], pos) in bf16, rows i < n[bh]: ShadowKV's key rebuild."""
+                  D: tl.constexpr, USE_N: tl.constexpr, SLOTS: tl.constexpr, BN: tl.constexpr, BR: tl.constexpr,
+                  F32_DOT: tl.constexpr):
+    """out[bh, slot[i]] = rope(U[b, pos] @ SV[b, h], pos) in bf16, rows i < n[bh]: ShadowKV's key rebuild (slot[i] = i
+    without SLOTS)."""
     bh = tl.program_id(0).to(tl.int64)
     i = tl.program_id(1) * BN + tl.arange(0, BN)
     lim = tl.load(n_ptr + bh) if USE_N else K
     mask = i < lim
     pos = tl.load(pos_ptr + bh * K + i, mask=mask, other=0)
-    slot = tl.load(slot_ptr + bh * K + i, mask=mask, other=0)
+    slot = tl.load(slot_ptr + bh * K + i, mask=mask, other=0) if SLOTS else i
     HALF: tl.constexpr = D // 2
     dd = tl.arange(0, HALF)
     rr = tl.arange(0, BR)
@@ -309,11 +315,11 @@ def lowrank_rows(U: torch.Tensor, SV: torch.Tensor, pos: torch.Tensor, out: torc
     BH, K = pos.shape
     R, D = SV.shape[-2:]
     H = BH // U.shape[0]
-    slots = slots if slots is not None else torch.arange(K, device=pos.device).expand(BH, K)
+    pos = pos.contiguous()
     _lowrank_rows[(BH, triton.cdiv(K, block))](
-        U, SV, pos.contiguous(), slots.contiguous(), n if n is not None else pos, out, rope_table, K, H, R,
-        U.stride(0), U.stride(1), U.stride(2), out.stride(0), out.stride(1), D=D, USE_N=n is not None, BN=block, BR=32,
-        F32_DOT=interpreting(), num_warps=4)
+        U, SV, pos, slots.contiguous() if slots is not None else pos, n if n is not None else pos, out, rope_table, K,
+        H, R, U.stride(0), U.stride(1), U.stride(2), out.stride(0), out.stride(1), D=D, USE_N=n is not None,
+        SLOTS=slots is not None, BN=block, BR=32, F32_DOT=interpreting(), num_warps=4)
 
 
 def lowrank_rows_ref(U, SV, pos, rope_table):

@@ -115,7 +115,7 @@ def _load_landmarks(lm_ptr, grid_ptr, sc_ptr, sgn_ptr, row, srow, m, mmask, dd, 
 @triton.jit
 def _score_pass(q_ptr, lm_ptr, sc_ptr, grid_ptr, sgn_ptr, stat_ptr, out_ptr, lg_ptr, len_ptr, M, NB, scaling,
                 stride_lb, stride_lm, stride_sb,
-                G: tl.constexpr, GP: tl.constexpr, D: tl.constexpr, FMT: tl.constexpr, P: tl.constexpr,
+                G: tl.constexpr, GP: tl.constexpr, QG: tl.constexpr, D: tl.constexpr, FMT: tl.constexpr, P: tl.constexpr,
                 LOG2D: tl.constexpr, SIGNS: tl.constexpr, LM_DT: tl.constexpr,
                 MODE: tl.constexpr, BF16_PROBS: tl.constexpr, BM: tl.constexpr, F32_DOT: tl.constexpr,
                 STORE: tl.constexpr, RAGGED: tl.constexpr):
@@ -125,7 +125,8 @@ def _score_pass(q_ptr, lm_ptr, sc_ptr, grid_ptr, sgn_ptr, stat_ptr, out_ptr, lg_
     STORE: the logits are read back from lg instead of recomputed from the landmarks.
     MODE 2: mean_dot scores (q holds the group-mean query in row 0) -> out (BH, M).
     RAGGED: row bh's valid landmarks are its first min(len[bh], M) (read on the device); the others are never loaded,
-    score -inf and enter no statistic. Otherwise all M are valid."""
+    score -inf and enter no statistic. Otherwise all M are valid.
+    q: (BH, QG, D) bf16, rows past QG (up to GP) read as zeros."""
     bh = tl.program_id(0).to(tl.int64)
     blk = tl.program_id(1)
     if RAGGED:
@@ -143,7 +144,7 @@ def _score_pass(q_ptr, lm_ptr, sc_ptr, grid_ptr, sgn_ptr, stat_ptr, out_ptr, lg_
     else:
         x = _load_landmarks(lm_ptr, grid_ptr, sc_ptr, sgn_ptr, bh * stride_lb, bh * stride_sb, m, mmask, dd,
                             stride_lm, FMT, P, BM, D, LOG2D, SIGNS, LM_DT)
-        qt = tl.load(q_ptr + bh * GP * D + gg[None, :] * D + dd[:, None])  # (D, GP) bf16, zero rows past G
+        qt = tl.load(q_ptr + bh * QG * D + gg[None, :] * D + dd[:, None], mask=gg[None, :] < QG, other=0.0)  # (D, GP)
         s = mma(x, qt, F32_DOT)  # (BM, GP) fp32
         if MODE == 2:
             # a new name: the compiler types `s` across the branches, and the code below needs it (BM, GP)
@@ -206,8 +207,9 @@ def prepare_query(lm: Landmarks, q: torch.Tensor, rule: str) -> torch.Tensor:
     GP >= 16 rows (the tensor-core tile). The mean is summed head by head, elementwise ((q_0 + q_1) + ...) / G, so no
     reduction kernel whose strategy follows the batch shape touches it (on CPU it equals q.mean(1) bit for bit)."""
     BH, G, D = q.shape
-    qf = q.float()
+    qf = q  # rounded to bf16 once, in the copy below (through fp32 it rounds the same: a second kernel for nothing)
     if rule == "mean_dot":
+        qf = q.float()
         acc = qf[:, 0]
         for j in range(1, G):
             acc = acc + qf[:, j]
@@ -264,8 +266,11 @@ def landmark_scores(lm: Landmarks, q: torch.Tensor, scaling: float, rule: str = 
         raise ValueError(f"landmark dtype {lm.dtype} not supported; allowed: {', '.join(map(str, _LM_DTYPES))}")
     _check_lengths(lengths, BH, q.device)
     store = higgs if store_logits is None else bool(store_logits)
-    qk = prepare_query(lm, q, rule)
-    GP = qk.shape[1]
+    if rule != "mean_dot" and q.dtype == torch.bfloat16:  # read as it is: padding it cost two kernels a call
+        qk, GP = q.contiguous(), max(16, next_pow2(G))
+    else:
+        qk = prepare_query(lm, q, rule)
+        GP = qk.shape[1]
     NB = triton.cdiv(M, block_m)
     out = torch.empty(BH, M, dtype=torch.float32, device=q.device)
     data = lm.data
@@ -276,7 +281,7 @@ def landmark_scores(lm: Landmarks, q: torch.Tensor, scaling: float, rule: str = 
     strides = (data.stride(0), data.stride(1), sc.stride(0) if lm.scales is not None else 0)
     lens = lengths if lengths is not None else out
     # no FMA contraction: the HIGGS butterfly must round grid * s and every sum exactly as the torch reference
-    kw = dict(GP=GP, D=D, FMT=lm.fmt, P=lm.p, LOG2D=D.bit_length() - 1, SIGNS=higgs and lm.signs is not None,
+    kw = dict(GP=GP, QG=qk.shape[1], D=D, FMT=lm.fmt, P=lm.p, LOG2D=D.bit_length() - 1, SIGNS=higgs and lm.signs is not None,
               LM_DT=_LM_DTYPES[lm.dtype], BF16_PROBS=bf16_probs, BM=block_m, F32_DOT=interpreting(),
               RAGGED=lengths is not None, num_warps=num_warps or (HIGGS_TILE[1] if higgs else 4),
               enable_fp_fusion=not higgs)
