@@ -115,8 +115,8 @@ def _load_landmarks(lm_ptr, grid_ptr, sc_ptr, sgn_ptr, row, srow, m, mmask, dd, 
 @triton.jit
 def _score_pass(q_ptr, lm_ptr, sc_ptr, grid_ptr, sgn_ptr, stat_ptr, out_ptr, lg_ptr, len_ptr, M, NB, scaling,
                 stride_lb, stride_lm, stride_sb,
-                G: tl.constexpr, GP: tl.constexpr, QG: tl.constexpr, D: tl.constexpr, FMT: tl.constexpr, P: tl.constexpr,
-                LOG2D: tl.constexpr, SIGNS: tl.constexpr, LM_DT: tl.constexpr,
+                G: tl.constexpr, GP: tl.constexpr, QG: tl.constexpr, D: tl.constexpr, FMT: tl.constexpr,
+                P: tl.constexpr, LOG2D: tl.constexpr, SIGNS: tl.constexpr, LM_DT: tl.constexpr,
                 MODE: tl.constexpr, BF16_PROBS: tl.constexpr, BM: tl.constexpr, F32_DOT: tl.constexpr,
                 STORE: tl.constexpr, RAGGED: tl.constexpr):
     """MODE 0: per-block (max, sum-exp) of the scaled logits per query head -> stat (BH, 2, GP, NB); STORE: the
@@ -281,8 +281,8 @@ def landmark_scores(lm: Landmarks, q: torch.Tensor, scaling: float, rule: str = 
     strides = (data.stride(0), data.stride(1), sc.stride(0) if lm.scales is not None else 0)
     lens = lengths if lengths is not None else out
     # no FMA contraction: the HIGGS butterfly must round grid * s and every sum exactly as the torch reference
-    kw = dict(GP=GP, QG=qk.shape[1], D=D, FMT=lm.fmt, P=lm.p, LOG2D=D.bit_length() - 1, SIGNS=higgs and lm.signs is not None,
-              LM_DT=_LM_DTYPES[lm.dtype], BF16_PROBS=bf16_probs, BM=block_m, F32_DOT=interpreting(),
+    kw = dict(GP=GP, QG=qk.shape[1], D=D, FMT=lm.fmt, P=lm.p, LOG2D=D.bit_length() - 1,
+              SIGNS=higgs and lm.signs is not None, LM_DT=_LM_DTYPES[lm.dtype], BF16_PROBS=bf16_probs, BM=block_m, F32_DOT=interpreting(),
               RAGGED=lengths is not None, num_warps=num_warps or (HIGGS_TILE[1] if higgs else 4),
               enable_fp_fusion=not higgs)
     if rule == "mean_dot":
