@@ -644,7 +644,7 @@ class SparseGroup:
         B, H, K = pos.shape
         d = self.d
         if self.backend == "triton":
-            from shadowkv_lab.kernels.fetch import lowrank_rows
+            from shadowkv_lab.kernels.fetch import lowrank_rows, union_rows
 
             pos_bh = pos.reshape(B * H, K)
             n = self.sel_bh  # a row's own selection (padding past it and retired rows: nothing is read)
@@ -653,8 +653,6 @@ class SparseGroup:
                 lowrank_rows(self.U, self.SV_bh, pos_bh, self.k_buf, self.table, n=n)
             else:
                 if self.keys.token_rows and self.values.token_rows:  # the same tokens: their union once, not twice
-                    from shadowkv_lab.kernels.fetch import union_rows
-
                     union = union_rows(pos_bh, n, H)
                 self.keys.fetch(pos_bh, self.k_buf, self.table, n, union)
             self.values.fetch(pos_bh, self.v_buf, None, n, union)

@@ -202,11 +202,15 @@ def _reduce_stats(stat_ptr, red_ptr, NB, GP: tl.constexpr, CH: tl.constexpr):
     tl.store(red_ptr + bh * 2 * GP + GP + gg, tl.sum(acc, 1))
 
 
-def prepare_query(lm: Landmarks, q: torch.Tensor, rule: str) -> torch.Tensor:
-    """q (BH, G, D) post-RoPE queries -> (BH, GP, D) bf16 kernel operand: group mean for mean_dot, zero-padded to
-    GP >= 16 rows (the tensor-core tile). The mean is summed head by head, elementwise ((q_0 + q_1) + ...) / G, so no
-    reduction kernel whose strategy follows the batch shape touches it (on CPU it equals q.mean(1) bit for bit)."""
+def prepare_query(lm: Landmarks, q: torch.Tensor, rule: str) -> tuple[torch.Tensor, int]:
+    """q (BH, G, D) post-RoPE queries -> (operand (BH, QG, D) bf16, GP): the kernel reads QG rows and takes rows
+    QG..GP-1 as zeros, GP >= 16 (the tensor-core tile). A bf16 query is the operand as it is (padding it cost two
+    kernels a call); mean_dot's operand is the group mean, summed head by head, elementwise ((q_0 + q_1) + ...) / G, so
+    no reduction kernel whose strategy follows the batch shape touches it (on CPU it equals q.mean(1) bit for bit);
+    any other dtype is rounded to bf16 once, in a zero-padded copy."""
     BH, G, D = q.shape
+    if rule != "mean_dot" and q.dtype == torch.bfloat16:
+        return q.contiguous(), max(16, next_pow2(G))
     qf = q  # rounded to bf16 once, in the copy below (through fp32 it rounds the same: a second kernel for nothing)
     if rule == "mean_dot":
         qf = q.float()
@@ -217,7 +221,7 @@ def prepare_query(lm: Landmarks, q: torch.Tensor, rule: str) -> torch.Tensor:
     GP = max(16, next_pow2(qf.shape[1]))
     out = torch.zeros(BH, GP, D, dtype=torch.bfloat16, device=q.device)
     out[:, : qf.shape[1]] = qf
-    return out
+    return out, GP
 
 
 _LM_DTYPES = {torch.bfloat16: 0, torch.float16: 1, torch.float32: 2}
@@ -266,11 +270,7 @@ def landmark_scores(lm: Landmarks, q: torch.Tensor, scaling: float, rule: str = 
         raise ValueError(f"landmark dtype {lm.dtype} not supported; allowed: {', '.join(map(str, _LM_DTYPES))}")
     _check_lengths(lengths, BH, q.device)
     store = higgs if store_logits is None else bool(store_logits)
-    if rule != "mean_dot" and q.dtype == torch.bfloat16:  # read as it is: padding it cost two kernels a call
-        qk, GP = q.contiguous(), max(16, next_pow2(G))
-    else:
-        qk = prepare_query(lm, q, rule)
-        GP = qk.shape[1]
+    qk, GP = prepare_query(lm, q, rule)
     NB = triton.cdiv(M, block_m)
     out = torch.empty(BH, M, dtype=torch.float32, device=q.device)
     data = lm.data
