@@ -124,6 +124,11 @@ def main(argv=None):
     if os.environ["TRITON_INTERPRET"] != "1":
         ap.error("counts run on the Triton interpreter: TRITON_INTERPRET=1")
     methods = [m.strip() for m in a.methods.split(",") if m.strip()]
+    for m in methods:  # every name checked before the model is built
+        try:
+            resolve(m)
+        except ValueError as e:
+            ap.error(f"--methods: {e}")
     model, _ = tiny_model("qwen2", seed=3, dtype=torch.bfloat16, device="cpu", head_dim=32)
     g = torch.Generator().manual_seed(4)
     with torch.inference_mode():

@@ -47,3 +47,11 @@ def test_higgs_keys_and_values_share_one_union_of_positions(counts):
     y = counts["methods"]["yakv"]
     assert y["triton"]["_higgs_rows"] == 2  # keys and values dequantized
     assert y["aten"]["sort"] == 1, y["aten"]  # one union (a sort of the heads' positions), not one each
+
+
+def test_bad_arguments_are_named_before_anything_runs(tmp_path, capsys):
+    for argv, named in ((["--methods", "full,nosuch"], "unknown method 'nosuch'"), (["--rows", "0"], "--rows 0")):
+        with pytest.raises(SystemExit):
+            main([*argv, "--out", str(tmp_path / "x.json")])
+        assert named in capsys.readouterr().err
+    assert not (tmp_path / "x.json").exists()

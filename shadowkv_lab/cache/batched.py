@@ -431,7 +431,7 @@ class _StackedRows:
             gather_rows(self.data, (s[0], s[1], s[2]), H, pos, out, n=n, rope_table=table, rope_pos=pos)
             return
         rows = self.data.rows
-        if self.kind in ("PlainQuantizer", "FP8Quantizer"):
+        if not self.token_rows:  # plain or FP8 rows, read as they are
             src = rows["data"]
             strides = (0, d if self.token_major else 0, src.stride(0))
             gather_rows(src, strides, H, pos + self.base_bh.unsqueeze(1), out, n=n, fmt=1 if self.kind == "FP8Quantizer" else 0,
